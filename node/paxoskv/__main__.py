@@ -1,0 +1,3 @@
+from paxoskv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Ballots: totally ordered, unique per proposer, and unique across restarts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Ballot:
+    """A proposal number.
+
+    `boot` is the proposer's durable restart counter, so a proposer that
+    crashed and forgot which rounds it used can never reuse a ballot.
+    """
+
+    round: int
+    boot: int
+    node: str
+
+    def successor(self) -> Ballot:
+        return Ballot(self.round + 1, self.boot, self.node)
+
+    def to_json(self) -> list[Any]:
+        return [self.round, self.boot, self.node]
+
+    @staticmethod
+    def from_json(raw: list[Any]) -> Ballot:
+        return Ballot(int(raw[0]), int(raw[1]), str(raw[2]))
+
+
+# The lowest ballot. Only a key's home proposer ever uses it, at most once per
+# key, so it may skip the prepare phase: no lower ballot can have accepted
+# anything. (This holds while membership is static; a membership change must
+# fall back to full rounds for keys whose home moves.)
+ZERO = Ballot(0, 0, "")
+
+
+def first_ballot(node: str, boot: int, above: Ballot | None) -> Ballot:
+    """The lowest ballot of `node` that is higher than `above` and than ZERO."""
+    round_ = 1 if above is None else above.round + 1
+    return Ballot(round_, boot, node)

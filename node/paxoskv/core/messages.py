@@ -1,0 +1,116 @@
+"""Acceptor requests and replies, with their wire form (plain JSON lists/dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from paxoskv.core.ballot import Ballot
+from paxoskv.core.state import KeyState
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    key: str
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Accept `state` at `ballot`; then promise `next_promise` (CASPaxos's
+    one-round-trip optimisation: the proposer's next change on this key can
+    skip the prepare phase)."""
+
+    key: str
+    ballot: Ballot
+    state: KeyState
+    next_promise: Ballot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """Report the accepted ballot and state without promising anything."""
+
+    key: str
+
+
+Request = Prepare | Accept | Inspect
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    key: str
+    ballot: Ballot
+    accepted: Ballot | None
+    state: KeyState
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    key: str
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The acceptor has promised `promised`, which is higher than the request's ballot."""
+
+    key: str
+    ballot: Ballot
+    promised: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    key: str
+    accepted: Ballot | None
+    state: KeyState
+
+
+Reply = Promise | Accepted | Rejected | Observed
+
+
+def _ballot(raw: Any) -> Ballot | None:
+    return None if raw is None else Ballot.from_json(raw)
+
+
+def _raw(ballot: Ballot | None) -> Any:
+    return None if ballot is None else ballot.to_json()
+
+
+def encode(msg: Request | Reply) -> list[Any]:
+    match msg:
+        case Prepare(key, ballot):
+            return ["prepare", key, ballot.to_json()]
+        case Accept(key, ballot, state, next_promise):
+            return ["accept", key, ballot.to_json(), state.to_json(), _raw(next_promise)]
+        case Inspect(key):
+            return ["inspect", key]
+        case Promise(key, ballot, accepted, state):
+            return ["promise", key, ballot.to_json(), _raw(accepted), state.to_json()]
+        case Accepted(key, ballot):
+            return ["accepted", key, ballot.to_json()]
+        case Rejected(key, ballot, promised):
+            return ["rejected", key, ballot.to_json(), promised.to_json()]
+        case Observed(key, accepted, state):
+            return ["observed", key, _raw(accepted), state.to_json()]
+    raise TypeError(f"not a message: {msg!r}")
+
+
+def decode(raw: list[Any]) -> Request | Reply:
+    kind, key = raw[0], raw[1]
+    if kind == "prepare":
+        return Prepare(key, Ballot.from_json(raw[2]))
+    if kind == "accept":
+        return Accept(key, Ballot.from_json(raw[2]), KeyState.from_json(raw[3]), _ballot(raw[4]))
+    if kind == "inspect":
+        return Inspect(key)
+    if kind == "promise":
+        return Promise(key, Ballot.from_json(raw[2]), _ballot(raw[3]), KeyState.from_json(raw[4]))
+    if kind == "accepted":
+        return Accepted(key, Ballot.from_json(raw[2]))
+    if kind == "rejected":
+        return Rejected(key, Ballot.from_json(raw[2]), Ballot.from_json(raw[3]))
+    if kind == "observed":
+        return Observed(key, _ballot(raw[2]), KeyState.from_json(raw[3]))
+    raise ValueError(f"unknown message kind {kind!r}")

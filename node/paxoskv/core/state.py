@@ -1,0 +1,102 @@
+"""The value of one register and the changes that can be applied to it.
+
+Every change is a pure function of the current state (CASPaxos). A key is
+*decided anew* each time it turns live or dead; each such decision increases
+its generation, which clients see as the fencing token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Json = Any
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    token: int = 0
+    live: bool = False
+    value: Json = None
+    bindings: dict[str, Json] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Json]:
+        return {"token": self.token, "live": self.live, "value": self.value,
+                "bindings": self.bindings}
+
+    @staticmethod
+    def from_json(raw: dict[str, Json]) -> KeyState:
+        return KeyState(int(raw["token"]), bool(raw["live"]), raw["value"],
+                        dict(raw["bindings"]))
+
+
+EMPTY = KeyState()
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The identity change: a linearizable read proposes it."""
+
+    def apply(self, state: KeyState) -> KeyState:
+        return state
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "read"}
+
+
+@dataclass(frozen=True, slots=True)
+class PutIfAbsent:
+    """First write wins: a live key keeps its value and bindings."""
+
+    value: Json
+    bindings: dict[str, Json] = field(default_factory=dict)
+
+    def apply(self, state: KeyState) -> KeyState:
+        if state.live:
+            return state
+        return KeyState(state.token + 1, True, self.value, dict(self.bindings))
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "put", "value": self.value, "bindings": self.bindings}
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteIf:
+    """End the key's generation if its fencing token is still `token`.
+
+    The result is a tombstone with a new generation, never an erasure, so a
+    deleted value cannot come back.
+    """
+
+    token: int
+
+    def apply(self, state: KeyState) -> KeyState:
+        if state.live and state.token == self.token:
+            return KeyState(state.token + 1, False)
+        return state
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "delete", "token": self.token}
+
+
+Change = Read | PutIfAbsent | DeleteIf
+
+
+def change_from_json(raw: dict[str, Json]) -> Change:
+    op = raw["op"]
+    if op == "read":
+        return Read()
+    if op == "put":
+        return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}))
+    if op == "delete":
+        return DeleteIf(int(raw["token"]))
+    raise ValueError(f"unknown change {op!r}")
+
+
+def apply_all(state: KeyState, changes: list[Change]) -> list[KeyState]:
+    """Apply changes in order; element i is the state right after change i."""
+    results = []
+    for change in changes:
+        state = change.apply(state)
+        results.append(state)
+    return results

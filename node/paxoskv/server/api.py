@@ -1,0 +1,213 @@
+"""The HTTP application: client API (/v1), peer endpoint, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from paxoskv import __version__
+from paxoskv.core import messages
+from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
+from paxoskv.server import validation as v
+from paxoskv.server.metrics import Metrics
+from paxoskv.server.node import NoQuorum, Node
+from paxoskv.server.openapi import openapi_document
+from paxoskv.server.transport import MAX_FRAME, FrameWriter
+
+log = logging.getLogger("paxoskv.api")
+
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   ) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return web.json_response({"error": error}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is JSON with a stable code, including aiohttp's own."""
+    try:
+        return await handler(request)
+    except v.RequestError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "too_large",
+                              f"request body exceeds {v.MAX_BODY_BYTES} bytes", "body")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except NoQuorum as exc:
+        return error_response(503, "no_quorum", str(exc))
+
+
+def entry(target: v.Target, state: KeyState) -> dict[str, Any]:
+    return {"bucket": target.bucket, "key": target.key, "found": state.live,
+            "value": state.value if state.live else None, "token": state.token,
+            "bindings": state.bindings if state.live else {}}
+
+
+async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    body = v.parse_body(await request.read())
+    v.only(body, allowed | {"bucket", "key", "no_quorum", "timeout_ms"})
+    return body
+
+
+def _measured(op: str, handler: Handler) -> Handler:
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        metrics = request.app[METRICS]
+        started = time.perf_counter()
+        code = "internal"
+        try:
+            response = await handler(request)
+            code = "ok"
+            return response
+        except v.RequestError as exc:
+            code = exc.code
+            raise
+        except NoQuorum:
+            code = "no_quorum"
+            raise
+        finally:
+            metrics.requests.labels(op, code).inc()
+            metrics.latency.labels(op).observe(time.perf_counter() - started)
+
+    return wrapper
+
+
+async def put(request: web.Request) -> web.Response:
+    body = await _body(request, {"value", "bindings"})
+    target = v.target(body)
+    change = PutIfAbsent(v.value(body), v.bindings(body))
+    node = request.app[NODE]
+    state = await node.change(target.key_id, change, target.timeout, target.no_quorum == "retry")
+    return web.json_response(entry(target, state))
+
+
+async def get(request: web.Request) -> web.Response:
+    body = await _body(request, {"consistency"})
+    target = v.target(body)
+    node = request.app[NODE]
+    if v.consistency(body) == "local":
+        state = node.read_local(target.key_id)
+    else:
+        state = await node.read(target.key_id, target.timeout, target.no_quorum == "retry")
+    return web.json_response(entry(target, state))
+
+
+async def delete(request: web.Request) -> web.Response:
+    body = await _body(request, {"token"})
+    target = v.target(body)
+    token = v.token(body)
+    node = request.app[NODE]
+    state = await node.change(target.key_id, DeleteIf(token), target.timeout,
+                              target.no_quorum == "retry")
+    # Ours if the tombstone ends exactly the generation we named.
+    deleted = not state.live and state.token == token + 1
+    return web.json_response({**entry(target, state), "deleted": deleted})
+
+
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    members = [{"name": name, "self": name == node.name,
+                "connected": name == node.name or node.links[name].connected}
+               for name in node.members]
+    return web.json_response({"name": node.name, "version": __version__, "boot": node.boot,
+                              "quorum": node.quorum, "quorate": node.has_quorum(),
+                              "members": members, "keys": len(node.acceptor.records)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if not node.has_quorum():
+        return error_response(503, "no_quorum", f"{node.reachable()} of {len(node.members)} "
+                              f"members reachable, {node.quorum} needed")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def peer(request: web.Request) -> web.WebSocketResponse:
+    """A peer's connection for its requests to this node's acceptor."""
+    node = request.app[NODE]
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=2.0)
+    await ws.prepare(request)
+    writer = FrameWriter(ws)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
+        await durable
+        for envelope in replies:
+            writer.send(envelope)
+
+    async def forwarded(request_id: int, body: dict[str, Any]) -> None:
+        writer.send([request_id, "p", await node.handle_forwarded(body)])
+
+    def spawn(coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            replies, writes = [], []
+            for request_id, kind, body in json.loads(msg.data):
+                if kind == "m":
+                    reply, write = node.acceptor.handle(messages.decode(body))  # type: ignore[arg-type]
+                    replies.append([request_id, kind, messages.encode(reply)])
+                    if write is not None:
+                        writes.append(write)
+                elif kind == "p":
+                    spawn(forwarded(request_id, body))
+            if replies:
+                durable = node.storage.write(writes) if writes else node.storage.flushed()
+                spawn(reply_when_durable(replies, durable))
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await writer.close()
+    return ws
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
+    app[NODE] = node
+    app[METRICS] = Metrics(node)
+    app.router.add_post("/v1/put", _measured("put", put))
+    app.router.add_post("/v1/get", _measured("get", get))
+    app.router.add_post("/v1/delete", _measured("delete", delete))
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/peer", peer)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

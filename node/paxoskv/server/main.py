@@ -1,0 +1,92 @@
+"""Run one node: open storage, start the HTTP server and peer links, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from paxoskv.core.acceptor import Acceptor
+from paxoskv.server.api import create_app
+from paxoskv.server.node import Node
+from paxoskv.server.storage import Storage
+from paxoskv.server.transport import PeerLink
+
+log = logging.getLogger("paxoskv.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    members: dict[str, str]  # name -> base URL, this node's included
+    listen_host: str
+    listen_port: int
+    data_dir: Path
+
+
+class JsonFormatter(logging.Formatter):
+    """Structured logs: one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        for name in ("node", "peer", "url", "keys", "boot"):
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(config: ServerConfig) -> None:
+    storage = Storage(config.data_dir)
+    acceptor = Acceptor(storage.load())
+    boot = storage.next_boot()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0))
+    node = Node(config.name, list(config.members), acceptor, storage, boot)
+    node.links = {name: PeerLink(name, url, session, config.name)
+                  for name, url in config.members.items() if name != config.name}
+    runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    node.start()
+    log.info("node started", extra={"node": config.name, "boot": boot,
+                                    "keys": len(acceptor.records),
+                                    "url": f"http://{config.listen_host}:{config.listen_port}"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"node": config.name})
+    await node.stop()
+    await runner.cleanup()
+    await session.close()
+    await storage.close()
+    log.info("stopped", extra={"node": config.name})
+
+
+def run(config: ServerConfig, log_level: str = "info") -> None:
+    setup_logging(log_level)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(config))

@@ -1,0 +1,320 @@
+"""The node: drives the pure core over the network and the disk.
+
+Routing: every change of a key goes to the key's *home* member, which queues
+concurrent changes per key and decides them together in one CASPaxos round
+(so contention stays live and cheap). If the home is unreachable, the node
+that got the request proposes itself, with full rounds and randomised
+backoff. Reads try a one-round-trip quorum read first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from paxoskv.core import messages
+from paxoskv.core.acceptor import Acceptor
+from paxoskv.core.ballot import ZERO, Ballot, first_ballot
+from paxoskv.core.messages import Inspect, Observed, Reply, Request
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
+from paxoskv.core.state import Change, KeyState, Read, apply_all, change_from_json
+from paxoskv.server.storage import Storage
+from paxoskv.server.transport import PeerLink, PeerUnavailable
+
+log = logging.getLogger("paxoskv.node")
+
+
+class NoQuorum(Exception):
+    """No quorum answered in time. The change may or may not have been decided."""
+
+
+@dataclass
+class Stats:
+    fast_path: int = 0
+    cached_promise: int = 0
+    full_round: int = 0
+    conflicts: int = 0
+    quorum_reads: int = 0
+    forwarded: int = 0
+
+
+@dataclass
+class _Waiter:
+    change: Change
+    future: asyncio.Future[KeyState]
+    deadline: float
+    retry: bool
+
+
+@dataclass
+class Node:
+    name: str
+    members: Sequence[str]  # every member's name, this node's included
+    acceptor: Acceptor
+    storage: Storage
+    boot: int
+    links: dict[str, PeerLink] = field(default_factory=dict)
+    attempt_timeout: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self.members = sorted(self.members)
+        self.quorum = len(self.members) // 2 + 1
+        # Promises this proposer holds: key -> (ballot, chosen state).
+        self._promises: dict[str, tuple[Ballot, KeyState]] = {}
+        self._queues: dict[str, list[_Waiter]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    # -- membership view ------------------------------------------------------
+
+    def home(self, key: str) -> str:
+        return self.members[zlib.crc32(key.encode()) % len(self.members)]
+
+    def reachable(self) -> int:
+        return 1 + sum(link.connected for link in self.links.values())
+
+    def has_quorum(self) -> bool:
+        return self.reachable() >= self.quorum
+
+    # -- the acceptor, local and remote --------------------------------------
+
+    async def handle_request(self, msg: Request) -> Reply:
+        """Answer an acceptor request once its effect is durable."""
+        reply, write = self.acceptor.handle(msg)
+        await (self.storage.write([write]) if write else self.storage.flushed())
+        return reply
+
+    def _send(self, dest: str, msg: Request) -> asyncio.Future[Any]:
+        if dest == self.name:
+            return asyncio.ensure_future(self.handle_request(msg))
+        raw = self.links[dest].call("m", messages.encode(msg))
+        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def decoded(f: asyncio.Future[Any]) -> None:
+            if out.done():
+                return
+            if f.exception() is not None:
+                out.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                out.set_result(messages.decode(f.result()))
+
+        raw.add_done_callback(decoded)
+        return out
+
+    # -- client operations ------------------------------------------------------
+
+    async def change(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
+        """Apply `change` by consensus and return the key's resulting state."""
+        deadline = self.clock() + timeout
+        home = self.home(key)
+        link = self.links.get(home)
+        if link is not None and link.connected:
+            try:
+                return await self._forward(link, key, change, deadline, retry)
+            except (PeerUnavailable, asyncio.TimeoutError):
+                log.debug("home %s did not answer for %s; proposing here", home, key)
+        return await self.submit(key, change, deadline - self.clock(), retry)
+
+    async def read(self, key: str, timeout: float, retry: bool) -> KeyState:
+        """A linearizable read."""
+        if self.has_quorum():
+            state = await self._quorum_read(key, min(timeout, self.attempt_timeout))
+            if state is not None:
+                self.stats.quorum_reads += 1
+                return state
+        return await self.change(key, Read(), timeout, retry)
+
+    def read_local(self, key: str) -> KeyState:
+        """This acceptor's latest accepted state: possibly stale."""
+        return self.acceptor.record(key).state
+
+    async def _forward(
+        self, link: PeerLink, key: str, change: Change, deadline: float, retry: bool
+    ) -> KeyState:
+        self.stats.forwarded += 1
+        remaining = max(deadline - self.clock(), 0.001)
+        body = {"key": key, "change": change.to_json(), "timeout": remaining, "retry": retry}
+        # A stalled home must not hold the request hostage: after a few
+        # attempts' worth of silence, propose here instead.
+        reply = await asyncio.wait_for(link.call("p", body),
+                                       min(remaining, 3 * self.attempt_timeout))
+        if "error" in reply:
+            raise NoQuorum(reply["error"])
+        return KeyState.from_json(reply["state"])
+
+    async def handle_forwarded(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            state = await self.submit(body["key"], change_from_json(body["change"]),
+                                      float(body["timeout"]), bool(body["retry"]))
+        except NoQuorum as exc:
+            return {"error": str(exc)}
+        return {"state": state.to_json()}
+
+    # -- per-key queues ---------------------------------------------------------
+
+    async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
+        """Queue a change; concurrent changes of one key share one round."""
+        future: asyncio.Future[KeyState] = asyncio.get_running_loop().create_future()
+        deadline = self.clock() + timeout
+        self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._work(key))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
+                           "the change may or may not have been decided") from None
+
+    async def _work(self, key: str) -> None:
+        backoff = 0.05
+        try:
+            while batch := [w for w in self._queues.pop(key, []) if not w.future.done()]:
+                deadline = max(w.deadline for w in batch)
+                changes = [w.change for w in batch]
+                try:
+                    decided = await self._decide(key, _compose(changes), deadline)
+                except NoQuorum as exc:
+                    now = self.clock()
+                    again = [w for w in batch if w.retry and w.deadline > now]
+                    for w in batch:
+                        if w not in again and not w.future.done():
+                            w.future.set_exception(NoQuorum(str(exc)))
+                    if again:
+                        self._queues.setdefault(key, [])[:0] = again
+                        await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                        backoff = min(backoff * 2, 1.0)
+                    continue
+                for w, state in zip(batch, apply_all(decided.prior, changes), strict=True):
+                    if not w.future.done():
+                        w.future.set_result(state)
+        finally:
+            del self._workers[key]
+
+    # -- consensus rounds ---------------------------------------------------------
+
+    async def _decide(
+        self, key: str, change: Callable[[KeyState], KeyState], deadline: float
+    ) -> Decided:
+        backoff = 0.002
+        while True:
+            if not self.has_quorum():
+                raise NoQuorum(f"{self.reachable()} of {len(self.members)} members reachable, "
+                               f"{self.quorum} needed")
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise NoQuorum("deadline passed under contention")
+            proposal = self._proposal(key, change)
+            outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
+            if isinstance(outcome, Decided):
+                if outcome.promised is not None:
+                    self._promises[key] = (outcome.promised, outcome.state)
+                return outcome
+            if outcome is None:
+                raise NoQuorum("no quorum answered in time")
+            self.stats.conflicts += 1
+            await asyncio.sleep(backoff * random.random())
+            backoff = min(backoff * 2, 0.5)
+
+    def _proposal(self, key: str, change: Callable[[KeyState], KeyState]) -> Proposal:
+        def make(ballot: Ballot, prepared: KeyState | None) -> Proposal:
+            next_promise = Ballot(ballot.round + 1, self.boot, self.name)
+            return Proposal(key, change, ballot, self.members, self.quorum,
+                            prepared=prepared, next_promise=next_promise)
+
+        cached = self._promises.pop(key, None)
+        if cached is not None:
+            self.stats.cached_promise += 1
+            return make(*cached)
+        if self.home(key) == self.name and not self.acceptor.has_record(key):
+            self.stats.fast_path += 1
+            return make(ZERO, KeyState())
+        self.stats.full_round += 1
+        return make(first_ballot(self.name, self.boot, self.acceptor.record(key).promised), None)
+
+    async def _drive(self, proposal: Proposal, timeout: float) -> Decided | Conflict | None:
+        done = asyncio.Event()
+
+        def dispatch(outgoing: Outgoing) -> None:
+            for dest, msg in outgoing:
+                try:
+                    future = self._send(dest, msg)
+                except PeerUnavailable:
+                    continue
+                future.add_done_callback(lambda f, dest=dest: on_reply(dest, f))
+
+        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            dispatch(proposal.receive(sender, future.result()))
+            if proposal.outcome is not None:
+                done.set()
+
+        outgoing = proposal.start()
+        if proposal.ballot == ZERO:
+            # The ZERO ballot may be used once per key: record its use on this
+            # node's disk before any peer can see it.
+            mine = [(d, m) for d, m in outgoing if d == self.name]
+            outgoing = [(d, m) for d, m in outgoing if d != self.name]
+            for dest, msg in mine:
+                dispatch(proposal.receive(dest, await self._send(dest, msg)))
+            if proposal.outcome is not None:
+                return proposal.outcome
+        dispatch(outgoing)
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return proposal.outcome
+
+    async def _quorum_read(self, key: str, timeout: float) -> KeyState | None:
+        reader = QuorumRead(key, self.members, self.quorum)
+        done = asyncio.Event()
+
+        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            reply = future.result()
+            if isinstance(reply, Observed):
+                reader.receive(sender, reply)
+            if reader.done:
+                done.set()
+
+        for dest in self.members:
+            try:
+                future = self._send(dest, Inspect(key))
+            except PeerUnavailable:
+                continue
+            future.add_done_callback(lambda f, dest=dest: on_reply(dest, f))
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return reader.result
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+
+    async def stop(self) -> None:
+        for link in self.links.values():
+            await link.stop()
+        for task in list(self._workers.values()):
+            task.cancel()
+
+
+def _compose(changes: list[Change]) -> Callable[[KeyState], KeyState]:
+    def apply(state: KeyState) -> KeyState:
+        for change in changes:
+            state = change.apply(state)
+        return state
+
+    return apply

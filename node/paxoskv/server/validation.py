@@ -1,0 +1,122 @@
+"""Request validation: limits, and errors that name the offending field."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 64 * 1024
+MAX_TIMEOUT_MS = 60_000
+DEFAULT_TIMEOUT_MS = 5_000
+BUCKET_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+NO_QUORUM_POLICIES = ("return", "fail", "retry")
+CONSISTENCY = ("linearizable", "local")
+
+
+class RequestError(Exception):
+    """A client error: `status`, a stable `code`, the `field` at fault."""
+
+    def __init__(self, field: str, message: str, code: str = "invalid_request",
+                 status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Target:
+    bucket: str
+    key: str
+    no_quorum: str
+    timeout: float  # seconds
+
+    @property
+    def key_id(self) -> str:
+        # Bucket names cannot contain "/", so this is unambiguous.
+        return f"{self.bucket}/{self.key}"
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError("body", f"request body exceeds {MAX_BODY_BYTES} bytes",
+                           "too_large", 413)
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError("body", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("body", "request body must be a JSON object")
+    return body
+
+
+def only(body: dict[str, Any], allowed: set[str]) -> None:
+    for name in body:
+        if name not in allowed:
+            raise RequestError(name, f"unknown field {name!r}; expected one of "
+                               + ", ".join(sorted(allowed)))
+
+
+def target(body: dict[str, Any]) -> Target:
+    bucket = body.get("bucket", "default")
+    if not isinstance(bucket, str) or not BUCKET_PATTERN.fullmatch(bucket):
+        raise RequestError("bucket", "bucket must be 1-63 characters of letters, digits, "
+                           "'_', '.' or '-', starting with a letter or digit")
+    key = body.get("key")
+    if not isinstance(key, str) or not key:
+        raise RequestError("key", "key is required and must be a non-empty string")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise RequestError("key", f"key exceeds {MAX_KEY_BYTES} bytes (UTF-8)", "too_large", 413)
+    policy = body.get("no_quorum", "return")
+    if policy not in NO_QUORUM_POLICIES:
+        raise RequestError("no_quorum", "no_quorum must be one of "
+                           + ", ".join(NO_QUORUM_POLICIES))
+    timeout_ms = body.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+    if (not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool)
+            or not 1 <= timeout_ms <= MAX_TIMEOUT_MS):
+        raise RequestError("timeout_ms", f"timeout_ms must be an integer from 1 to "
+                           f"{MAX_TIMEOUT_MS}")
+    return Target(bucket, key, policy, timeout_ms / 1000)
+
+
+def value(body: dict[str, Any]) -> Any:
+    if "value" not in body:
+        raise RequestError("value", "value is required (any JSON value)")
+    encoded = json.dumps(body["value"], separators=(",", ":"))
+    if len(encoded.encode()) > MAX_VALUE_BYTES:
+        raise RequestError("value", f"value exceeds {MAX_VALUE_BYTES} bytes as JSON",
+                           "too_large", 413)
+    if body["value"] is None:
+        raise RequestError("value", "value must not be null")
+    return body["value"]
+
+
+def bindings(body: dict[str, Any]) -> dict[str, Any]:
+    raw = body.get("bindings", {})
+    if not isinstance(raw, dict):
+        raise RequestError("bindings", "bindings must be a JSON object")
+    if raw:
+        name = next(iter(raw))
+        raise RequestError(f"bindings.{name}", "bindings (pid, node, key, until) are not "
+                           "supported by this version yet")
+    return {}
+
+
+def token(body: dict[str, Any]) -> int:
+    raw = body.get("token")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise RequestError("token", "token is required and must be a positive integer "
+                           "(the fencing token returned by put or get)")
+    return raw
+
+
+def consistency(body: dict[str, Any]) -> str:
+    raw = body.get("consistency", "linearizable")
+    if raw not in CONSISTENCY:
+        raise RequestError("consistency", "consistency must be one of " + ", ".join(CONSISTENCY))
+    return str(raw)
