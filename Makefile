@@ -1,0 +1,30 @@
+# Every target installs what it needs first, so each works on a fresh machine.
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install  ## a local 3-node cluster on 127.0.0.1:7001-7003 (Ctrl-C stops it)
+	$(BIN)/paxoskv dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint  ## lint, type-check, then every test
+	$(BIN)/pytest
+
+bench: install  ## PaxosKV vs etcd on this machine; writes the figures into README.md
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .paxoskv-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis

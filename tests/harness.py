@@ -1,0 +1,102 @@
+"""A local cluster of real node processes for tests: start, kill -9, stop, restart."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from paxoskv.client import AsyncClient, Client
+from paxoskv.devcluster import LocalMember, ready, serve_command
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class LocalCluster:
+    """Node processes on 127.0.0.1 with data directories under `root`."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root = root
+        self.members = [LocalMember(f"n{i + 1}", "127.0.0.1", port, root / f"n{i + 1}")
+                        for i, port in enumerate(free_ports(size))]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def url(self, index: int) -> str:
+        return self.members[index].url
+
+    def start(self, index: int) -> None:
+        member = self.members[index]
+        log = open(self.root / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[member.name] = subprocess.Popen(
+            [*serve_command(member, self.members), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def start_all(self) -> None:
+        for i in range(len(self.members)):
+            self.start(i)
+        self.wait_ready(range(len(self.members)))
+
+    def wait_ready(self, indexes: range | list[int], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = [self.members[i] for i in indexes]
+        while pending:
+            pending = [m for m in pending if not ready(m)]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready: {[m.name for m in pending]}")
+            time.sleep(0.05)
+
+    def wait_up(self, index: int, timeout: float = 20.0) -> None:
+        """Serving HTTP (not necessarily quorate)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(self.url(index) + "/healthz", timeout=0.5)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def kill(self, index: int) -> None:
+        """kill -9: no chance to flush anything."""
+        proc = self.procs.pop(self.members[index].name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, index: int) -> int:
+        """SIGTERM, as Kubernetes stops a pod; returns the exit status."""
+        proc = self.procs.pop(self.members[index].name)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=10)
+
+    def client(self, index: int | None = None, **options: object) -> Client:
+        urls = self.urls if index is None else [self.url(index)]
+        return Client(urls, **options)  # type: ignore[arg-type]
+
+    def async_client(self, index: int | None = None, **options: object) -> AsyncClient:
+        urls = self.urls if index is None else [self.url(index)]
+        return AsyncClient(urls, **options)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait()
+        self.procs.clear()

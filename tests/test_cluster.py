@@ -1,0 +1,129 @@
+"""Multi-process tests: real node processes on loopback with real data directories."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from paxoskv.client import Entry, NoQuorum
+from tests.harness import LocalCluster
+
+
+async def _race(cluster: LocalCluster, key: str) -> list[Entry]:
+    """Three clients, one per node, put different values to `key` at once."""
+    clients = [cluster.async_client(i) for i in range(3)]
+    try:
+        return list(await asyncio.gather(
+            *(c.put(key, f"client-{i}") for i, c in enumerate(clients))))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def test_concurrent_puts_agree_on_one_value(cluster3: LocalCluster) -> None:
+    for k in range(20):
+        key = f"race-{k}"
+        results = asyncio.run(_race(cluster3, key))
+        assert all(r.ok and r.found for r in results)
+        decided = {r.value for r in results}
+        assert len(decided) == 1, f"{key}: clients saw {decided}"
+        assert {r.token for r in results} == {1}
+        for i in range(3):
+            with cluster3.client(i) as kv:
+                assert kv.get(key).value in decided
+                assert kv.get(key).value == results[0].value
+
+
+async def _writers(cluster: LocalCluster, count: int) -> list[Entry]:
+    clients = [cluster.async_client(i, timeout=30.0) for i in range(len(cluster.members))]
+    try:
+        return list(await asyncio.gather(
+            *(clients[w % len(clients)].put("contended", f"writer-{w}") for w in range(count))))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def test_600_writers_on_one_key_get_one_value(cluster5: LocalCluster) -> None:
+    results = asyncio.run(_writers(cluster5, 600))
+    assert len(results) == 600
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    assert len({r.value for r in results}) == 1
+    assert {r.token for r in results} == {1}
+
+
+def test_kill_9_one_node_then_restart_serves_earlier_keys(cluster3: LocalCluster) -> None:
+    with cluster3.client() as kv:
+        before = {f"k{i}": kv.put(f"k{i}", i).value for i in range(30)}
+    cluster3.kill(2)
+    with cluster3.client(0) as kv:
+        during = {f"d{i}": kv.put(f"d{i}", i).value for i in range(30)}
+        assert all(kv.get(k).value == v for k, v in {**before, **during}.items())
+    cluster3.start(2)
+    cluster3.wait_ready([2])
+    with cluster3.client(2) as kv:
+        for key, value in {**before, **during}.items():
+            assert kv.get(key).value == value
+        # Its own disk kept every key it had accepted before the kill.
+        assert all(kv.get(k, local=True).value == v for k, v in before.items())
+
+
+def test_no_quorum_policies(cluster3: LocalCluster) -> None:
+    with cluster3.client(0) as kv:
+        assert kv.put("before", 1).ok
+    cluster3.stop(1)
+    cluster3.stop(2)
+    time.sleep(0.3)
+    with cluster3.client(0, timeout=2.0) as kv:
+        started = time.monotonic()
+        entry = kv.put("x", 1)  # "return" is the default
+        assert entry.error == "no_quorum" and not entry.ok
+        assert time.monotonic() - started < 1.5, "return must not wait for the deadline"
+        assert kv.get("before").error == "no_quorum"
+        with pytest.raises(NoQuorum):
+            kv.put("x", 1, no_quorum="fail")
+        with pytest.raises(NoQuorum):
+            kv.get("before", no_quorum="fail")
+        # Still readable as a local, possibly stale read.
+        assert kv.get("before", local=True).value == 1
+
+    results: list[Entry] = []
+
+    def retrying_put() -> None:
+        with cluster3.client(0, timeout=20.0) as kv:
+            results.append(kv.put("x", "after-retry", no_quorum="retry"))
+
+    writer = threading.Thread(target=retrying_put)
+    writer.start()
+    time.sleep(1.0)
+    assert not results, "retry must wait for a quorum"
+    cluster3.start(1)
+    writer.join(timeout=25)
+    assert results and results[0].ok and results[0].value == "after-retry"
+    with cluster3.client(1) as kv:
+        assert kv.get("x").value == "after-retry"
+
+
+def test_full_restart_keeps_every_acknowledged_key(cluster3: LocalCluster) -> None:
+    with cluster3.client() as kv:
+        acked = {f"k{i}": kv.put(f"k{i}", {"n": i}) for i in range(50)}
+        deleted = kv.delete("k0", acked["k0"].token)
+        assert deleted.deleted
+    for i in range(3):
+        cluster3.kill(i)  # no graceful flush for anyone
+    cluster3.start_all()
+    with cluster3.client() as kv:
+        assert not kv.get("k0").found
+        assert kv.get("k0").token == 2
+        for i in range(1, 50):
+            entry = kv.get(f"k{i}")
+            assert entry.value == {"n": i} and entry.token == 1
+        # A new generation after the tombstone gets a larger fencing token.
+        assert kv.put("k0", "again").token == 3
+
+
+def test_graceful_stop_exits_zero(cluster3: LocalCluster) -> None:
+    assert cluster3.stop(0) == 0
