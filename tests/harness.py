@@ -89,11 +89,11 @@ class LocalCluster:
 
     def client(self, index: int | None = None, **options: object) -> Client:
         urls = self.urls if index is None else [self.url(index)]
-        return Client(urls, **options)  # type: ignore[arg-type]
+        return Client(urls, **options)
 
     def async_client(self, index: int | None = None, **options: object) -> AsyncClient:
         urls = self.urls if index is None else [self.url(index)]
-        return AsyncClient(urls, **options)  # type: ignore[arg-type]
+        return AsyncClient(urls, **options)
 
     def close(self) -> None:
         for proc in self.procs.values():

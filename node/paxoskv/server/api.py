@@ -16,7 +16,7 @@ from paxoskv.core import messages
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
 from paxoskv.server.metrics import Metrics
-from paxoskv.server.node import NoQuorum, Node
+from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
 from paxoskv.server.transport import MAX_FRAME, FrameWriter
 
@@ -24,6 +24,7 @@ log = logging.getLogger("paxoskv.api")
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,6 +159,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
     node = request.app[NODE]
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=2.0)
     await ws.prepare(request)
+    request.app[PEER_SOCKETS].add(ws)
     writer = FrameWriter(ws)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -191,16 +193,26 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
                 durable = node.storage.write(writes) if writes else node.storage.flushed()
                 spawn(reply_when_durable(replies, durable))
     finally:
+        request.app[PEER_SOCKETS].discard(ws)
         for task in list(tasks):
             task.cancel()
         await writer.close()
     return ws
 
 
+async def close_peer_sockets(app: web.Application) -> None:
+    """On shutdown, end peers' connections instead of waiting for them."""
+    sockets: set[web.WebSocketResponse] = app[PEER_SOCKETS]
+    for ws in list(sockets):
+        await ws.close()
+
+
 def create_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
     app[NODE] = node
     app[METRICS] = Metrics(node)
+    app[PEER_SOCKETS] = set()
+    app.on_shutdown.append(close_peer_sockets)
     app.router.add_post("/v1/put", _measured("put", put))
     app.router.add_post("/v1/get", _measured("get", get))
     app.router.add_post("/v1/delete", _measured("delete", delete))

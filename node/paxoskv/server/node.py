@@ -10,6 +10,7 @@ backoff. Reads try a one-round-trip quorum read first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -118,7 +119,7 @@ class Node:
         if link is not None and link.connected:
             try:
                 return await self._forward(link, key, change, deadline, retry)
-            except (PeerUnavailable, asyncio.TimeoutError):
+            except (TimeoutError, PeerUnavailable):
                 log.debug("home %s did not answer for %s; proposing here", home, key)
         return await self.submit(key, change, deadline - self.clock(), retry)
 
@@ -168,7 +169,7 @@ class Node:
             self._workers[key] = asyncio.create_task(self._work(key))
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(timeout, 0.001))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
                            "the change may or may not have been decided") from None
 
@@ -247,7 +248,7 @@ class Node:
                     future = self._send(dest, msg)
                 except PeerUnavailable:
                     continue
-                future.add_done_callback(lambda f, dest=dest: on_reply(dest, f))
+                future.add_done_callback(functools.partial(on_reply, dest))
 
         def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -269,7 +270,7 @@ class Node:
         dispatch(outgoing)
         try:
             await asyncio.wait_for(done.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         return proposal.outcome
 
@@ -291,10 +292,10 @@ class Node:
                 future = self._send(dest, Inspect(key))
             except PeerUnavailable:
                 continue
-            future.add_done_callback(lambda f, dest=dest: on_reply(dest, f))
+            future.add_done_callback(functools.partial(on_reply, dest))
         try:
             await asyncio.wait_for(done.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         return reader.result
 

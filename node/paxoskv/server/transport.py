@@ -105,7 +105,7 @@ class PeerLink:
                     delay = 0.05
                     log.info("peer connected", extra={"peer": self.name})
                     await self._serve(ws)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("peer %s unreachable: %s", self.name, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)

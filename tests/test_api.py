@@ -1,0 +1,199 @@
+"""The HTTP API and CLI against a real 3-node cluster: results, errors, limits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path_factory.mktemp("api"), 3)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.close()
+
+
+def post(cluster: LocalCluster, path: str, body: Any, node: int = 0) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(cluster.url(node) + path, content=content,
+                      headers={"Content-Type": "application/json"}, timeout=10)
+
+
+def keys_held(cluster: LocalCluster) -> list[int]:
+    return [httpx.get(u + "/v1/status").json()["keys"] for u in cluster.urls]
+
+
+BAD_REQUESTS: list[tuple[str, bytes | dict[str, Any], int, str, str]] = [
+    ("/v1/put", b"{not json", 400, "invalid_request", "body"),
+    ("/v1/put", b"[1, 2]", 400, "invalid_request", "body"),
+    ("/v1/put", {"key": 7, "value": "v"}, 400, "invalid_request", "key"),
+    ("/v1/put", {"key": "", "value": "v"}, 400, "invalid_request", "key"),
+    ("/v1/put", {"key": "bad-1"}, 400, "invalid_request", "value"),
+    ("/v1/put", {"key": "bad-2", "value": None}, 400, "invalid_request", "value"),
+    ("/v1/put", {"key": "bad-3", "value": "v", "colour": "red"}, 400, "invalid_request",
+     "colour"),
+    ("/v1/put", {"key": "bad-4", "value": "v", "bucket": "no/slash"}, 400, "invalid_request",
+     "bucket"),
+    ("/v1/put", {"key": "bad-5", "value": "v", "bucket": ""}, 400, "invalid_request", "bucket"),
+    ("/v1/put", {"key": "bad-6", "value": "v", "bucket": "b" * 64}, 400, "invalid_request",
+     "bucket"),
+    ("/v1/put", {"key": "bad-7", "value": "v", "no_quorum": "maybe"}, 400, "invalid_request",
+     "no_quorum"),
+    ("/v1/put", {"key": "bad-8", "value": "v", "timeout_ms": "soon"}, 400, "invalid_request",
+     "timeout_ms"),
+    ("/v1/put", {"key": "bad-9", "value": "v", "timeout_ms": 0}, 400, "invalid_request",
+     "timeout_ms"),
+    ("/v1/put", {"key": "bad-10", "value": "v", "bindings": []}, 400, "invalid_request",
+     "bindings"),
+    ("/v1/put", {"key": "k" * 1025, "value": "v"}, 413, "too_large", "key"),
+    ("/v1/put", {"key": "bad-11", "value": "x" * 70_000}, 413, "too_large", "value"),
+    ("/v1/put", b'{"key": "bad-12", "value": "' + b"x" * 1_100_000 + b'"}', 413, "too_large",
+     "body"),
+    ("/v1/get", {"key": "bad-13", "consistency": "eventual"}, 400, "invalid_request",
+     "consistency"),
+    ("/v1/delete", {"key": "bad-14"}, 400, "invalid_request", "token"),
+    ("/v1/delete", {"key": "bad-15", "token": "1"}, 400, "invalid_request", "token"),
+    ("/v1/delete", {"key": "bad-16", "token": True}, 400, "invalid_request", "token"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code", "field"), BAD_REQUESTS)
+def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
+        cluster: LocalCluster, path: str, body: bytes | dict[str, Any], status: int, code: str,
+        field: str) -> None:
+    before = keys_held(cluster)
+    response = post(cluster, path, body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["field"] == field
+    assert error["message"]
+    assert keys_held(cluster) == before
+
+
+def test_unknown_route_and_method_are_json_errors(cluster: LocalCluster) -> None:
+    missing = httpx.get(cluster.url(0) + "/v1/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.get(cluster.url(0) + "/v1/put")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_put_get_delete_round_trip(cluster: LocalCluster) -> None:
+    put = post(cluster, "/v1/put", {"key": "lock", "value": {"owner": "a"}}).json()
+    assert put == {"bucket": "default", "key": "lock", "found": True,
+                   "value": {"owner": "a"}, "token": 1, "bindings": {}}
+    second = post(cluster, "/v1/put", {"key": "lock", "value": {"owner": "b"}}, node=1).json()
+    assert second["value"] == {"owner": "a"}, "first write wins"
+    stale = post(cluster, "/v1/delete", {"key": "lock", "token": 5}, node=2).json()
+    assert stale["deleted"] is False and stale["found"] is True
+    gone = post(cluster, "/v1/delete", {"key": "lock", "token": 1}, node=2).json()
+    assert gone["deleted"] is True and gone["found"] is False and gone["token"] == 2
+    read = post(cluster, "/v1/get", {"key": "lock"}, node=1).json()
+    assert read["found"] is False and read["value"] is None and read["token"] == 2
+    again = post(cluster, "/v1/put", {"key": "lock", "value": {"owner": "b"}}).json()
+    assert again["value"] == {"owner": "b"} and again["token"] == 3
+
+
+def test_buckets_are_isolated(cluster: LocalCluster) -> None:
+    a = post(cluster, "/v1/put", {"bucket": "alpha", "key": "shard-1", "value": "x"}).json()
+    b = post(cluster, "/v1/put", {"bucket": "beta", "key": "shard-1", "value": "y"}).json()
+    assert (a["value"], b["value"]) == ("x", "y")
+    plain = post(cluster, "/v1/get", {"key": "shard-1"}).json()
+    assert plain["found"] is False
+
+
+def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:
+    post(cluster, "/v1/put", {"key": "local-read", "value": 42})
+    # The node that answered the put took part in the quorum, so it holds it.
+    body = post(cluster, "/v1/get", {"key": "local-read", "consistency": "local"}).json()
+    assert body["value"] == 42
+
+
+def test_openapi_document_describes_every_client_route(cluster: LocalCluster) -> None:
+    doc = httpx.get(cluster.url(0) + "/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/v1/put", "/v1/get", "/v1/delete", "/healthz", "/readyz", "/metrics"):
+        assert path in doc["paths"]
+    put_fields = doc["paths"]["/v1/put"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["properties"]
+    assert {"bucket", "key", "value", "no_quorum", "timeout_ms"} <= set(put_fields)
+
+
+def test_health_readiness_and_metrics(cluster: LocalCluster) -> None:
+    assert httpx.get(cluster.url(0) + "/healthz").status_code == 200
+    assert httpx.get(cluster.url(0) + "/readyz").json() == {"status": "ready"}
+    post(cluster, "/v1/put", {"key": "metered", "value": 1})
+    text = httpx.get(cluster.url(0) + "/metrics").text
+    assert 'paxoskv_requests_total{code="ok",op="put"}' in text
+    assert "paxoskv_quorate 1.0" in text
+    assert "paxoskv_storage_commits" in text
+
+
+def cli(*args: str, cluster: LocalCluster | None = None) -> subprocess.CompletedProcess[str]:
+    endpoints = ["--endpoints", ",".join(cluster.urls)] if cluster else []
+    command, *rest = args
+    return subprocess.run([sys.executable, "-m", "paxoskv", command, *endpoints, *rest],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cli_put_get_delete(cluster: LocalCluster) -> None:
+    put = cli("put", "cli-key", '{"a": 1}', "--json", cluster=cluster)
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["value"] == {"a": 1}
+    got = cli("get", "cli-key", cluster=cluster)
+    assert json.loads(got.stdout)["token"] == 1
+    deleted = cli("delete", "cli-key", "--token", "1", cluster=cluster)
+    assert deleted.returncode == 0, deleted.stderr
+    missing = cli("get", "cli-key", cluster=cluster)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("put", "k", "{oops", "--json"), "value is not valid JSON"),
+    (("put", "k" * 2000, "v"), "too_large (key)"),
+    (("put", "k", "v", "--bucket", "bad/bucket"), "invalid_request (bucket)"),
+    (("delete", "never-there", "--token", "1"), "not deleted"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(cluster: LocalCluster, args: tuple[str, ...],
+                                               message: str) -> None:
+    result = cli(*args, cluster=cluster)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "paxoskv", "get", "k", "--endpoints",
+                             "http://127.0.0.1:9", "--timeout", "1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no_quorum" in result.stderr
+
+
+def test_serve_rejects_a_name_not_among_peers(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "paxoskv", "serve", "--name", "n9",
+                             "--peers", "n1=http://127.0.0.1:7999", "--data-dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "not one of --peers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "paxoskv", "serve", "--name", "n1",
+                             "--peers", "garbage", "--data-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "expected NAME=http://HOST:PORT" in result.stderr
