@@ -204,6 +204,7 @@ class Node:
         self, key: str, change: Callable[[KeyState], KeyState], deadline: float
     ) -> Decided:
         backoff = 0.002
+        above: Ballot | None = None  # the highest promise a conflict showed us
         while True:
             if not self.has_quorum():
                 raise NoQuorum(f"{self.reachable()} of {len(self.members)} members reachable, "
@@ -211,7 +212,7 @@ class Node:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise NoQuorum("deadline passed under contention")
-            proposal = self._proposal(key, change)
+            proposal = self._proposal(key, change, above)
             outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
             if isinstance(outcome, Decided):
                 if outcome.promised is not None:
@@ -220,24 +221,29 @@ class Node:
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
             self.stats.conflicts += 1
+            above = outcome.promised if above is None else max(above, outcome.promised)
             await asyncio.sleep(backoff * random.random())
             backoff = min(backoff * 2, 0.5)
 
-    def _proposal(self, key: str, change: Callable[[KeyState], KeyState]) -> Proposal:
+    def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
+                  above: Ballot | None) -> Proposal:
         def make(ballot: Ballot, prepared: KeyState | None) -> Proposal:
             next_promise = Ballot(ballot.round + 1, self.boot, self.name)
             return Proposal(key, change, ballot, self.members, self.quorum,
                             prepared=prepared, next_promise=next_promise)
 
         cached = self._promises.pop(key, None)
-        if cached is not None:
+        if cached is not None and above is None:
             self.stats.cached_promise += 1
             return make(*cached)
-        if self.home(key) == self.name and not self.acceptor.has_record(key):
+        if above is None and self.home(key) == self.name and not self.acceptor.has_record(key):
             self.stats.fast_path += 1
             return make(ZERO, KeyState())
         self.stats.full_round += 1
-        return make(first_ballot(self.name, self.boot, self.acceptor.record(key).promised), None)
+        promised = self.acceptor.record(key).promised
+        if promised is None or (above is not None and above > promised):
+            promised = above
+        return make(first_ballot(self.name, self.boot, promised), None)
 
     async def _drive(self, proposal: Proposal, timeout: float) -> Decided | Conflict | None:
         done = asyncio.Event()
