@@ -5,24 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, running
 
 
 @pytest.fixture
 def cluster3(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path, 3)
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running(tmp_path, 3)
 
 
 @pytest.fixture
 def cluster5(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path, 5)
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running(tmp_path, 5)

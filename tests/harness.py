@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -100,3 +101,13 @@ class LocalCluster:
             proc.kill()
             proc.wait()
         self.procs.clear()
+
+
+def running(root: Path, size: int) -> Iterator[LocalCluster]:
+    """A started cluster for a fixture; every process is gone afterwards."""
+    cluster = LocalCluster(root, size)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.close()

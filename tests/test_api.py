@@ -12,17 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("api"), 3)
-    try:
-        c.start_all()
-        yield c
-    finally:
-        c.close()
+    yield from running(tmp_path_factory.mktemp("api"), 3)
 
 
 def post(cluster: LocalCluster, path: str, body: Any, node: int = 0) -> httpx.Response:

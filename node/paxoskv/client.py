@@ -12,6 +12,7 @@ quorum answers or the timeout passes.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ class Entry:
 def _body(bucket: str, key: str, policy: NoQuorumPolicy, timeout: float,
           **extra: Any) -> dict[str, Any]:
     return {"bucket": bucket, "key": key, "no_quorum": policy,
-            "timeout_ms": max(1, int(timeout * 1000)), **extra}
+            "timeout_ms": min(max(1, int(timeout * 1000)), 60_000), **extra}
 
 
 def _entry(response: httpx.Response, bucket: str, key: str,
@@ -91,6 +92,27 @@ def _unreachable(bucket: str, key: str, policy: NoQuorumPolicy, why: str) -> Ent
     raise NoQuorum("no_quorum", f"no node answered: {why}")
 
 
+@dataclass
+class _Attempts:
+    """When to move on to the next endpoint after a connection failure, and when to stop."""
+
+    policy: NoQuorumPolicy
+    endpoints: int
+    deadline: float
+    failures: int = 0
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def failed(self) -> float | None:
+        """Count a failure: the pause before the next try, or None to give up."""
+        self.failures += 1
+        out_of_nodes = self.policy != "retry" and self.failures >= self.endpoints
+        if out_of_nodes or self.remaining() <= 0.05:
+            return None
+        return min(0.05 * self.failures, 0.5)
+
+
 class _Base:
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, *,
                  bucket: str = "default", no_quorum: NoQuorumPolicy = "return",
@@ -108,6 +130,10 @@ class _Base:
 
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
+
+    def _attempts(self, policy: NoQuorumPolicy, timeout: float | None) -> _Attempts:
+        budget = self.timeout if timeout is None else timeout
+        return _Attempts(policy, len(self.endpoints), time.monotonic() + budget)
 
 
 class Client(_Base):
@@ -151,11 +177,9 @@ class Client(_Base):
               timeout: float | None, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
         policy = no_quorum or self.no_quorum
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        attempt = 0
+        attempts = self._attempts(policy, timeout)
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = attempts.remaining()
             try:
                 response = self._http.post(self._url(path),
                                            json=_body(bucket, key, policy, remaining, **extra),
@@ -163,11 +187,10 @@ class Client(_Base):
                 return _entry(response, bucket, key, policy)
             except httpx.TransportError as exc:
                 self._rotate()
-                attempt += 1
-                out_of_nodes = policy != "retry" and attempt >= len(self.endpoints)
-                if out_of_nodes or time.monotonic() + 0.05 >= deadline:
+                pause = attempts.failed()
+                if pause is None:
                     return _unreachable(bucket, key, policy, str(exc) or type(exc).__name__)
-                time.sleep(min(0.05 * attempt, 0.5))
+                time.sleep(pause)
 
 
 class AsyncClient(_Base):
@@ -207,15 +230,11 @@ class AsyncClient(_Base):
     async def _call(self, path: str, key: str, bucket: str | None,
                     no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any
                     ) -> Entry:
-        import asyncio
-
         bucket = bucket or self.bucket
         policy = no_quorum or self.no_quorum
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        attempt = 0
+        attempts = self._attempts(policy, timeout)
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = attempts.remaining()
             try:
                 response = await self._http.post(
                     self._url(path), json=_body(bucket, key, policy, remaining, **extra),
@@ -223,8 +242,7 @@ class AsyncClient(_Base):
                 return _entry(response, bucket, key, policy)
             except httpx.TransportError as exc:
                 self._rotate()
-                attempt += 1
-                out_of_nodes = policy != "retry" and attempt >= len(self.endpoints)
-                if out_of_nodes or time.monotonic() + 0.05 >= deadline:
+                pause = attempts.failed()
+                if pause is None:
                     return _unreachable(bucket, key, policy, str(exc) or type(exc).__name__)
-                await asyncio.sleep(min(0.05 * attempt, 0.5))
+                await asyncio.sleep(pause)
