@@ -7,8 +7,9 @@
 -- WORKLOAD  put: put-if-absent on fresh keys PREFIX/<thread>/<n> (unique per request)
 --           get: linearizable get of the preloaded keys PREFIX/0 .. PREFIX/<KEYS-1>,
 --                round-robin
--- Every response is checked (status 200 and the expected outcome: the put created the
--- key, the get found it); done() prints "bench-check: <bad> <sample body>" for run.py.
+-- Every response is checked (status 200 and the expected outcome: the put created the key
+-- or returned its own value, the get found the key's value); done() prints
+-- "bench-check: <bad> <sample body>" for run.py.
 
 local threads = {}
 
@@ -37,29 +38,45 @@ local function base64(s)
    return table.concat(out)
 end
 
--- Per store and workload: the path, the JSON body for a key, and a plain substring that
--- a 200 response must contain.
+-- A 200 response is as expected when it names the key with its value (every value written
+-- here equals its key), or for etcd's transaction, when the transaction created the key.
+local function value_is_key(body)
+   local key, value = body:match('"key":%s*"(.-)".-"value":%s*"(.-)"')
+   return key ~= nil and key == value
+end
+
+local function etcd_created(body)
+   return body:find('"succeeded":true', 1, true) ~= nil
+end
+
+local function paxoskv_put(k)
+   return '{"key":"' .. k .. '","value":"' .. k .. '"}'
+end
+
+local function paxoskv_get(k)
+   return '{"key":"' .. k .. '"}'
+end
+
+local function etcd_txn(k)
+   local k64 = base64(k)
+   return '{"compare":[{"key":"' .. k64 .. '","target":"CREATE","create_revision":"0"}],'
+      .. '"success":[{"request_put":{"key":"' .. k64 .. '","value":"' .. k64 .. '"}}],'
+      .. '"failure":[{"request_range":{"key":"' .. k64 .. '"}}]}'
+end
+
+local function etcd_range(k)
+   return '{"key":"' .. base64(k) .. '"}'
+end
+
+-- Per store and workload: the path, the JSON body for a key, the check of a 200 body.
 local API = {
-   paxoskv = {
-      put = {"/v1/put", function(k) return '{"key":"' .. k .. '","value":"' .. k .. '"}' end,
-             '"found": true'},
-      get = {"/v1/get", function(k) return '{"key":"' .. k .. '"}' end, '"found": true'},
-   },
-   etcd = {
-      put = {"/v3/kv/txn", function(k)
-                local k64 = base64(k)
-                return '{"compare":[{"key":"' .. k64 .. '","target":"CREATE",'
-                   .. '"create_revision":"0"}],"success":[{"request_put":{"key":"' .. k64
-                   .. '","value":"' .. k64 .. '"}}],"failure":[{"request_range":{"key":"'
-                   .. k64 .. '"}}]}'
-             end,
-             '"succeeded":true'},
-      get = {"/v3/kv/range", function(k) return '{"key":"' .. base64(k) .. '"}' end,
-             '"count":"1"'},
-   },
+   paxoskv = {put = {"/v1/put", paxoskv_put, value_is_key},
+              get = {"/v1/get", paxoskv_get, value_is_key}},
+   etcd = {put = {"/v3/kv/txn", etcd_txn, etcd_created},
+           get = {"/v3/kv/range", etcd_range, value_is_key}},
 }
 
-local path, body_for, expected, workload, prefix, keys
+local path, body_for, check, workload, prefix, keys
 local counter = 0
 bad = 0
 sample = ""
@@ -67,7 +84,7 @@ sample = ""
 function init(args)
    local store = args[1]
    workload, prefix, keys = args[2], args[3], tonumber(args[4])
-   path, body_for, expected = unpack(API[store][workload])
+   path, body_for, check = unpack(API[store][workload])
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
 end
@@ -84,7 +101,7 @@ function request()
 end
 
 function response(status, headers, body)
-   if status ~= 200 or not body:find(expected, 1, true) then
+   if status ~= 200 or not check(body) then
       bad = bad + 1
       if sample == "" then
          sample = status .. " " .. body:sub(1, 300):gsub("%s+", " ")
