@@ -1,4 +1,5 @@
-"""`paxoskv dev`: starts a usable local cluster, reports progress, stops cleanly on Ctrl-C."""
+"""`paxoskv dev`: starts a usable local cluster, reports progress, stops cleanly on Ctrl-C
+or SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _free_run_of_ports(count: int) -> int:
     raise RuntimeError("no free ports")
 
 
-def test_dev_cluster_starts_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_dev_cluster_starts_serves_and_stops_cleanly(tmp_path: Path,
+                                                     stop_signal: signal.Signals) -> None:
     base = _free_run_of_ports(3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "paxoskv", "dev", "--nodes", "3", "--base-port", str(base),
@@ -48,7 +51,7 @@ def test_dev_cluster_starts_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         with Client(f"http://127.0.0.1:{base + 1}") as kv:
             assert kv.put("hello", "world").value == "world"
             assert kv.get("hello").value == "world"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=15) == 0
         assert "cluster stopped" in proc.stderr.read()
         for name in ("n1", "n2", "n3"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import signal
 import subprocess
@@ -42,14 +43,30 @@ def serve_command(member: LocalMember, members: Sequence[LocalMember]) -> list[s
             "--data-dir", str(member.data_dir)]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the `paxoskv dev` process dies, even by kill -9."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C and SIGTERM still stop the children
+
+
 def start(members: Sequence[LocalMember], log_dir: Path) -> list[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for m in members:
         with open(log_dir / f"{m.name}.log", "ab") as logfile:
+            # A session of their own: Ctrl-C reaches only `paxoskv dev`, which
+            # then stops the nodes gracefully.
             procs.append(subprocess.Popen(serve_command(m, members), stdout=logfile,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=_die_with_parent))
     return procs
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def ready(member: LocalMember) -> bool:
@@ -74,6 +91,7 @@ def stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
 
 def run(size: int, base_port: int, data_root: Path, timeout: float = 30.0) -> int:
     members = plan(size, base_port, data_root)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the nodes on SIGTERM as on Ctrl-C
     procs = start(members, data_root / "logs")
     spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
     tty = sys.stderr.isatty()
