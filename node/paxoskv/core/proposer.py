@@ -78,8 +78,8 @@ class Proposal:
         return [(a, Prepare(self.key, self.ballot)) for a in self.acceptors]
 
     def receive(self, sender: str, reply: Reply) -> Outgoing:
-        if (self.outcome is not None or isinstance(reply, Observed)
-                or reply.key != self.key or reply.ballot != self.ballot):
+        if (self.outcome is not None or isinstance(reply, Observed) or reply.key != self.key
+                or reply.ballot != self.ballot or sender not in self.acceptors):
             return []
         match reply:
             case Rejected(promised=promised):

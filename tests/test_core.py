@@ -1,0 +1,607 @@
+"""Unit tests of the pure consensus core (paxoskv.core): ballots, states, acceptor rules,
+proposal rounds, quorum reads and the wire form of messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from paxoskv.core.acceptor import BLANK, Acceptor, Record
+from paxoskv.core.ballot import ZERO, Ballot, first_ballot
+from paxoskv.core.messages import (
+    Accept,
+    Accepted,
+    Inspect,
+    Observed,
+    Prepare,
+    Promise,
+    Rejected,
+    Reply,
+    Request,
+    decode,
+    encode,
+)
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
+from paxoskv.core.state import (
+    EMPTY,
+    Change,
+    DeleteIf,
+    KeyState,
+    PutIfAbsent,
+    Read,
+    apply_all,
+    change_from_json,
+)
+
+NAMES = ["a", "b", "c"]
+K = "bucket/key"
+
+
+def b(round_: int, node: str = "p", boot: int = 1) -> Ballot:
+    return Ballot(round_, boot, node)
+
+
+def cluster(names: Iterable[str] = NAMES) -> dict[str, Acceptor]:
+    return {n: Acceptor() for n in names}
+
+
+def deliver_all(
+    proposal: Proposal,
+    acceptors: dict[str, Acceptor],
+    outgoing: Outgoing,
+    *,
+    only: set[str] | None = None,
+) -> list[tuple[str, Request]]:
+    """Deliver `outgoing` (and whatever it triggers) in FIFO order to the acceptors in
+    `only` (all by default). Returns every request that was delivered."""
+    queue = list(outgoing)
+    delivered: list[tuple[str, Request]] = []
+    while queue:
+        dest, msg = queue.pop(0)
+        if only is not None and dest not in only:
+            continue
+        delivered.append((dest, msg))
+        reply, _ = acceptors[dest].handle(msg)
+        queue.extend(proposal.receive(dest, reply))
+    return delivered
+
+
+def decide(
+    acceptors: dict[str, Acceptor],
+    change: Callable[[KeyState], KeyState],
+    ballot: Ballot,
+    *,
+    only: set[str] | None = None,
+    prepared: KeyState | None = None,
+    next_promise: Ballot | None = None,
+) -> Proposal:
+    proposal = Proposal(K, change, ballot, list(acceptors), len(acceptors) // 2 + 1,
+                        prepared=prepared, next_promise=next_promise)
+    deliver_all(proposal, acceptors, proposal.start(), only=only)
+    return proposal
+
+
+# -- ballots -------------------------------------------------------------------------------
+
+
+def test_ballots_order_by_round_then_boot_then_node() -> None:
+    assert Ballot(1, 9, "z") < Ballot(2, 0, "a")
+    assert Ballot(2, 1, "z") < Ballot(2, 2, "a")
+    assert Ballot(2, 2, "a") < Ballot(2, 2, "b")
+    assert ZERO < Ballot(0, 0, "a") < Ballot(1, 0, "")
+    assert Ballot(3, 2, "n").successor() == Ballot(4, 2, "n")
+
+
+def test_first_ballot_is_above_what_is_known_and_above_zero() -> None:
+    assert first_ballot("n", 3, None) == Ballot(1, 3, "n")
+    assert first_ballot("n", 3, None) > ZERO
+    above = Ballot(7, 99, "zzz")
+    mine = first_ballot("a", 0, above)
+    assert mine > above
+    assert (mine.boot, mine.node) == (0, "a")
+
+
+def test_ballot_json_round_trip() -> None:
+    ballot = Ballot(5, 2, "node-1")
+    raw = json.loads(json.dumps(ballot.to_json()))
+    assert Ballot.from_json(raw) == ballot
+    assert Ballot.from_json(ZERO.to_json()) == ZERO
+
+
+# -- states and changes ---------------------------------------------------------------------
+
+
+def test_put_if_absent_first_write_wins_and_starts_a_generation() -> None:
+    first = PutIfAbsent("v1", {"session": "s1"}).apply(EMPTY)
+    assert first == KeyState(1, True, "v1", {"session": "s1"})
+    # A live key keeps its value and bindings.
+    assert PutIfAbsent("v2", {"session": "s2"}).apply(first) == first
+    # A tombstone is replaced by a new generation.
+    assert PutIfAbsent("v3").apply(KeyState(2, False)) == KeyState(3, True, "v3", {})
+
+
+def test_put_if_absent_copies_its_bindings() -> None:
+    bindings = {"session": "s1"}
+    state = PutIfAbsent("v", bindings).apply(EMPTY)
+    bindings["session"] = "mutated"
+    assert state.bindings == {"session": "s1"}
+
+
+def test_delete_if_only_ends_the_matching_live_generation() -> None:
+    live = KeyState(4, True, "v", {"x": 1})
+    assert DeleteIf(4).apply(live) == KeyState(5, False, None, {})
+    assert DeleteIf(3).apply(live) == live
+    assert DeleteIf(5).apply(live) == live
+    dead = KeyState(5, False)
+    assert DeleteIf(5).apply(dead) == dead
+    assert DeleteIf(0).apply(EMPTY) == EMPTY
+
+
+def test_read_is_the_identity() -> None:
+    for state in (EMPTY, KeyState(3, True, [1, 2]), KeyState(4, False)):
+        assert Read().apply(state) is state
+
+
+def test_tokens_grow_with_every_new_decision_and_never_come_back() -> None:
+    changes: list[Change] = [PutIfAbsent("a"), PutIfAbsent("b"), Read(), DeleteIf(1),
+                             DeleteIf(1), PutIfAbsent("c"), DeleteIf(3), PutIfAbsent("a")]
+    states = apply_all(EMPTY, changes)
+    assert [s.token for s in states] == [1, 1, 1, 2, 2, 3, 4, 5]
+    assert [s.live for s in states] == [True, True, True, False, False, True, False, True]
+    assert [s.value for s in states] == ["a", "a", "a", None, None, "c", None, "a"]
+    assert apply_all(EMPTY, []) == []
+
+
+def test_key_state_and_change_json_round_trip() -> None:
+    state = KeyState(7, True, {"nested": [1, "x", None]}, {"session": "s", "ttl": 3})
+    assert KeyState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    assert KeyState.from_json(EMPTY.to_json()) == EMPTY
+    changes: list[Change] = [Read(), PutIfAbsent({"v": 1}, {"session": "s"}),
+                             PutIfAbsent("plain"), DeleteIf(12)]
+    for change in changes:
+        assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
+    assert change_from_json({"op": "put", "value": 1}) == PutIfAbsent(1, {})
+    with pytest.raises(ValueError, match="unknown change"):
+        change_from_json({"op": "erase"})
+
+
+# -- acceptor -------------------------------------------------------------------------------
+
+
+def test_prepare_on_a_fresh_key_promises_and_writes() -> None:
+    acc = Acceptor()
+    assert not acc.has_record(K)
+    reply, write = acc.handle(Prepare(K, b(1)))
+    assert reply == Promise(K, b(1), None, EMPTY)
+    assert write == (K, Record(b(1), None, EMPTY))
+    assert acc.has_record(K)
+    assert acc.record(K) == Record(b(1), None, EMPTY)
+    assert acc.record("other") == BLANK
+
+
+def test_prepare_below_the_promise_is_rejected_without_a_write() -> None:
+    acc = Acceptor()
+    acc.handle(Prepare(K, b(5)))
+    reply, write = acc.handle(Prepare(K, b(4, "zz")))
+    assert reply == Rejected(K, b(4, "zz"), b(5))
+    assert write is None
+    assert acc.record(K).promised == b(5)
+
+
+def test_higher_prepare_raises_the_promise_and_reports_the_accepted_state() -> None:
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    acc.handle(Accept(K, b(1), state))
+    reply, write = acc.handle(Prepare(K, b(2, "q")))
+    assert reply == Promise(K, b(2, "q"), b(1), state)
+    assert write == (K, Record(b(2, "q"), b(1), state))
+
+
+def test_repeated_prepare_is_answered_again_without_a_write() -> None:
+    acc = Acceptor()
+    first = acc.handle(Prepare(K, b(3)))
+    again = acc.handle(Prepare(K, b(3)))
+    assert again[0] == first[0] == Promise(K, b(3), None, EMPTY)
+    assert first[1] is not None
+    assert again[1] is None
+
+
+def test_accept_at_or_above_the_promise_is_accepted_and_written() -> None:
+    acc = Acceptor()
+    acc.handle(Prepare(K, b(2)))
+    state = KeyState(1, True, "v")
+    reply, write = acc.handle(Accept(K, b(2), state))
+    assert reply == Accepted(K, b(2))
+    assert write == (K, Record(b(2), b(2), state))
+    # Above the promise, without any prepare of that ballot: accepted too.
+    state2 = KeyState(2, False)
+    reply, write = acc.handle(Accept(K, b(9, "q"), state2))
+    assert reply == Accepted(K, b(9, "q"))
+    assert write == (K, Record(b(9, "q"), b(9, "q"), state2))
+
+
+def test_accept_below_the_promise_is_rejected_without_a_write() -> None:
+    acc = Acceptor()
+    acc.handle(Prepare(K, b(4)))
+    reply, write = acc.handle(Accept(K, b(3), KeyState(1, True, "v")))
+    assert reply == Rejected(K, b(3), b(4))
+    assert write is None
+    assert acc.record(K) == Record(b(4), None, EMPTY)
+
+
+def test_accept_with_next_promise_promises_the_next_ballot() -> None:
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    reply, write = acc.handle(Accept(K, b(1), state, next_promise=b(2)))
+    assert reply == Accepted(K, b(1))
+    assert write == (K, Record(b(2), b(1), state))
+    # Anything between the accepted ballot and the next promise is now refused ...
+    assert acc.handle(Prepare(K, b(1, "zz")))[0] == Rejected(K, b(1, "zz"), b(2))
+    assert acc.handle(Accept(K, b(1, "zz"), EMPTY))[0] == Rejected(K, b(1, "zz"), b(2))
+    # ... and the promised ballot may go straight to the accept phase.
+    assert acc.handle(Accept(K, b(2), KeyState(2, False)))[0] == Accepted(K, b(2))
+
+
+def test_accept_never_lowers_the_promise_below_its_own_ballot() -> None:
+    acc = Acceptor()
+    _, write = acc.handle(Accept(K, b(5), EMPTY, next_promise=b(2)))
+    assert write == (K, Record(b(5), b(5), EMPTY))
+
+
+def test_duplicate_accept_produces_no_write() -> None:
+    acc = Acceptor()
+    msg = Accept(K, b(1), KeyState(1, True, "v"))
+    first = acc.handle(msg)
+    again = acc.handle(msg)
+    assert first[1] is not None
+    assert again == (Accepted(K, b(1)), None)
+
+
+def test_duplicate_accept_after_its_own_next_promise_is_refused_without_a_write() -> None:
+    acc = Acceptor()
+    msg = Accept(K, b(1), KeyState(1, True, "v"), next_promise=b(2))
+    first = acc.handle(msg)
+    assert first[1] is not None
+    assert acc.handle(msg) == (Rejected(K, b(1), b(2)), None)
+    assert acc.record(K) == Record(b(2), b(1), KeyState(1, True, "v"))
+
+
+def test_inspect_reports_without_promising_or_writing() -> None:
+    acc = Acceptor()
+    assert acc.handle(Inspect(K)) == (Observed(K, None, EMPTY), None)
+    assert not acc.has_record(K)
+    state = KeyState(1, True, "v")
+    acc.handle(Accept(K, b(1), state))
+    assert acc.handle(Inspect(K)) == (Observed(K, b(1), state), None)
+    assert acc.record(K).promised == b(1)
+
+
+def test_acceptor_restarted_from_its_writes_behaves_the_same() -> None:
+    live = Acceptor()
+    durable: dict[str, Record] = {}
+    requests: list[Request] = [Prepare(K, b(1)), Accept(K, b(1), KeyState(1, True, "v"), b(2)),
+                               Prepare("other", b(3, "q")), Prepare(K, b(1, "zz"))]
+    for msg in requests:
+        _, write = live.handle(msg)
+        if write is not None:
+            durable[write[0]] = write[1]
+    assert durable == live.records
+    on_disk = json.loads(json.dumps({k: r.to_json() for k, r in durable.items()}))
+    restarted = Acceptor({k: Record.from_json(r) for k, r in on_disk.items()})
+    after: list[Request] = [Prepare(K, b(1, "zz")), Accept(K, b(2), EMPTY), Inspect("other")]
+    for msg in after:
+        assert restarted.handle(msg) == live.handle(msg)
+
+
+def test_record_json_round_trip() -> None:
+    records = [BLANK, Record(b(1), None, EMPTY),
+               Record(b(3), b(2), KeyState(2, True, "v", {"s": 1}))]
+    for rec in records:
+        assert Record.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+
+
+# -- proposal ---------------------------------------------------------------------------------
+
+
+def test_full_round_prepare_then_accept_then_decided() -> None:
+    accs = cluster()
+    proposal = Proposal(K, PutIfAbsent("v").apply, b(1), NAMES, 2, next_promise=b(2))
+    out = proposal.start()
+    assert out == [(n, Prepare(K, b(1))) for n in NAMES]
+    # One promise is not a quorum.
+    assert proposal.receive("a", accs["a"].handle(Prepare(K, b(1)))[0]) == []
+    assert proposal.outcome is None
+    # A duplicate promise from the same acceptor is not a second vote.
+    assert proposal.receive("a", accs["a"].handle(Prepare(K, b(1)))[0]) == []
+    accepts = proposal.receive("b", accs["b"].handle(Prepare(K, b(1)))[0])
+    new = KeyState(1, True, "v")
+    assert accepts == [(n, Accept(K, b(1), new, b(2))) for n in NAMES]
+    assert proposal.receive("a", accs["a"].handle(accepts[0][1])[0]) == []
+    assert proposal.receive("a", Accepted(K, b(1))) == []  # duplicate
+    assert proposal.outcome is None
+    proposal.receive("c", accs["c"].handle(accepts[2][1])[0])
+    assert proposal.outcome == Decided(EMPTY, new, b(2))
+    # Once decided, later replies change nothing.
+    assert proposal.receive("b", Rejected(K, b(1), b(9))) == []
+    assert proposal.outcome == Decided(EMPTY, new, b(2))
+
+
+def test_replies_for_another_ballot_or_key_are_ignored() -> None:
+    proposal = Proposal(K, Read().apply, b(2), NAMES, 2)
+    proposal.start()
+    for reply in (Promise(K, b(1), None, EMPTY), Promise("other", b(2), None, EMPTY),
+                  Rejected(K, b(1), b(5)), Rejected("other", b(2), b(5))):
+        assert proposal.receive("a", reply) == []
+        assert proposal.receive("b", reply) == []
+    assert proposal.outcome is None
+
+
+def test_accepted_before_the_accept_phase_is_ignored() -> None:
+    proposal = Proposal(K, PutIfAbsent("v").apply, b(1), NAMES, 2)
+    proposal.start()
+    proposal.receive("a", Accepted(K, b(1)))
+    proposal.receive("b", Accepted(K, b(1)))
+    assert proposal.outcome is None
+
+
+def test_prepare_adopts_the_highest_accepted_state() -> None:
+    accs = cluster()
+    old, newer = KeyState(1, True, "old"), KeyState(1, True, "newer")
+    accs["a"].handle(Accept(K, b(1), old))
+    accs["b"].handle(Accept(K, b(3), newer))
+    # Even a quorum that reports the lower ballot twice must not win over the higher one.
+    accs["c"].handle(Accept(K, b(1), old))
+    proposal = decide(accs, PutIfAbsent("mine").apply, b(4))
+    assert proposal.outcome == Decided(newer, newer, None)
+    assert all(a.record(K).state == newer for a in accs.values())
+    assert all(a.record(K).accepted == b(4) for a in accs.values())
+
+
+def test_rejection_is_a_conflict_with_the_promised_ballot() -> None:
+    accs = cluster()
+    accs["b"].handle(Prepare(K, b(7, "q")))
+    proposal = decide(accs, PutIfAbsent("v").apply, b(2))
+    assert proposal.outcome == Conflict(b(7, "q"))
+
+
+def test_rejected_accept_is_a_conflict() -> None:
+    accs = cluster()
+    proposal = Proposal(K, PutIfAbsent("v").apply, b(1), NAMES, 2)
+    accepts = []
+    for dest, msg in proposal.start():
+        accepts.extend(proposal.receive(dest, accs[dest].handle(msg)[0]))
+    assert len(accepts) == 3
+    accs["a"].handle(Prepare(K, b(5, "q")))
+    proposal.receive("a", accs["a"].handle(accepts[0][1])[0])
+    assert proposal.outcome == Conflict(b(5, "q"))
+
+
+def test_prepare_only_decision_when_a_quorum_agrees_and_the_change_is_a_noop() -> None:
+    accs = cluster()
+    chosen = KeyState(1, True, "v")
+    for acc in accs.values():
+        acc.handle(Accept(K, b(1), chosen))
+    before = {n: a.record(K) for n, a in accs.items()}
+    proposal = Proposal(K, Read().apply, b(2), NAMES, 2, next_promise=b(3))
+    delivered = deliver_all(proposal, accs, proposal.start())
+    assert proposal.outcome == Decided(chosen, chosen, b(2))
+    assert not any(isinstance(m, Accept) for _, m in delivered)
+    assert {n: a.record(K).accepted for n, a in accs.items()} == {
+        n: r.accepted for n, r in before.items()}
+    # A put on a live key is a no-op as well.
+    proposal = decide(accs, PutIfAbsent("other").apply, b(4))
+    assert proposal.outcome == Decided(chosen, chosen, b(4))
+    assert all(a.record(K).accepted == b(1) for a in accs.values())
+
+
+def test_prepare_only_decision_on_an_empty_key() -> None:
+    accs = cluster()
+    proposal = decide(accs, DeleteIf(1).apply, b(1))
+    assert proposal.outcome == Decided(EMPTY, EMPTY, b(1))
+    assert all(a.record(K).accepted is None for a in accs.values())
+
+
+def test_read_finishes_an_in_flight_proposal_it_sees() -> None:
+    accs = cluster()
+    pending = KeyState(1, True, "pending")
+    accs["a"].handle(Accept(K, b(1), pending))  # accepted by one acceptor only
+    proposal = decide(accs, Read().apply, b(2), only={"a", "b"})
+    assert proposal.outcome == Decided(pending, pending, None)
+    # It was re-accepted at the read's ballot by a quorum: now chosen.
+    assert accs["a"].record(K).accepted == accs["b"].record(K).accepted == b(2)
+    assert accs["b"].record(K).state == pending
+
+
+def test_noop_change_without_an_agreeing_quorum_goes_through_accept() -> None:
+    accs = cluster()
+    state = KeyState(1, True, "v")
+    accs["a"].handle(Accept(K, b(1), state))
+    accs["b"].handle(Accept(K, b(1, "z"), state))  # same state, different ballots
+    proposal = decide(accs, Read().apply, b(2), only={"a", "b"})
+    assert proposal.outcome == Decided(state, state, None)
+    assert accs["a"].record(K).accepted == b(2)
+
+
+def test_skip_prepare_with_a_cached_promise() -> None:
+    accs = cluster()
+    first = decide(accs, PutIfAbsent("v").apply, b(1), next_promise=b(2))
+    assert isinstance(first.outcome, Decided)
+    assert first.outcome.promised == b(2)
+    assert all(a.record(K).promised == b(2) for a in accs.values())
+    # The next change starts at the accept phase with the cached promise.
+    second = Proposal(K, DeleteIf(1).apply, b(2), NAMES, 2,
+                      prepared=first.outcome.state, next_promise=b(3))
+    out = second.start()
+    tomb = KeyState(2, False)
+    assert out == [(n, Accept(K, b(2), tomb, b(3))) for n in NAMES]
+    deliver_all(second, accs, out)
+    assert second.outcome == Decided(KeyState(1, True, "v"), tomb, b(3))
+    # Promise replies are irrelevant to a prepared proposal.
+    third = Proposal(K, Read().apply, b(3), NAMES, 2, prepared=tomb, next_promise=b(4))
+    third.start()
+    assert third.receive("a", Promise(K, b(3), None, EMPTY)) == []
+    assert third.outcome is None
+
+
+def test_cached_promise_fails_once_a_higher_ballot_was_promised() -> None:
+    accs = cluster()
+    first = decide(accs, PutIfAbsent("v").apply, b(1), next_promise=b(2))
+    assert isinstance(first.outcome, Decided)
+    # Another proposer prepares higher on a quorum.
+    rival = decide(accs, Read().apply, b(2, "q"), only={"b", "c"})
+    assert isinstance(rival.outcome, Decided)
+    second = decide(accs, DeleteIf(1).apply, b(2), prepared=first.outcome.state,
+                    next_promise=b(3), only={"b", "c"})
+    assert second.outcome == Conflict(b(2, "q"))
+
+
+def test_zero_ballot_fast_path_on_a_fresh_key() -> None:
+    accs = cluster()
+    proposal = decide(accs, PutIfAbsent("v").apply, ZERO, prepared=EMPTY,
+                      next_promise=Ballot(1, 1, "a"))
+    new = KeyState(1, True, "v")
+    assert proposal.outcome == Decided(EMPTY, new, Ballot(1, 1, "a"))
+    assert all(a.record(K) == Record(Ballot(1, 1, "a"), ZERO, new) for a in accs.values())
+
+
+def test_zero_ballot_is_refused_where_anything_was_promised() -> None:
+    accs = cluster()
+    rival = decide(accs, PutIfAbsent("rival").apply, b(1, "q"), only={"b", "c"})
+    assert isinstance(rival.outcome, Decided)
+    proposal = decide(accs, PutIfAbsent("v").apply, ZERO, prepared=EMPTY)
+    assert proposal.outcome == Conflict(b(1, "q"))
+    # The rival's value stays chosen: a later round finds it.
+    later = decide(accs, Read().apply, b(2))
+    assert isinstance(later.outcome, Decided)
+    assert later.outcome.state == KeyState(1, True, "rival")
+
+
+def test_a_chosen_value_survives_competing_proposers() -> None:
+    accs = cluster(["a", "b", "c", "d", "e"])
+    first = decide(accs, PutIfAbsent("first").apply, b(1, "p"), only={"a", "b", "c"})
+    assert isinstance(first.outcome, Decided)
+    # A rival that only reaches {c, d, e} must still see the chosen value via c.
+    rival = decide(accs, PutIfAbsent("second").apply, b(2, "q"), only={"c", "d", "e"})
+    assert isinstance(rival.outcome, Decided)
+    assert rival.outcome.prior == KeyState(1, True, "first")
+    assert rival.outcome.state == KeyState(1, True, "first")
+
+
+def test_token_grows_through_consensus_rounds() -> None:
+    accs = cluster()
+    states = []
+    changes: list[Change] = [PutIfAbsent("a"), DeleteIf(1), PutIfAbsent("b"), DeleteIf(1),
+                             PutIfAbsent("c"), DeleteIf(3), Read(), PutIfAbsent("d")]
+    for i, change in enumerate(changes, start=1):
+        proposal = decide(accs, change.apply, b(i))
+        assert isinstance(proposal.outcome, Decided)
+        states.append(proposal.outcome.state)
+    assert [s.token for s in states] == [1, 2, 3, 3, 3, 4, 4, 5]
+    assert [s.value for s in states] == ["a", None, "b", "b", "b", None, None, "d"]
+
+
+# -- quorum read ----------------------------------------------------------------------------
+
+
+def test_quorum_read_agreement_returns_the_chosen_state() -> None:
+    state = KeyState(3, True, "v")
+    read = QuorumRead(K, NAMES, 2)
+    read.receive("a", Observed(K, b(4), state))
+    assert not read.done
+    read.receive("a", Observed(K, b(4), state))  # a duplicate is not a second vote
+    assert not read.done
+    read.receive("b", Observed(K, b(4), state))
+    assert read.done
+    assert read.result == state
+    read.receive("c", Observed(K, b(5), KeyState(4, False)))
+    assert read.result == state
+
+
+def test_quorum_read_waits_for_agreement_among_the_replies() -> None:
+    read = QuorumRead(K, ["a", "b", "c", "d", "e"], 3)
+    read.receive("a", Observed(K, b(1), KeyState(1, True, "old")))
+    read.receive("b", Observed(K, b(2), KeyState(1, True, "new")))
+    read.receive("c", Observed(K, b(2), KeyState(1, True, "new")))
+    assert not read.done
+    read.receive("d", Observed(K, b(2), KeyState(1, True, "new")))
+    assert read.done
+    assert read.result == KeyState(1, True, "new")
+
+
+def test_quorum_read_of_a_key_nobody_accepted_is_empty() -> None:
+    read = QuorumRead(K, NAMES, 2)
+    read.receive("a", Observed(K, None, EMPTY))
+    read.receive("c", Observed(K, None, EMPTY))
+    assert read.done
+    assert read.result == EMPTY
+
+
+def test_quorum_read_is_inconclusive_when_no_quorum_can_agree() -> None:
+    read = QuorumRead(K, NAMES, 2)
+    read.receive("a", Observed(K, b(1), KeyState(1, True, "x")))
+    read.receive("b", Observed(K, b(2), KeyState(1, True, "y")))
+    assert not read.done  # c could still agree with either
+    read.receive("c", Observed(K, None, EMPTY))
+    assert read.done
+    assert read.result is None
+
+
+def test_quorum_read_ignores_other_keys() -> None:
+    read = QuorumRead(K, NAMES, 2)
+    read.receive("a", Observed("other", None, EMPTY))
+    read.receive("b", Observed("other", None, EMPTY))
+    assert not read.done
+    assert read.result is None
+
+
+def test_quorum_read_against_acceptors() -> None:
+    accs = cluster()
+    decided = decide(accs, PutIfAbsent("v").apply, b(1), only={"a", "b"})
+    assert isinstance(decided.outcome, Decided)
+    read = QuorumRead(K, NAMES, 2)
+    for name in ("c", "a", "b"):
+        reply, write = accs[name].handle(Inspect(K))
+        assert write is None
+        assert isinstance(reply, Observed)
+        read.receive(name, reply)
+    assert read.result == decided.outcome.state
+
+
+# -- wire form -------------------------------------------------------------------------------
+
+MESSAGES: list[Request | Reply] = [
+    Prepare(K, b(1)),
+    Prepare(K, ZERO),
+    Accept(K, b(2), KeyState(1, True, {"v": [1, 2]}, {"session": "s"}), b(3)),
+    Accept(K, ZERO, EMPTY),
+    Inspect(K),
+    Promise(K, b(4), None, EMPTY),
+    Promise(K, b(4), b(3), KeyState(2, False)),
+    Accepted(K, b(5)),
+    Rejected(K, b(5), b(6, "q", 2)),
+    Observed(K, None, EMPTY),
+    Observed(K, b(7), KeyState(9, True, "x", {"deadline": 12.5})),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_message_encode_decode_round_trip(msg: Request | Reply) -> None:
+    raw = json.loads(json.dumps(encode(msg)))
+    assert decode(raw) == msg
+
+
+def test_message_kinds_are_distinct_on_the_wire() -> None:
+    kinds = {encode(m)[0] for m in MESSAGES}
+    assert kinds == {"prepare", "accept", "inspect", "promise", "accepted", "rejected",
+                     "observed"}
+
+
+def test_bad_messages_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown message kind"):
+        decode(["bogus", K])
+    with pytest.raises(TypeError, match="not a message"):
+        encode(KeyState())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a request"):
+        Acceptor().handle(Accepted(K, b(1)))  # type: ignore[arg-type]
