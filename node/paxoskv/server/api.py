@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from paxoskv import __version__
@@ -29,12 +29,16 @@ PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    ) -> web.Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
-    return web.json_response({"error": error}, status=status)
+    return json_reply({"error": error}, status=status)
 
 
 @web.middleware
@@ -96,7 +100,7 @@ async def put(request: web.Request) -> web.Response:
     change = PutIfAbsent(v.value(body), v.bindings(body))
     node = request.app[NODE]
     state = await node.change(target.key_id, change, target.timeout, target.no_quorum == "retry")
-    return web.json_response(entry(target, state))
+    return json_reply(entry(target, state))
 
 
 async def get(request: web.Request) -> web.Response:
@@ -107,7 +111,7 @@ async def get(request: web.Request) -> web.Response:
         state = node.read_local(target.key_id)
     else:
         state = await node.read(target.key_id, target.timeout, target.no_quorum == "retry")
-    return web.json_response(entry(target, state))
+    return json_reply(entry(target, state))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -119,7 +123,7 @@ async def delete(request: web.Request) -> web.Response:
                               target.no_quorum == "retry")
     # Ours if the tombstone ends exactly the generation we named.
     deleted = not state.live and state.token == token + 1
-    return web.json_response({**entry(target, state), "deleted": deleted})
+    return json_reply({**entry(target, state), "deleted": deleted})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -127,13 +131,13 @@ async def status(request: web.Request) -> web.Response:
     members = [{"name": name, "self": name == node.name,
                 "connected": name == node.name or node.links[name].connected}
                for name in node.members]
-    return web.json_response({"name": node.name, "version": __version__, "boot": node.boot,
+    return json_reply({"name": node.name, "version": __version__, "boot": node.boot,
                               "quorum": node.quorum, "quorate": node.has_quorum(),
                               "members": members, "keys": len(node.acceptor.records)})
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_reply({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -141,7 +145,7 @@ async def readyz(request: web.Request) -> web.Response:
     if not node.has_quorum():
         return error_response(503, "no_quorum", f"{node.reachable()} of {len(node.members)} "
                               f"members reachable, {node.quorum} needed")
-    return web.json_response({"status": "ready"})
+    return json_reply({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -151,7 +155,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_reply(openapi_document())
 
 
 async def peer(request: web.Request) -> web.WebSocketResponse:
@@ -178,10 +182,10 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
 
     try:
         async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
+            if msg.type != WSMsgType.BINARY:
                 break
             replies, writes = [], []
-            for request_id, kind, body in json.loads(msg.data):
+            for request_id, kind, body in orjson.loads(msg.data):
                 if kind == "m":
                     reply, write = node.acceptor.handle(messages.decode(body))  # type: ignore[arg-type]
                     replies.append([request_id, kind, messages.encode(reply)])

@@ -86,28 +86,14 @@ class Node:
 
     # -- the acceptor, local and remote --------------------------------------
 
-    async def handle_request(self, msg: Request) -> Reply:
-        """Answer an acceptor request once its effect is durable."""
-        reply, write = self.acceptor.handle(msg)
-        await (self.storage.write([write]) if write else self.storage.flushed())
-        return reply
-
-    def _send(self, dest: str, msg: Request) -> asyncio.Future[Any]:
+    def _send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
+        """Send an acceptor request; the future holds the reply."""
         if dest == self.name:
-            return asyncio.ensure_future(self.handle_request(msg))
-        raw = self.links[dest].call("m", messages.encode(msg))
-        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def decoded(f: asyncio.Future[Any]) -> None:
-            if out.done():
-                return
-            if f.exception() is not None:
-                out.set_exception(f.exception())  # type: ignore[arg-type]
-            else:
-                out.set_result(messages.decode(f.result()))
-
-        raw.add_done_callback(decoded)
-        return out
+            # This node's own acceptor: its reply, too, waits for the disk.
+            reply, write = self.acceptor.handle(msg)
+            durable = self.storage.write([write]) if write else self.storage.flushed()
+            return _mapped(durable, lambda _: reply)
+        return _mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
 
     # -- client operations ------------------------------------------------------
 
@@ -311,6 +297,24 @@ class Node:
             await link.stop()
         for task in list(self._workers.values()):
             task.cancel()
+
+
+def _mapped(source: asyncio.Future[Any], fn: Callable[[Any], Any]) -> asyncio.Future[Any]:
+    """A future of `fn(source's result)`, without a task."""
+    out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            out.set_result(fn(f.result()))
+
+    source.add_done_callback(done)
+    return out
 
 
 async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:

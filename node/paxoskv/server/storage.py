@@ -10,19 +10,20 @@ it is durable, which is what a reply must wait for.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
+
 from paxoskv.core.acceptor import Record, Write
 
 log = logging.getLogger("paxoskv.storage")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
@@ -44,7 +45,7 @@ class Storage:
 
     def load(self) -> dict[str, Record]:
         rows = self._db.execute("SELECT key, record FROM records")
-        return {key: Record.from_json(json.loads(raw)) for key, raw in rows}
+        return {key: Record.from_json(orjson.loads(raw)) for key, raw in rows}
 
     def next_boot(self) -> int:
         """Count this start durably: ballots carry it, so none is ever reused."""
@@ -93,7 +94,7 @@ class Storage:
 
     def _commit(self, batch: list[Write]) -> None:
         latest = {key: rec for key, rec in batch}  # later writes of a key win
-        rows = [(key, json.dumps(rec.to_json(), separators=(",", ":")))
+        rows = [(key, orjson.dumps(rec.to_json()))
                 for key, rec in latest.items()]
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", rows)

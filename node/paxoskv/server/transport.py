@@ -1,6 +1,6 @@
 """Peer transport: one persistent WebSocket per peer, messages batched into frames.
 
-A frame is a JSON list of envelopes `[id, kind, body]`. Everything queued
+A frame is a JSON list of envelopes `[id, kind, body]`, sent as a binary message. Everything queued
 while the previous frame is being written goes out in the next one, so under
 load many keys' messages share one frame (and, at the acceptor, one fsync).
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 import aiohttp
+import orjson
 
 log = logging.getLogger("paxoskv.transport")
 
@@ -44,7 +44,7 @@ class FrameWriter:
             self._wakeup.clear()
             frame, self._outbox = self._outbox, []
             try:
-                await self._ws.send_str(json.dumps(frame, separators=(",", ":")))
+                await self._ws.send_bytes(orjson.dumps(frame))
             except (ConnectionError, RuntimeError) as exc:
                 log.debug("frame write failed: %s", exc)
                 return
@@ -115,9 +115,9 @@ class PeerLink:
         self._writer = writer
         try:
             async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
+                if msg.type != aiohttp.WSMsgType.BINARY:
                     break
-                for request_id, _kind, body in json.loads(msg.data):
+                for request_id, _kind, body in orjson.loads(msg.data):
                     future = self._pending.pop(request_id, None)
                     if future is not None and not future.done():
                         future.set_result(body)

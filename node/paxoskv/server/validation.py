@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_KEY_BYTES = 1024
@@ -47,8 +48,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise RequestError("body", f"request body exceeds {MAX_BODY_BYTES} bytes",
                            "too_large", 413)
     try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
         raise RequestError("body", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("body", "request body must be a JSON object")
@@ -87,8 +88,7 @@ def target(body: dict[str, Any]) -> Target:
 def value(body: dict[str, Any]) -> Any:
     if "value" not in body:
         raise RequestError("value", "value is required (any JSON value)")
-    encoded = json.dumps(body["value"], separators=(",", ":"))
-    if len(encoded.encode()) > MAX_VALUE_BYTES:
+    if len(orjson.dumps(body["value"])) > MAX_VALUE_BYTES:
         raise RequestError("value", f"value exceeds {MAX_VALUE_BYTES} bytes as JSON",
                            "too_large", 413)
     if body["value"] is None:
