@@ -167,10 +167,12 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
     writer = FrameWriter(ws)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
-        await durable
-        for envelope in replies:
-            writer.send(envelope)
+    def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
+        def send(_: asyncio.Future[None]) -> None:
+            for envelope in replies:
+                writer.send(envelope)
+
+        durable.add_done_callback(send)
 
     async def forwarded(request_id: int, body: dict[str, Any]) -> None:
         writer.send([request_id, "p", await node.handle_forwarded(body)])
@@ -195,7 +197,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
                     spawn(forwarded(request_id, body))
             if replies:
                 durable = node.storage.write(writes) if writes else node.storage.flushed()
-                spawn(reply_when_durable(replies, durable))
+                reply_when_durable(replies, durable)
     finally:
         request.app[PEER_SOCKETS].discard(ws)
         for task in list(tasks):

@@ -156,6 +156,7 @@ class Node:
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key))
         if not await wait_until(future, timeout):
+            future.cancel()  # the worker skips it from now on
             raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
                            "the change may or may not have been decided")
         return future.result()

@@ -55,7 +55,11 @@ class Storage:
         return boot
 
     def write(self, writes: list[Write]) -> asyncio.Future[None]:
-        """Queue records; the future resolves once they are on disk."""
+        """Queue records; the future resolves once they are on disk.
+
+        The future is shared by every write of the same commit: add a callback
+        or shield it, never cancel it.
+        """
         self._pending.extend(writes)
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
@@ -89,7 +93,8 @@ class Storage:
             # answer from state that a restart would not have (fail-stop).
             log.critical("storage commit failed: %s", task.exception())
             os._exit(70)
-        done.set_result(None)
+        if not done.done():  # a waiter may have cancelled it against the rules
+            done.set_result(None)
         self._start_commit()
 
     def _commit(self, batch: list[Write]) -> None:
@@ -104,6 +109,6 @@ class Storage:
 
     async def close(self) -> None:
         while self._next is not None or self._inflight is not None:
-            await self.flushed()
+            await asyncio.shield(self.flushed())
         self._thread.shutdown(wait=True)
         self._db.close()

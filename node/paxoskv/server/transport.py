@@ -71,6 +71,7 @@ class PeerLink:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def connected(self) -> bool:
@@ -80,6 +81,9 @@ class PeerLink:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        # aiohttp can swallow a cancellation while it closes a WebSocket, so
+        # the loop also checks this flag.
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -96,7 +100,7 @@ class PeerLink:
 
     async def _run(self) -> None:
         delay = 0.05
-        while True:
+        while not self._stopped:
             try:
                 async with self._session.ws_connect(
                     self.url, headers={"X-PaxosKV-Peer": self._me}, heartbeat=2.0,
