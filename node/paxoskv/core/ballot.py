@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Ballot:
-    """A proposal number.
+class Ballot(NamedTuple):
+    """A proposal number, ordered as a tuple.
 
     `boot` is the proposer's durable restart counter, so a proposer that
     crashed and forgot which rounds it used can never reuse a ballot.
+    (Ballots, key states and records are tuples so that the garbage collector
+    can stop tracking them: a node holds one of each per key.)
     """
 
     round: int

@@ -8,17 +8,18 @@ its generation, which clients see as the fencing token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Json = Any
 
 
-@dataclass(frozen=True, slots=True)
-class KeyState:
+class KeyState(NamedTuple):
+    """A register's value. Treat `bindings` as read-only: states are shared."""
+
     token: int = 0
     live: bool = False
     value: Json = None
-    bindings: dict[str, Json] = field(default_factory=dict)
+    bindings: dict[str, Json] = {}  # noqa: RUF012 - never mutated
 
     def to_json(self) -> dict[str, Json]:
         return {"token": self.token, "live": self.live, "value": self.value,

@@ -133,7 +133,7 @@ async def status(request: web.Request) -> web.Response:
                for name in node.members]
     return json_reply({"name": node.name, "version": __version__, "boot": node.boot,
                               "quorum": node.quorum, "quorate": node.has_quorum(),
-                              "members": members, "keys": len(node.acceptor.records)})
+                              "members": members, "keys": len(node.acceptor)})
 
 
 async def healthz(request: web.Request) -> web.Response:

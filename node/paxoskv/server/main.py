@@ -66,7 +66,7 @@ async def serve(config: ServerConfig) -> None:
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()
     log.info("node started", extra={"node": config.name, "boot": boot,
-                                    "keys": len(acceptor.records),
+                                    "keys": len(acceptor),
                                     "url": f"http://{config.listen_host}:{config.listen_port}"})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

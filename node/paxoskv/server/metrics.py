@@ -21,7 +21,7 @@ class Metrics:
                                         lambda: node.reachable() - 1),
             "paxoskv_quorate": ("1 if a quorum of members is reachable",
                                 lambda: float(node.has_quorum())),
-            "paxoskv_keys": ("Keys this acceptor holds", lambda: len(node.acceptor.records)),
+            "paxoskv_keys": ("Keys this acceptor holds", lambda: len(node.acceptor)),
             "paxoskv_storage_commits": ("Group commits (one fsync each)",
                                         lambda: node.storage.commits),
             "paxoskv_storage_records_written": ("Records written to disk",

@@ -30,6 +30,8 @@ from paxoskv.server.transport import PeerLink, PeerUnavailable
 
 log = logging.getLogger("paxoskv.node")
 
+MAX_CACHED_PROMISES = 10_000
+
 
 class NoQuorum(Exception):
     """No quorum answered in time. The change may or may not have been decided."""
@@ -204,7 +206,7 @@ class Node:
             outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
             if isinstance(outcome, Decided):
                 if outcome.promised is not None:
-                    self._promises[key] = (outcome.promised, outcome.state)
+                    self._remember_promise(key, outcome.promised, outcome.state)
                 return outcome
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
@@ -212,6 +214,13 @@ class Node:
             above = outcome.promised if above is None else max(above, outcome.promised)
             await asyncio.sleep(backoff * random.random())
             backoff = min(backoff * 2, 0.5)
+
+    def _remember_promise(self, key: str, ballot: Ballot, state: KeyState) -> None:
+        # Keep the most recently decided keys only: memory stays bounded and
+        # the garbage collector does not scan one entry per key.
+        self._promises[key] = (ballot, state)
+        if len(self._promises) > MAX_CACHED_PROMISES:
+            del self._promises[next(iter(self._promises))]
 
     def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
                   above: Ballot | None) -> Proposal:
