@@ -20,7 +20,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -117,27 +116,16 @@ class Cluster:
 Launch = tuple[list[str], Path]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def paxoskv_launches(data_root: Path) -> tuple[list[str], list[Launch]]:
     members = [devcluster.LocalMember(f"n{i}", HOST, port, data_root / "paxoskv" / f"n{i}")
-               for i, port in enumerate(free_ports(SIZE), start=1)]
+               for i, port in enumerate(devcluster.free_ports(SIZE, HOST), start=1)]
     launches = [([*devcluster.serve_command(m, members), "--log-level", "warning"],
                  LOGS / f"paxoskv-{m.name}.log") for m in members]
     return [m.url for m in members], launches
 
 
 def etcd_launches(data_root: Path) -> tuple[list[str], list[Launch]]:
-    ports = free_ports(2 * SIZE)
+    ports = devcluster.free_ports(2 * SIZE, HOST)
     client = [f"http://{HOST}:{port}" for port in ports[:SIZE]]
     peer = [f"http://{HOST}:{port}" for port in ports[SIZE:]]
     initial = ",".join(f"e{i}={url}" for i, url in enumerate(peer, start=1))

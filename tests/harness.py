@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,18 +11,7 @@ from pathlib import Path
 import httpx
 
 from paxoskv.client import AsyncClient, Client
-from paxoskv.devcluster import LocalMember, ready, serve_command
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from paxoskv.devcluster import LocalMember, free_ports, ready, serve_command
 
 
 class LocalCluster:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,18 @@ def plan(size: int, base_port: int, data_root: Path, host: str = "127.0.0.1"
          ) -> list[LocalMember]:
     return [LocalMember(f"n{i}", host, base_port + i - 1, data_root / f"n{i}")
             for i in range(1, size + 1)]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that are free on `host` right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def peers_arg(members: Sequence[LocalMember]) -> str:
