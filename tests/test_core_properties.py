@@ -56,7 +56,7 @@ from paxoskv.core.messages import (
     decode,
     encode,
 )
-from paxoskv.core.proposer import Conflict, Outgoing, Proposal, QuorumRead
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
 from paxoskv.core.state import EMPTY, Change, DeleteIf, KeyState, PutIfAbsent, Read
 
 KEYS = ("k0", "k1")
@@ -246,6 +246,8 @@ class PaxosNetwork(RuleBasedStateMachine):
             p.learn(key, outcome.promised)
             self.coverage["conflict"] += 1
             return
+        # Acceptors here have no clock, so no tombstone is ever refused as premature.
+        assert isinstance(outcome, Decided)
         assert outcome.state == proposal.change(outcome.prior)
         if op.accept_sent:
             # The decided state is chosen: a quorum durably accepted it at this ballot.

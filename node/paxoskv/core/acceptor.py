@@ -19,8 +19,9 @@ from paxoskv.core.messages import (
     Rejected,
     Reply,
     Request,
+    TooEarly,
 )
-from paxoskv.core.state import EMPTY, KeyState
+from paxoskv.core.state import EMPTY, KeyState, not_before
 
 
 class Record(NamedTuple):
@@ -91,7 +92,9 @@ class Acceptor:
     def has_record(self, key: str) -> bool:
         return key in self._packed
 
-    def handle(self, msg: Request) -> tuple[Reply, Write | None]:
+    def handle(self, msg: Request, now_ms: int | None = None) -> tuple[Reply, Write | None]:
+        """Answer `msg`. `now_ms` is this node's clock, for tombstones that
+        claim a deadline has passed (None: accept them unchecked)."""
         rec = self.record(msg.key)
         match msg:
             case Inspect(key):
@@ -106,6 +109,9 @@ class Acceptor:
             case Accept(key, ballot, state, next_promise):
                 if rec.promised is not None and ballot < rec.promised:
                     return Rejected(key, ballot, rec.promised), None
+                deadline = not_before(state)
+                if deadline is not None and now_ms is not None and now_ms < deadline:
+                    return TooEarly(key, ballot, deadline), None
                 promised = ballot if next_promise is None else max(ballot, next_promise)
                 return self._store(key, Record(promised, ballot, state), Accepted(key, ballot))
         raise TypeError(f"not a request: {msg!r}")

@@ -67,7 +67,17 @@ class Observed:
     state: KeyState
 
 
-Reply = Promise | Accepted | Rejected | Observed
+@dataclass(frozen=True, slots=True)
+class TooEarly:
+    """The acceptor's clock has not reached the deadline that the proposed
+    tombstone claims has passed."""
+
+    key: str
+    ballot: Ballot
+    not_before: int
+
+
+Reply = Promise | Accepted | Rejected | Observed | TooEarly
 
 
 def _ballot(raw: Any) -> Ballot | None:
@@ -94,6 +104,8 @@ def encode(msg: Request | Reply) -> list[Any]:
             return ["rejected", key, ballot.to_json(), promised.to_json()]
         case Observed(key, accepted, state):
             return ["observed", key, _raw(accepted), state.to_json()]
+        case TooEarly(key, ballot, not_before):
+            return ["too_early", key, ballot.to_json(), not_before]
     raise TypeError(f"not a message: {msg!r}")
 
 
@@ -113,4 +125,6 @@ def decode(raw: list[Any]) -> Request | Reply:
         return Rejected(key, Ballot.from_json(raw[2]), Ballot.from_json(raw[3]))
     if kind == "observed":
         return Observed(key, _ballot(raw[2]), KeyState.from_json(raw[3]))
+    if kind == "too_early":
+        return TooEarly(key, Ballot.from_json(raw[2]), int(raw[3]))
     raise ValueError(f"unknown message kind {kind!r}")

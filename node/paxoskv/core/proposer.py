@@ -10,7 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from paxoskv.core.ballot import Ballot
-from paxoskv.core.messages import Accept, Accepted, Observed, Prepare, Promise, Rejected, Reply
+from paxoskv.core.messages import (
+    Accept,
+    Accepted,
+    Observed,
+    Prepare,
+    Promise,
+    Rejected,
+    Reply,
+    TooEarly,
+)
 from paxoskv.core.state import EMPTY, KeyState
 
 Outgoing = list[tuple[str, Prepare | Accept]]
@@ -37,7 +46,14 @@ class Conflict:
     promised: Ballot
 
 
-Outcome = Decided | Conflict
+@dataclass(frozen=True, slots=True)
+class Premature:
+    """An acceptor's clock has not reached the deadline of the proposed tombstone."""
+
+    not_before: int
+
+
+Outcome = Decided | Conflict | Premature
 
 
 class Proposal:
@@ -69,6 +85,7 @@ class Proposal:
         self.outcome: Outcome | None = None
         self._promises: dict[str, Promise] = {}
         self._accepted: set[str] = set()
+        self._too_early: set[str] = set()
         self._prior = prepared
         self._proposed: KeyState | None = None
 
@@ -84,6 +101,11 @@ class Proposal:
         match reply:
             case Rejected(promised=promised):
                 self.outcome = Conflict(promised)
+            case TooEarly(not_before=deadline):
+                # Like a missing vote: give up only when no quorum is left.
+                self._too_early.add(sender)
+                if len(self._too_early) > len(self.acceptors) - self.quorum:
+                    self.outcome = Premature(deadline)
             case Promise() if self._proposed is None and self._prior is None:
                 self._promises[sender] = reply
                 if len(self._promises) >= self.quorum:

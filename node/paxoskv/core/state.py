@@ -33,6 +33,17 @@ class KeyState(NamedTuple):
 
 EMPTY = KeyState()
 
+# In a tombstone's bindings: the deadline (ms since the epoch) that ended it.
+NOT_BEFORE = "not_before"
+
+
+def not_before(state: KeyState) -> int | None:
+    """The time before which `state` must not be accepted, if any."""
+    if state.live:
+        return None
+    raw = state.bindings.get(NOT_BEFORE)
+    return None if raw is None else int(raw)
+
 
 @dataclass(frozen=True, slots=True)
 class Read:
@@ -70,14 +81,19 @@ class DeleteIf:
     """
 
     token: int
+    # Set when a deadline ends the key: acceptors refuse the tombstone until
+    # their own clock has passed it, so no clock running fast can end the key
+    # early (a majority of clocks must agree).
+    not_before: int | None = None
 
     def apply(self, state: KeyState) -> KeyState:
         if state.live and state.token == self.token:
-            return KeyState(state.token + 1, False)
+            reason = {} if self.not_before is None else {NOT_BEFORE: self.not_before}
+            return KeyState(state.token + 1, False, None, reason)
         return state
 
     def to_json(self) -> dict[str, Json]:
-        return {"op": "delete", "token": self.token}
+        return {"op": "delete", "token": self.token, "not_before": self.not_before}
 
 
 Change = Read | PutIfAbsent | DeleteIf
@@ -90,7 +106,8 @@ def change_from_json(raw: dict[str, Json]) -> Change:
     if op == "put":
         return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}))
     if op == "delete":
-        return DeleteIf(int(raw["token"]))
+        not_before = raw.get("not_before")
+        return DeleteIf(int(raw["token"]), None if not_before is None else int(not_before))
     raise ValueError(f"unknown change {op!r}")
 
 

@@ -94,13 +94,42 @@ def _measured(op: str, handler: Handler) -> Handler:
     return wrapper
 
 
+async def resolve_bindings(node: Node, target: v.Target, wanted: dict[str, Any]
+                           ) -> dict[str, Any]:
+    """Check that every binding is alive now, and pin it to what it is bound to."""
+    resolved: dict[str, Any] = {}
+    if "until" in wanted:
+        if wanted["until"] <= node.wall_ms():
+            raise v.dead_binding("bindings.until", "the deadline has already passed")
+        resolved["until"] = wanted["until"]
+    if "key" in wanted:
+        parent = await node.read(f"{target.bucket}/{wanted['key']}", target.timeout,
+                                 target.no_quorum == "retry")
+        if not parent.live:
+            raise v.dead_binding("bindings.key", f"parent key {wanted['key']!r} is not "
+                                 f"present in bucket {target.bucket!r}")
+        resolved["key"] = {"name": wanted["key"], "token": parent.token}
+    return resolved
+
+
 async def put(request: web.Request) -> web.Response:
     body = await _body(request, {"value", "bindings"})
     target = v.target(body)
-    change = PutIfAbsent(v.value(body), v.bindings(body))
+    value = v.value(body)
+    wanted = v.bindings(body)
     node = request.app[NODE]
-    state = await node.change(target.key_id, change, target.timeout, target.no_quorum == "retry")
+    bindings = await resolve_bindings(node, target, wanted) if wanted else {}
+    state = await node.change(target.key_id, PutIfAbsent(value, bindings), target.timeout,
+                              target.no_quorum == "retry")
     return json_reply(entry(target, state))
+
+
+async def watch(request: web.Request) -> web.Response:
+    body = await _body(request, {"token"})
+    target = v.target(body)
+    token = v.watch_token(body)
+    state, changed = await request.app[NODE].watch(target.key_id, token, target.timeout)
+    return json_reply({**entry(target, state), "changed": changed})
 
 
 async def get(request: web.Request) -> web.Response:
@@ -189,7 +218,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
             replies, writes = [], []
             for request_id, kind, body in orjson.loads(msg.data):
                 if kind == "m":
-                    reply, write = node.acceptor.handle(messages.decode(body))  # type: ignore[arg-type]
+                    reply, write = node.accept_request(messages.decode(body))  # type: ignore[arg-type]
                     replies.append([request_id, kind, messages.encode(reply)])
                     if write is not None:
                         writes.append(write)
@@ -222,6 +251,7 @@ def create_app(node: Node) -> web.Application:
     app.router.add_post("/v1/put", _measured("put", put))
     app.router.add_post("/v1/get", _measured("get", get))
     app.router.add_post("/v1/delete", _measured("delete", delete))
+    app.router.add_post("/v1/watch", _measured("watch", watch))
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/peer", peer)

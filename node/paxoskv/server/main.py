@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from aiohttp import web
 
 from paxoskv.core.acceptor import Acceptor
 from paxoskv.server.api import create_app
+from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.node import Node
 from paxoskv.server.storage import Storage
 from paxoskv.server.transport import PeerLink
@@ -46,6 +50,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+# Test-only: shift this node's wall clock, to show that deadlines hold under skew.
+CLOCK_SKEW_VARIABLE = "PAXOSKV_TEST_CLOCK_SKEW_MS"
+
+
+def wall_clock(skew_ms: int) -> Callable[[], int]:
+    """Milliseconds since the epoch, as this node's clock (maybe skewed) says."""
+    return lambda: int(time.time() * 1000) + skew_ms
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -58,13 +71,16 @@ async def serve(config: ServerConfig) -> None:
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0))
-    node = Node(config.name, list(config.members), acceptor, storage, boot)
+    node = Node(config.name, list(config.members), acceptor, storage, boot,
+                wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))))
     node.links = {name: PeerLink(name, url, session, config.name)
                   for name, url in config.members.items() if name != config.name}
+    lifetimes = Lifetimes(node)
     runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()
+    lifetimes.start()
     log.info("node started", extra={"node": config.name, "boot": boot,
                                     "keys": len(acceptor),
                                     "url": f"http://{config.listen_host}:{config.listen_port}"})
@@ -74,6 +90,7 @@ async def serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping", extra={"node": config.name})
+    await lifetimes.stop()
     await node.stop()
     await runner.cleanup()
     await session.close()

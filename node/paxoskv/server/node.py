@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paxoskv.core import messages
-from paxoskv.core.acceptor import Acceptor
+from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import ZERO, Ballot, first_ballot
 from paxoskv.core.messages import Inspect, Observed, Reply, Request
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
 from paxoskv.core.state import Change, KeyState, Read, apply_all, change_from_json
 from paxoskv.server.storage import Storage
 from paxoskv.server.transport import PeerLink, PeerUnavailable
@@ -64,8 +64,11 @@ class Node:
     boot: int
     links: dict[str, PeerLink] = field(default_factory=dict)
     attempt_timeout: float = 1.0
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.monotonic  # for timeouts
+    wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))  # deadlines
     stats: Stats = field(default_factory=Stats)
+    # Called with (key, state) whenever this node's acceptor records a new state.
+    observers: list[Callable[[str, KeyState], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.members = sorted(self.members)
@@ -74,6 +77,7 @@ class Node:
         self._promises: dict[str, tuple[Ballot, KeyState]] = {}
         self._queues: dict[str, list[_Waiter]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- membership view ------------------------------------------------------
 
@@ -88,11 +92,23 @@ class Node:
 
     # -- the acceptor, local and remote --------------------------------------
 
+    def accept_request(self, msg: Request) -> tuple[Reply, Write | None]:
+        """This node's acceptor answers; the caller must persist the write before replying."""
+        reply, write = self.acceptor.handle(msg, self.wall_ms())
+        if write is not None:
+            key, record = write
+            for observe in self.observers:
+                observe(key, record.state)
+            for waiter in self._watchers.pop(key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        return reply, write
+
     def _send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
         """Send an acceptor request; the future holds the reply."""
         if dest == self.name:
             # This node's own acceptor: its reply, too, waits for the disk.
-            reply, write = self.acceptor.handle(msg)
+            reply, write = self.accept_request(msg)
             durable = self.storage.write([write]) if write else self.storage.flushed()
             return _mapped(durable, lambda _: reply)
         return _mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
@@ -123,6 +139,33 @@ class Node:
     def read_local(self, key: str) -> KeyState:
         """This acceptor's latest accepted state: possibly stale."""
         return self.acceptor.record(key).state
+
+    async def watch(self, key: str, token: int, timeout: float) -> tuple[KeyState, bool]:
+        """Wait until the key's fencing token differs from `token`.
+
+        Returns the key's state (read linearizably) and whether it changed. A
+        change this node's acceptor sees wakes the watcher at once; it also
+        re-reads every second, for changes decided without this node.
+        """
+        deadline = self.clock() + timeout
+        while True:
+            remaining = deadline - self.clock()
+            state = await self.read(key, max(remaining, self.attempt_timeout), retry=False)
+            if state.token != token:
+                return state, True
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return state, False
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._watchers.setdefault(key, []).append(waiter)
+            try:
+                await wait_until(waiter, min(remaining, 1.0))
+            finally:
+                waiting = self._watchers.get(key)
+                if waiting is not None and waiter in waiting:
+                    waiting.remove(waiter)
+                    if not waiting:
+                        del self._watchers[key]
 
     async def _forward(
         self, link: PeerLink, key: str, change: Change, deadline: float, retry: bool
@@ -210,6 +253,12 @@ class Node:
                 return outcome
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
+            if isinstance(outcome, Premature):
+                # A deadline that passed on our clock has not on a majority's
+                # yet: wait for their clocks (a "not before" is never early).
+                wait = (outcome.not_before - self.wall_ms()) / 1000
+                await asyncio.sleep(min(max(wait, 0.0) + 0.005, 0.5))
+                continue
             self.stats.conflicts += 1
             above = outcome.promised if above is None else max(above, outcome.promised)
             await asyncio.sleep(backoff * random.random())
@@ -242,7 +291,8 @@ class Node:
             promised = above
         return make(first_ballot(self.name, self.boot, promised), None)
 
-    async def _drive(self, proposal: Proposal, timeout: float) -> Decided | Conflict | None:
+    async def _drive(self, proposal: Proposal, timeout: float
+                     ) -> Decided | Conflict | Premature | None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def dispatch(outgoing: Outgoing) -> None:

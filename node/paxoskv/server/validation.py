@@ -96,15 +96,45 @@ def value(body: dict[str, Any]) -> Any:
     return body["value"]
 
 
+BINDINGS = ("until", "key")
+NOT_YET = ("pid", "node")
+
+
 def bindings(body: dict[str, Any]) -> dict[str, Any]:
+    """The requested bindings, checked for form (not yet for liveness)."""
     raw = body.get("bindings", {})
     if not isinstance(raw, dict):
         raise RequestError("bindings", "bindings must be a JSON object")
-    if raw:
-        name = next(iter(raw))
-        raise RequestError(f"bindings.{name}", "bindings (pid, node, key, until) are not "
-                           "supported by this version yet")
-    return {}
+    for name, value in raw.items():
+        field = f"bindings.{name}"
+        if name in NOT_YET:
+            raise RequestError(field, f"the {name!r} binding is not supported by this "
+                               "version yet")
+        if name not in BINDINGS:
+            raise RequestError(field, f"unknown binding {name!r}; expected one of "
+                               + ", ".join(BINDINGS))
+        if name == "until" and (not isinstance(value, int) or isinstance(value, bool)
+                                or value < 0):
+            raise RequestError(field, "until must be a deadline in milliseconds since the "
+                               "epoch (a non-negative integer)")
+        if name == "key" and (not isinstance(value, str) or not value
+                              or len(value.encode()) > MAX_KEY_BYTES):
+            raise RequestError(field, f"key must name another key of the same bucket "
+                               f"(1-{MAX_KEY_BYTES} bytes)")
+    return dict(raw)
+
+
+def dead_binding(field: str, message: str) -> RequestError:
+    """A binding that is already dead: the put decides nothing."""
+    return RequestError(field, message, "invalid_value", 422)
+
+
+def watch_token(body: dict[str, Any]) -> int:
+    raw = body.get("token", 0)
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise RequestError("token", "token must be a non-negative integer: the fencing "
+                           "token the watcher last saw (0 for a key never seen)")
+    return raw
 
 
 def token(body: dict[str, Any]) -> int:
