@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -30,12 +31,13 @@ class LocalCluster:
     def url(self, index: int) -> str:
         return self.members[index].url
 
-    def start(self, index: int) -> None:
+    def start(self, index: int, env: dict[str, str] | None = None) -> None:
+        """Start node `index`; `env` adds environment variables (test switches)."""
         member = self.members[index]
         log = open(self.root / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[member.name] = subprocess.Popen(
             [*serve_command(member, self.members), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         log.close()
 
     def start_all(self) -> None:

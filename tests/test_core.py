@@ -20,10 +20,11 @@ from paxoskv.core.messages import (
     Rejected,
     Reply,
     Request,
+    TooEarly,
     decode,
     encode,
 )
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
 from paxoskv.core.state import (
     EMPTY,
     Change,
@@ -605,3 +606,55 @@ def test_bad_messages_are_refused() -> None:
         encode(KeyState())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not a request"):
         Acceptor().handle(Accepted(K, b(1)))  # type: ignore[arg-type]
+
+
+# -- deadlines: a tombstone that claims a deadline passed waits for the acceptors' clocks --
+
+
+def _expiring(token: int = 1, until: int = 1_000) -> tuple[KeyState, KeyState]:
+    live = KeyState(token, True, "v", {"until": until})
+    return live, DeleteIf(token, not_before=until).apply(live)
+
+
+def test_deadline_tombstone_records_its_deadline_and_round_trips() -> None:
+    _, tombstone = _expiring()
+    assert not tombstone.live and tombstone.token == 2
+    assert tombstone.bindings == {"not_before": 1_000}
+    change = DeleteIf(1, not_before=1_000)
+    assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
+
+
+def test_acceptor_refuses_a_deadline_tombstone_before_its_clock_reaches_it() -> None:
+    _, tombstone = _expiring(until=1_000)
+    acceptor = Acceptor()
+    ballot = Ballot(1, 1, "a")
+    reply, write = acceptor.handle(Accept(K, ballot, tombstone), now_ms=999)
+    assert isinstance(reply, TooEarly) and reply.not_before == 1_000
+    assert write is None and not acceptor.has_record(K)
+    reply, write = acceptor.handle(Accept(K, ballot, tombstone), now_ms=1_000)
+    assert isinstance(reply, Accepted) and write is not None
+
+
+def test_a_plain_delete_is_never_refused_for_time() -> None:
+    live = KeyState(1, True, "v", {"until": 10**15})
+    reply, _ = Acceptor().handle(Accept(K, Ballot(1, 1, "a"), DeleteIf(1).apply(live)),
+                                 now_ms=0)
+    assert isinstance(reply, Accepted)
+
+
+def test_one_slow_clock_does_not_stop_a_due_deadline_but_a_majority_does() -> None:
+    live, tombstone = _expiring(until=1_000)
+    ballot = Ballot(1, 1, "a")
+
+    def run(clocks: dict[str, int]) -> Proposal:
+        acceptors = {n: Acceptor() for n in NAMES}
+        proposal = Proposal(K, lambda s: tombstone, ballot, NAMES, 2, prepared=live)
+        for dest, msg in proposal.start():
+            reply, _ = acceptors[dest].handle(msg, now_ms=clocks[dest])
+            proposal.receive(dest, reply)
+        return proposal
+
+    one_slow = run({"a": 500, "b": 1_000, "c": 1_001})
+    assert isinstance(one_slow.outcome, Decided) and not one_slow.outcome.state.live
+    two_slow = run({"a": 500, "b": 999, "c": 1_001})
+    assert two_slow.outcome == Premature(1_000)

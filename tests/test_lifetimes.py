@@ -1,0 +1,141 @@
+"""Key lifetimes on a real 3-node cluster: deadlines, parent keys, watch."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import LocalCluster, running
+
+# Documented bound (README): a key bound to a deadline or to a parent is gone within
+# this long after the deadline passes or the parent ends.
+DEADLINE_BOUND_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    yield from running(tmp_path_factory.mktemp("lifetimes"), 3)
+
+
+def call(cluster: LocalCluster, op: str, body: dict[str, Any], node: int = 0
+         ) -> httpx.Response:
+    return httpx.post(f"{cluster.url(node)}/v1/{op}", content=json.dumps(body), timeout=30)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def found_everywhere(cluster: LocalCluster, key: str) -> list[bool]:
+    return [call(cluster, "get", {"key": key}, i).json()["found"] for i in range(3)]
+
+
+def wait_gone(cluster: LocalCluster, key: str, within: float) -> float:
+    """Seconds until no node reports `key`; fails after `within`."""
+    started = time.monotonic()
+    while any(found_everywhere(cluster, key)):
+        assert time.monotonic() - started < within, f"{key} still present"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_until_readable_before_gone_after_and_put_again(cluster: LocalCluster) -> None:
+    until = now_ms() + 300
+    put = call(cluster, "put", {"key": "lease", "value": "a", "bindings": {"until": until}})
+    assert put.json()["bindings"] == {"until": until}
+    while now_ms() < until:
+        seen = found_everywhere(cluster, "lease")
+        assert seen == [True] * 3 or now_ms() >= until, "reported gone before its deadline"
+        time.sleep(0.05)
+    wait_gone(cluster, "lease", DEADLINE_BOUND_S + 0.3)
+    assert now_ms() >= until, "reported gone before its deadline"
+    again = call(cluster, "put", {"key": "lease", "value": "b"}).json()
+    assert again["value"] == "b" and again["token"] == 3
+
+
+def test_deadline_in_the_past_is_invalid_and_decides_nothing(cluster: LocalCluster) -> None:
+    response = call(cluster, "put", {"key": "late", "value": 1,
+                                     "bindings": {"until": now_ms() - 1}})
+    assert response.status_code == 422
+    assert response.json()["error"] == {"code": "invalid_value", "field": "bindings.until",
+                                        "message": "the deadline has already passed"}
+    assert call(cluster, "get", {"key": "late"}).json()["token"] == 0
+
+
+def test_parent_chain_cascades_and_children_can_be_put_again(cluster: LocalCluster) -> None:
+    k1 = call(cluster, "put", {"key": "k1", "value": 1}).json()
+    call(cluster, "put", {"key": "k2", "value": 2, "bindings": {"key": "k1"}}, node=1)
+    k3 = call(cluster, "put", {"key": "k3", "value": 3, "bindings": {"key": "k2"}}, node=2)
+    assert k3.json()["bindings"] == {"key": {"name": "k2", "token": 1}}
+    call(cluster, "delete", {"key": "k1", "token": k1["token"]})
+    for key in ("k2", "k3"):
+        wait_gone(cluster, key, 2 * DEADLINE_BOUND_S)
+    again = call(cluster, "put", {"key": "k3", "value": "again"}).json()
+    assert again["found"] and again["value"] == "again" and again["token"] == 3
+
+
+def test_missing_parent_is_invalid(cluster: LocalCluster) -> None:
+    response = call(cluster, "put", {"key": "orphan", "value": 1,
+                                     "bindings": {"key": "no-such-parent"}})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "bindings.key"
+    assert call(cluster, "get", {"key": "orphan"}).json()["token"] == 0
+
+
+def test_bindings_of_later_versions_are_refused_by_name(cluster: LocalCluster) -> None:
+    for name in ("pid", "node"):
+        response = call(cluster, "put", {"key": "x", "value": 1, "bindings": {name: "a"}})
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == f"bindings.{name}"
+
+
+def test_watch_wakes_on_change_and_times_out_without(cluster: LocalCluster) -> None:
+    start = call(cluster, "watch", {"key": "w", "token": 0, "timeout_ms": 300}).json()
+    assert start["changed"] is False and start["token"] == 0
+
+    woke: list[dict[str, Any]] = []
+    watcher = threading.Thread(target=lambda: woke.append(
+        call(cluster, "watch", {"key": "w", "token": 0, "timeout_ms": 10_000}, 2).json()))
+    watcher.start()
+    time.sleep(0.3)
+    assert not woke
+    put_at = time.monotonic()
+    call(cluster, "put", {"key": "w", "value": "hello"}, node=1)
+    watcher.join(timeout=10)
+    assert woke and woke[0]["changed"] is True and woke[0]["value"] == "hello"
+    assert time.monotonic() - put_at < 1.0
+    # Already different from the token given: answers at once.
+    assert call(cluster, "watch", {"key": "w", "token": 0}).json()["changed"] is True
+
+
+def test_skewed_clock_on_one_node_never_ends_a_key_early(tmp_path: Any) -> None:
+    skewed = LocalCluster(tmp_path, 3)
+    try:
+        skewed.start(0, env={"PAXOSKV_TEST_CLOCK_SKEW_MS": "5000"})  # 5 s fast
+        skewed.start(1)
+        skewed.start(2)
+        skewed.wait_ready(range(3))
+        # Keys homed everywhere, including on the fast node.
+        keys = [f"skew-{i}" for i in range(12)]
+        until = now_ms() + 2000
+        for key in keys:  # through a node whose clock is right (node 0 would refuse)
+            assert call(skewed, "put", {"key": key, "value": 1,
+                                        "bindings": {"until": until}}, 1).status_code == 200
+        while now_ms() < until:
+            for key in keys:
+                seen = found_everywhere(skewed, key)
+                # A "gone" answer that arrived before the deadline would be early.
+                assert seen == [True] * 3 or now_ms() >= until, f"{key} ended early"
+            time.sleep(0.1)
+        for key in keys:
+            wait_gone(skewed, key, DEADLINE_BOUND_S + 1.0)
+        assert now_ms() >= until
+    finally:
+        skewed.close()
+
