@@ -4,6 +4,8 @@
     with Client("http://127.0.0.1:7001") as kv:
         entry = kv.put("leader", "pod-a")   # the decided value: maybe another's
         print(entry.value, entry.token)
+        with kv.session(ttl=10) as s:       # kept alive in the background
+            kv.put("lock", "me", session=s.id)   # gone when the session ends
 
 `no_quorum` follows PaxosKV: "return" (default) gives an Entry whose `error`
 is "no_quorum"; "fail" raises NoQuorum; "retry" retries with backoff until a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ import httpx
 
 NoQuorumPolicy = Literal["return", "fail", "retry"]
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
+MAX_TIMEOUT = 60.0  # seconds: the server's limit for one request
 
 
 class PaxosKVError(Exception):
@@ -52,7 +56,8 @@ class Entry:
     value: Any = None
     token: int = 0
     bindings: dict[str, Any] = field(default_factory=dict)
-    deleted: bool = False
+    deleted: bool = False  # delete: the named generation has ended
+    changed: bool = False  # watch: the token differs from the one watched
     error: str | None = None  # "no_quorum" under the "return" policy
 
     @property
@@ -60,36 +65,47 @@ class Entry:
         return self.error is None
 
 
-def _body(bucket: str, key: str, policy: NoQuorumPolicy, timeout: float,
-          **extra: Any) -> dict[str, Any]:
-    return {"bucket": bucket, "key": key, "no_quorum": policy,
-            "timeout_ms": min(max(1, int(timeout * 1000)), 60_000), **extra}
+def bindings(until: int | None = None, parent: str | None = None,
+             session: str | None = None) -> dict[str, Any]:
+    """The bindings of a put: a deadline (ms since the epoch), a parent key, a session."""
+    chosen = {"until": until, "key": parent, "pid": session}
+    return {name: value for name, value in chosen.items() if value is not None}
 
 
-def _entry(response: httpx.Response, bucket: str, key: str,
-           policy: NoQuorumPolicy) -> Entry:
+def _timeout_ms(seconds: float) -> int:
+    return min(max(1, int(seconds * 1000)), int(MAX_TIMEOUT * 1000))
+
+
+def _json(response: httpx.Response, policy: NoQuorumPolicy) -> dict[str, Any] | None:
+    """The body of a success; None for no_quorum under "return"; raises otherwise."""
     try:
         data = response.json()
     except ValueError:
         raise PaxosKVError("bad_response", f"HTTP {response.status_code}: not JSON",
                            status=response.status_code) from None
     if response.status_code == 200:
-        return Entry(data["bucket"], data["key"], data["found"], data["value"], data["token"],
-                     data.get("bindings") or {}, bool(data.get("deleted", False)))
+        return dict(data)
     error = data.get("error", {}) if isinstance(data, dict) else {}
     code = error.get("code", "http_error")
     message = error.get("message", response.reason_phrase)
     if code == "no_quorum":
         if policy == "return":
-            return Entry(bucket, key, error=code)
+            return None
         raise NoQuorum(code, message, status=response.status_code)
     raise PaxosKVError(code, message, error.get("field"), response.status_code)
 
 
-def _unreachable(bucket: str, key: str, policy: NoQuorumPolicy, why: str) -> Entry:
-    if policy == "return":
+def _entry(data: dict[str, Any] | None, bucket: str, key: str) -> Entry:
+    if data is None:
         return Entry(bucket, key, error="no_quorum")
-    raise NoQuorum("no_quorum", f"no node answered: {why}")
+    return Entry(data["bucket"], data["key"], data["found"], data["value"], data["token"],
+                 data.get("bindings") or {}, bool(data.get("deleted", False)),
+                 bool(data.get("changed", False)))
+
+
+def _unreachable(policy: NoQuorumPolicy, why: str) -> None:
+    if policy != "return":
+        raise NoQuorum("no_quorum", f"no node answered: {why}")
 
 
 @dataclass
@@ -131,9 +147,11 @@ class _Base:
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
 
-    def _attempts(self, policy: NoQuorumPolicy, timeout: float | None) -> _Attempts:
+    def _plan(self, no_quorum: NoQuorumPolicy | None, timeout: float | None
+              ) -> tuple[NoQuorumPolicy, _Attempts]:
+        policy = no_quorum or self.no_quorum
         budget = self.timeout if timeout is None else timeout
-        return _Attempts(policy, len(self.endpoints), time.monotonic() + budget)
+        return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget)
 
 
 class Client(_Base):
@@ -153,48 +171,192 @@ class Client(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def put(self, key: str, value: Any, *, bucket: str | None = None,
+    # -- keys ------------------------------------------------------------------------
+
+    def put(self, key: str, value: Any, *, until: int | None = None, parent: str | None = None,
+            session: str | None = None, bucket: str | None = None,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
-        """Put if absent; returns the decided entry (its value may be another client's)."""
-        return self._call("/v1/put", key, bucket, no_quorum, timeout, value=value)
+        """Put if absent; returns the decided entry (its value may be another client's).
+
+        The key lives until `until` (ms since the epoch), while the key `parent` of
+        the same bucket lives, and while `session` lives: whichever ends first.
+        """
+        return self._entry("/v1/put", key, bucket, no_quorum, timeout, value=value,
+                           bindings=bindings(until, parent, session))
 
     def get(self, key: str, *, bucket: str | None = None, local: bool = False,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
         """Read a key (linearizable unless `local=True`)."""
         consistency = "local" if local else "linearizable"
-        return self._call("/v1/get", key, bucket, no_quorum, timeout, consistency=consistency)
+        return self._entry("/v1/get", key, bucket, no_quorum, timeout, consistency=consistency)
 
     def delete(self, key: str, token: int, *, bucket: str | None = None,
                no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
         """End the key's generation `token`; `entry.deleted` says whether it ended."""
-        return self._call("/v1/delete", key, bucket, no_quorum, timeout, token=token)
+        return self._entry("/v1/delete", key, bucket, no_quorum, timeout, token=token)
+
+    def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
+              no_quorum: NoQuorumPolicy | None = None) -> Entry:
+        """Wait until the key's fencing token differs from `token` (`entry.changed`),
+        or `timeout` seconds (at most 60) pass."""
+        return self._entry("/v1/watch", key, bucket, no_quorum, min(timeout, MAX_TIMEOUT),
+                           token=token)
+
+    def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
+            no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+            ) -> str | None:
+        """The session the key is bound to, or `default` if none (or no key)."""
+        data = self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
+                          no_quorum, timeout)
+        return default if data is None or not data["found"] else str(data["pid"])
 
     def status(self) -> dict[str, Any]:
+        """The contacted node's view of the cluster."""
         response = self._http.get(self._url("/v1/status"), timeout=self.timeout)
         return dict(response.json())
 
-    def _call(self, path: str, key: str, bucket: str | None, no_quorum: NoQuorumPolicy | None,
-              timeout: float | None, **extra: Any) -> Entry:
+    # -- sessions ----------------------------------------------------------------------
+
+    def session(self, ttl: float = 10.0) -> Session:
+        """A session kept alive from a background thread; close it (or leave the `with`
+        block) to end every key bound to it."""
+        return Session(self, ttl)
+
+    def open_session(self, ttl: float) -> str:
+        data = self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
+        assert data is not None
+        return str(data["session"])
+
+    def keep_alive(self, session: str) -> bool:
+        """Extend the session by its TTL; False if it has already ended."""
+        try:
+            self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+        except PaxosKVError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    def close_session(self, session: str) -> bool:
+        data = self._post("/v1/session/close", {"session": session}, "fail", None)
+        return bool(data and data["closed"])
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _entry(self, path: str, key: str, bucket: str | None,
+               no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
-        policy = no_quorum or self.no_quorum
-        attempts = self._attempts(policy, timeout)
+        data = self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum, timeout)
+        return _entry(data, bucket, key)
+
+    def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
+              timeout: float | None) -> dict[str, Any] | None:
+        policy, attempts = self._plan(no_quorum, timeout)
         while True:
             remaining = attempts.remaining()
             try:
-                response = self._http.post(self._url(path),
-                                           json=_body(bucket, key, policy, remaining, **extra),
-                                           timeout=remaining + 1.0)
-                return _entry(response, bucket, key, policy)
+                response = self._http.post(
+                    self._url(path), timeout=remaining + 1.0,
+                    json={**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)})
+                return _json(response, policy)
             except httpx.TransportError as exc:
                 self._rotate()
                 pause = attempts.failed()
                 if pause is None:
-                    return _unreachable(bucket, key, policy, str(exc) or type(exc).__name__)
+                    _unreachable(policy, str(exc) or type(exc).__name__)
+                    return None
                 time.sleep(pause)
 
 
+class Session:
+    """A session and the thread that keeps it alive (every third of its TTL)."""
+
+    def __init__(self, client: Client, ttl: float) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.id = client.open_session(ttl)
+        self.lost = threading.Event()  # set if a keep-alive found the session ended
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_alive, daemon=True,
+                                        name=f"paxoskv-session-{self.id[:8]}")
+        self._thread.start()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self.lost.is_set() and not self._stop.is_set()
+
+    def _keep_alive(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.client.keep_alive(self.id):
+                    self.lost.set()
+                    return
+            except PaxosKVError:
+                continue  # no quorum now: try again; the TTL is a lower bound
+            except httpx.HTTPError:
+                continue
+
+    def stop_keep_alive(self) -> None:
+        """Stop renewing (the session then ends a TTL after the last keep-alive)."""
+        self._stop.set()
+        self._thread.join()
+
+    def close(self) -> None:
+        self.stop_keep_alive()
+        self.client.close_session(self.id)
+
+
+class Election:
+    """Leader election on one key: the leader is whoever's value the key holds.
+
+        with Client(urls) as kv, kv.session(ttl=5) as s:
+            election = Election(kv, "leader", "pod-a", s)
+            term = election.campaign()     # blocks until this candidate leads
+            ...                            # lead; term.token fences stale leaders
+            election.resign()
+
+    Leadership ends when the session ends (closed, or not kept alive for its TTL),
+    and the next candidate's watch wakes at once.
+    """
+
+    def __init__(self, client: Client, key: str, value: Any, session: Session) -> None:
+        self.client = client
+        self.key = key
+        self.value = value
+        self.session = session
+
+    def campaign(self, timeout: float | None = None) -> Entry:
+        """Block until elected (or raise TimeoutError); returns the leader's entry."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            entry = self.client.put(self.key, self.value, session=self.session.id,
+                                    no_quorum="retry")
+            if entry.found and entry.bindings.get("pid") == self.session.id:
+                return entry
+            wait = 30.0 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError(f"not elected for {self.key!r} in time")
+            self.client.watch(self.key, entry.token, timeout=min(wait, 30.0),
+                              no_quorum="retry")
+
+    def leader(self) -> Entry:
+        return self.client.get(self.key, no_quorum="retry")
+
+    def resign(self) -> None:
+        """Step down (if leading), so that another candidate is elected at once."""
+        entry = self.client.get(self.key, no_quorum="retry")
+        if entry.found and entry.bindings.get("pid") == self.session.id:
+            self.client.delete(self.key, entry.token, no_quorum="retry")
+
+
 class AsyncClient(_Base):
-    """The asyncio client: the same calls, awaited."""
+    """The asyncio client: the key calls of `Client`, awaited."""
 
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, **options: Any
                  ) -> None:
@@ -210,39 +372,48 @@ class AsyncClient(_Base):
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def put(self, key: str, value: Any, *, bucket: str | None = None,
-                  no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
-                  ) -> Entry:
-        return await self._call("/v1/put", key, bucket, no_quorum, timeout, value=value)
+    async def put(self, key: str, value: Any, *, until: int | None = None,
+                  parent: str | None = None, session: str | None = None,
+                  bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
+                  timeout: float | None = None) -> Entry:
+        return await self._entry("/v1/put", key, bucket, no_quorum, timeout, value=value,
+                                 bindings=bindings(until, parent, session))
 
     async def get(self, key: str, *, bucket: str | None = None, local: bool = False,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                   ) -> Entry:
         consistency = "local" if local else "linearizable"
-        return await self._call("/v1/get", key, bucket, no_quorum, timeout,
-                                consistency=consistency)
+        return await self._entry("/v1/get", key, bucket, no_quorum, timeout,
+                                 consistency=consistency)
 
     async def delete(self, key: str, token: int, *, bucket: str | None = None,
                      no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                      ) -> Entry:
-        return await self._call("/v1/delete", key, bucket, no_quorum, timeout, token=token)
+        return await self._entry("/v1/delete", key, bucket, no_quorum, timeout, token=token)
 
-    async def _call(self, path: str, key: str, bucket: str | None,
-                    no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any
+    async def watch(self, key: str, token: int, *, timeout: float = 30.0,
+                    bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None
                     ) -> Entry:
+        return await self._entry("/v1/watch", key, bucket, no_quorum,
+                                 min(timeout, MAX_TIMEOUT), token=token)
+
+    async def _entry(self, path: str, key: str, bucket: str | None,
+                     no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any
+                     ) -> Entry:
         bucket = bucket or self.bucket
-        policy = no_quorum or self.no_quorum
-        attempts = self._attempts(policy, timeout)
+        policy, attempts = self._plan(no_quorum, timeout)
         while True:
             remaining = attempts.remaining()
             try:
                 response = await self._http.post(
-                    self._url(path), json=_body(bucket, key, policy, remaining, **extra),
-                    timeout=remaining + 1.0)
-                return _entry(response, bucket, key, policy)
+                    self._url(path), timeout=remaining + 1.0,
+                    json={"bucket": bucket, "key": key, **extra, "no_quorum": policy,
+                          "timeout_ms": _timeout_ms(remaining)})
+                return _entry(_json(response, policy), bucket, key)
             except httpx.TransportError as exc:
                 self._rotate()
                 pause = attempts.failed()
                 if pause is None:
-                    return _unreachable(bucket, key, policy, str(exc) or type(exc).__name__)
+                    _unreachable(policy, str(exc) or type(exc).__name__)
+                    return Entry(bucket, key, error="no_quorum")
                 await asyncio.sleep(pause)

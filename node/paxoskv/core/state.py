@@ -33,7 +33,9 @@ class KeyState(NamedTuple):
 
 EMPTY = KeyState()
 
-# In a tombstone's bindings: the deadline (ms since the epoch) that ended it.
+# In a live key's bindings: its deadline, in ms since the epoch.
+UNTIL = "until"
+# In a tombstone's bindings: the deadline that ended it.
 NOT_BEFORE = "not_before"
 
 
@@ -81,22 +83,46 @@ class DeleteIf:
     """
 
     token: int
-    # Set when a deadline ends the key: acceptors refuse the tombstone until
-    # their own clock has passed it, so no clock running fast can end the key
-    # early (a majority of clocks must agree).
+    # Set when a deadline ends the key: it ends only if the key's deadline is
+    # not later (a renewal moved it), and acceptors refuse the tombstone until
+    # their own clock has passed `not_before`, so no clock running fast can end
+    # the key early (a majority of clocks must agree).
     not_before: int | None = None
 
     def apply(self, state: KeyState) -> KeyState:
-        if state.live and state.token == self.token:
-            reason = {} if self.not_before is None else {NOT_BEFORE: self.not_before}
-            return KeyState(state.token + 1, False, None, reason)
-        return state
+        if not state.live or state.token != self.token:
+            return state
+        if self.not_before is None:
+            return KeyState(state.token + 1, False)
+        until = state.bindings.get(UNTIL)
+        if until is None or int(until) > self.not_before:
+            return state  # renewed since
+        return KeyState(state.token + 1, False, None, {NOT_BEFORE: self.not_before})
 
     def to_json(self) -> dict[str, Json]:
         return {"op": "delete", "token": self.token, "not_before": self.not_before}
 
 
-Change = Read | PutIfAbsent | DeleteIf
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Move the deadline of generation `token` to `until` (a session keep-alive).
+
+    The generation stays the same: the key was not decided anew.
+    """
+
+    token: int
+    until: int
+
+    def apply(self, state: KeyState) -> KeyState:
+        if not state.live or state.token != self.token:
+            return state
+        return state._replace(bindings={**state.bindings, UNTIL: self.until})
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "renew", "token": self.token, "until": self.until}
+
+
+Change = Read | PutIfAbsent | DeleteIf | Renew
 
 
 def change_from_json(raw: dict[str, Json]) -> Change:
@@ -105,6 +131,8 @@ def change_from_json(raw: dict[str, Json]) -> Change:
         return Read()
     if op == "put":
         return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}))
+    if op == "renew":
+        return Renew(int(raw["token"]), int(raw["until"]))
     if op == "delete":
         not_before = raw.get("not_before")
         return DeleteIf(int(raw["token"]), None if not_before is None else int(not_before))

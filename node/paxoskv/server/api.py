@@ -15,6 +15,7 @@ from paxoskv import __version__
 from paxoskv.core import messages
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
+from paxoskv.server.lifetimes import SESSION, Lifetimes
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
@@ -24,6 +25,7 @@ log = logging.getLogger("paxoskv.api")
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+LIFETIMES: web.AppKey[Lifetimes] = web.AppKey("lifetimes", Lifetimes)
 PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,34 +96,57 @@ def _measured(op: str, handler: Handler) -> Handler:
     return wrapper
 
 
-async def resolve_bindings(node: Node, target: v.Target, wanted: dict[str, Any]
-                           ) -> dict[str, Any]:
-    """Check that every binding is alive now, and pin it to what it is bound to."""
-    resolved: dict[str, Any] = {}
-    if "until" in wanted:
-        if wanted["until"] <= node.wall_ms():
-            raise v.dead_binding("bindings.until", "the deadline has already passed")
-        resolved["until"] = wanted["until"]
-    if "key" in wanted:
-        parent = await node.read(f"{target.bucket}/{wanted['key']}", target.timeout,
-                                 target.no_quorum == "retry")
-        if not parent.live:
-            raise v.dead_binding("bindings.key", f"parent key {wanted['key']!r} is not "
-                                 f"present in bucket {target.bucket!r}")
-        resolved["key"] = {"name": wanted["key"], "token": parent.token}
-    return resolved
-
-
 async def put(request: web.Request) -> web.Response:
     body = await _body(request, {"value", "bindings"})
     target = v.target(body)
     value = v.value(body)
     wanted = v.bindings(body)
     node = request.app[NODE]
-    bindings = await resolve_bindings(node, target, wanted) if wanted else {}
+    bindings = await request.app[LIFETIMES].resolve(target, wanted) if wanted else {}
     state = await node.change(target.key_id, PutIfAbsent(value, bindings), target.timeout,
                               target.no_quorum == "retry")
     return json_reply(entry(target, state))
+
+
+async def pid(request: web.Request) -> web.Response:
+    """The session a key is bound to (PaxosKV's `pid`), if the key is live and has one."""
+    body = await _body(request, set())
+    target = v.target(body)
+    state = await request.app[NODE].read(target.key_id, target.timeout,
+                                          target.no_quorum == "retry")
+    session = state.bindings.get(SESSION) if state.live else None
+    return json_reply({"bucket": target.bucket, "key": target.key,
+                       "found": session is not None, "pid": session})
+
+
+async def open_session(request: web.Request) -> web.Response:
+    body = v.parse_body(await request.read())
+    v.only(body, {"ttl_ms", "no_quorum", "timeout_ms"})
+    ttl = v.ttl_ms(body)
+    policy, timeout = v.options(body)
+    session, until = await request.app[LIFETIMES].open_session(ttl, timeout, policy == "retry")
+    return json_reply({"session": session, "ttl_ms": ttl, "until": until})
+
+
+async def keep_alive(request: web.Request) -> web.Response:
+    body = v.parse_body(await request.read())
+    v.only(body, {"session", "no_quorum", "timeout_ms"})
+    session = v.session_id(body.get("session"))
+    policy, timeout = v.options(body)
+    until = await request.app[LIFETIMES].keep_alive(session, timeout, policy == "retry")
+    if until is None:
+        raise v.RequestError("session", "the session is closed, expired or unknown",
+                             "not_found", 404)
+    return json_reply({"session": session, "until": until})
+
+
+async def close_session(request: web.Request) -> web.Response:
+    body = v.parse_body(await request.read())
+    v.only(body, {"session", "no_quorum", "timeout_ms"})
+    session = v.session_id(body.get("session"))
+    policy, timeout = v.options(body)
+    closed = await request.app[LIFETIMES].close_session(session, timeout, policy == "retry")
+    return json_reply({"session": session, "closed": closed})
 
 
 async def watch(request: web.Request) -> web.Response:
@@ -242,9 +267,10 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, lifetimes: Lifetimes) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
     app[NODE] = node
+    app[LIFETIMES] = lifetimes
     app[METRICS] = Metrics(node)
     app[PEER_SOCKETS] = set()
     app.on_shutdown.append(close_peer_sockets)
@@ -252,6 +278,10 @@ def create_app(node: Node) -> web.Application:
     app.router.add_post("/v1/get", _measured("get", get))
     app.router.add_post("/v1/delete", _measured("delete", delete))
     app.router.add_post("/v1/watch", _measured("watch", watch))
+    app.router.add_post("/v1/pid", _measured("pid", pid))
+    app.router.add_post("/v1/session/open", _measured("session_open", open_session))
+    app.router.add_post("/v1/session/keepalive", _measured("session_keepalive", keep_alive))
+    app.router.add_post("/v1/session/close", _measured("session_close", close_session))
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/peer", peer)

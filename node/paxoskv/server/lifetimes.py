@@ -1,14 +1,17 @@
-"""Ending keys whose binding died: deadlines (`until`) and parent keys (`key`).
+"""Key lifetimes: bindings to deadlines, parent keys and sessions, and their ending.
 
-Every ending is a consensus decision on the key (a conditional delete of the
-generation that was bound), never a local erasure. A binding's death is
-permanent (a deadline stays passed, a parent generation stays ended), so the
-check can run outside the key's own round without a race, and any node may
-end the key: the delete is conditional on the token, hence idempotent.
+A binding is pinned, at put time, to something whose death is permanent: a
+deadline, a parent key's generation (its token), a session id (sessions are
+never reopened). So "is this binding dead?" only ever turns from no to yes,
+the check can run outside the key's own round without a race, and any node
+may end a dead-bound key: the ending is a conditional delete of the bound
+generation, decided by consensus like every other change, hence idempotent.
 
-Work is found through indexes fed by this node's acceptor, which sees nearly
-every decision. The key's home member does the work; another member steps in
-while the home is unreachable.
+A session is itself a key, in the reserved bucket `_sessions`, bound to a
+deadline that keep-alives move forward; a key bound to a session (`pid`) is a
+child of that key. Work is found through indexes fed by this node's acceptor,
+which sees nearly every decision. The key's home member does the work; another
+member steps in while the home is unreachable.
 """
 
 from __future__ import annotations
@@ -17,28 +20,47 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import uuid
+from collections.abc import Coroutine
 from typing import Any
 
-from paxoskv.core.state import DeleteIf, KeyState
+from paxoskv.core.state import UNTIL, DeleteIf, KeyState, PutIfAbsent, Renew
+from paxoskv.server import validation as v
 from paxoskv.server.node import Node, NoQuorum
 
 log = logging.getLogger("paxoskv.lifetimes")
 
-UNTIL = "until"
 PARENT = "key"
-TICK = 0.05  # seconds between sweeps: the delay after a deadline is TICK + one round
+SESSION = "pid"
+SESSIONS = "_sessions"  # a bucket no client can name: buckets start with a letter or digit
+TICK = 0.05  # seconds between sweeps: an ending starts at most this long after it is due
 RETRY_AFTER_MS = 1000
 
-
-def parent_binding(bucket_of: str, binding: Any) -> tuple[str, int] | None:
-    """(parent key id, parent token) from a child's `key` binding."""
-    if not isinstance(binding, dict):
-        return None
-    return f"{bucket_of}/{binding['name']}", int(binding["token"])
+Parent = tuple[str, int | None]  # (key id, pinned token or None: any generation)
 
 
 def bucket_of(key_id: str) -> str:
     return key_id.split("/", 1)[0]
+
+
+def session_key(session_id: str) -> str:
+    return f"{SESSIONS}/{session_id}"
+
+
+def parents(key_id: str, bindings: dict[str, Any]) -> list[Parent]:
+    """The keys that `key_id`'s bindings make it a child of."""
+    found: list[Parent] = []
+    parent = bindings.get(PARENT)
+    if isinstance(parent, dict):
+        found.append((f"{bucket_of(key_id)}/{parent['name']}", int(parent["token"])))
+    session = bindings.get(SESSION)
+    if isinstance(session, str):
+        found.append((session_key(session), None))
+    return found
+
+
+def alive(parent: Parent, state: KeyState) -> bool:
+    return state.live and (parent[1] is None or state.token == parent[1])
 
 
 class Lifetimes:
@@ -63,6 +85,64 @@ class Lifetimes:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    # -- puts with bindings -----------------------------------------------------------
+
+    async def resolve(self, target: v.Target, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Check that every requested binding is alive now, and pin it."""
+        retry = target.no_quorum == "retry"
+        resolved: dict[str, Any] = {}
+        if UNTIL in wanted:
+            if wanted[UNTIL] <= self.node.wall_ms():
+                raise v.dead_binding("bindings.until", "the deadline has already passed")
+            resolved[UNTIL] = wanted[UNTIL]
+        if PARENT in wanted:
+            name = wanted[PARENT]
+            parent = await self.node.read(f"{target.bucket}/{name}", target.timeout, retry)
+            if not parent.live:
+                raise v.dead_binding("bindings.key", f"parent key {name!r} is not present "
+                                     f"in bucket {target.bucket!r}")
+            resolved[PARENT] = {"name": name, "token": parent.token}
+        if SESSION in wanted:
+            session = await self.node.read(session_key(wanted[SESSION]), target.timeout, retry)
+            if not session.live:
+                raise v.dead_binding("bindings.pid", "the session is closed, expired or "
+                                     "unknown")
+            resolved[SESSION] = wanted[SESSION]
+        return resolved
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def open_session(self, ttl_ms: int, timeout: float, retry: bool) -> tuple[str, int]:
+        """A new session id, alive for at least `ttl_ms` without a keep-alive."""
+        session_id = uuid.uuid4().hex
+        until = self.node.wall_ms() + ttl_ms
+        state = await self.node.change(session_key(session_id), PutIfAbsent(
+            {"ttl_ms": ttl_ms}, {UNTIL: until}), timeout, retry)
+        return session_id, int(state.bindings[UNTIL])
+
+    async def keep_alive(self, session_id: str, timeout: float, retry: bool) -> int | None:
+        """Move the session's deadline a TTL ahead; its new deadline, or None if it is dead."""
+        key = session_key(session_id)
+        state = await self.node.read(key, timeout, retry)
+        if not state.live:
+            return None
+        until = self.node.wall_ms() + int(state.value["ttl_ms"])
+        renewed = await self.node.change(key, Renew(state.token, until), timeout, retry)
+        if not renewed.live or renewed.token != state.token:
+            return None
+        return int(renewed.bindings[UNTIL])
+
+    async def close_session(self, session_id: str, timeout: float, retry: bool) -> bool:
+        """End the session (and so every key bound to it); False if it was already dead."""
+        key = session_key(session_id)
+        state = await self.node.read(key, timeout, retry)
+        if not state.live:
+            return False
+        ended = await self.node.change(key, DeleteIf(state.token), timeout, retry)
+        return not ended.live and ended.token == state.token + 1
+
+    # -- finding and ending dead-bound keys ---------------------------------------------
+
     def observe(self, key: str, state: KeyState) -> None:
         """Index a state this node's acceptor recorded (accepted, maybe not chosen)."""
         for child in self._children.get(key, ()):
@@ -72,12 +152,14 @@ class Lifetimes:
         until = state.bindings.get(UNTIL)
         if until is not None:
             heapq.heappush(self._deadlines, (int(until), key, state.token))
-        parent = parent_binding(bucket_of(key), state.bindings.get(PARENT))
-        if parent is not None:
+        for parent in parents(key, state.bindings):
             self._children.setdefault(parent[0], set()).add(key)
-            known = self.node.read_local(parent[0])
-            if not known.live or known.token != parent[1]:
+            if not alive(parent, self.node.read_local(parent[0])):
                 self._suspects.add((key, parent[0]))
+
+    def _renewed(self, key: str, token: int, until: int) -> bool:
+        local = self.node.read_local(key)
+        return local.live and local.token == token and int(local.bindings[UNTIL]) > until
 
     def _responsible(self, key: str) -> bool:
         home = self.node.home(key)
@@ -89,6 +171,8 @@ class Lifetimes:
             now = self.node.wall_ms()
             while self._deadlines and self._deadlines[0][0] <= now:
                 until, key, token = heapq.heappop(self._deadlines)
+                if self._renewed(key, token, until):
+                    continue  # the later deadline has its own entry
                 if self._responsible(key):
                     self._spawn(self._end_expired(key, token, until))
             suspects, self._suspects = self._suspects, set()
@@ -96,28 +180,30 @@ class Lifetimes:
                 if self._responsible(child):
                     self._spawn(self._end_orphan(child, parent))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
 
     async def _end_expired(self, key: str, token: int, until: int) -> None:
         try:
+            # Ends the key only if its deadline is still `until` (not renewed).
             await self.node.change(key, DeleteIf(token, not_before=until), 5.0, retry=False)
         except NoQuorum:
             # Try again later; meanwhile the key stays (never early, maybe late).
             heapq.heappush(self._deadlines, (self.node.wall_ms() + RETRY_AFTER_MS, key, token))
 
     async def _end_orphan(self, key: str, parent_key: str) -> None:
-        """End `key` if the parent generation it is bound to has ended."""
+        """End `key` if a parent it is bound to has died."""
         try:
             state = await self.node.read(key, 5.0, retry=False)
-            parent = parent_binding(bucket_of(key), state.bindings.get(PARENT))
-            if state.live and parent is not None:
-                parent_state = await self.node.read(parent[0], 5.0, retry=False)
-                if parent_state.live and parent_state.token == parent[1]:
-                    return  # a false alarm: the parent generation lives
-                await self.node.change(key, DeleteIf(state.token), 5.0, retry=False)
+            if state.live:
+                for parent in parents(key, state.bindings):
+                    if not alive(parent, await self.node.read(parent[0], 5.0, retry=False)):
+                        await self.node.change(key, DeleteIf(state.token), 5.0, retry=False)
+                        break
+                else:
+                    return  # a false alarm: every parent lives
         except NoQuorum:
             await asyncio.sleep(RETRY_AFTER_MS / 1000)
             self._suspects.add((key, parent_key))

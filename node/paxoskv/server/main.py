@@ -76,7 +76,8 @@ async def serve(config: ServerConfig) -> None:
     node.links = {name: PeerLink(name, url, session, config.name)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)
-    runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(create_app(node, lifetimes), access_log=None,
+                           shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()

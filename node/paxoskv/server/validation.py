@@ -12,6 +12,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 64 * 1024
 MAX_TIMEOUT_MS = 60_000
+MIN_TTL_MS, MAX_TTL_MS = 1_000, 3_600_000
 DEFAULT_TIMEOUT_MS = 5_000
 BUCKET_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 NO_QUORUM_POLICIES = ("return", "fail", "retry")
@@ -73,6 +74,12 @@ def target(body: dict[str, Any]) -> Target:
         raise RequestError("key", "key is required and must be a non-empty string")
     if len(key.encode()) > MAX_KEY_BYTES:
         raise RequestError("key", f"key exceeds {MAX_KEY_BYTES} bytes (UTF-8)", "too_large", 413)
+    policy, timeout = options(body)
+    return Target(bucket, key, policy, timeout)
+
+
+def options(body: dict[str, Any]) -> tuple[str, float]:
+    """The request's no_quorum policy and its timeout in seconds."""
     policy = body.get("no_quorum", "return")
     if policy not in NO_QUORUM_POLICIES:
         raise RequestError("no_quorum", "no_quorum must be one of "
@@ -82,7 +89,7 @@ def target(body: dict[str, Any]) -> Target:
             or not 1 <= timeout_ms <= MAX_TIMEOUT_MS):
         raise RequestError("timeout_ms", f"timeout_ms must be an integer from 1 to "
                            f"{MAX_TIMEOUT_MS}")
-    return Target(bucket, key, policy, timeout_ms / 1000)
+    return str(policy), timeout_ms / 1000
 
 
 def value(body: dict[str, Any]) -> Any:
@@ -96,8 +103,9 @@ def value(body: dict[str, Any]) -> Any:
     return body["value"]
 
 
-BINDINGS = ("until", "key")
-NOT_YET = ("pid", "node")
+BINDINGS = ("until", "key", "pid")
+NOT_YET = ("node",)
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def bindings(body: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +129,28 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
                               or len(value.encode()) > MAX_KEY_BYTES):
             raise RequestError(field, f"key must name another key of the same bucket "
                                f"(1-{MAX_KEY_BYTES} bytes)")
+        if name == "pid":
+            session_id(value, field)
     return dict(raw)
+
+
+def session_id(raw: Any, field: str = "session") -> str:
+    if not isinstance(raw, str) or not SESSION_ID.fullmatch(raw):
+        raise RequestError(field, "a session id is the 32 hex digits that opening a "
+                           "session returned")
+    return raw
+
+
+def ttl_ms(body: dict[str, Any]) -> int:
+    raw = body.get("ttl_ms")
+    if (not isinstance(raw, int) or isinstance(raw, bool)
+            or not MIN_TTL_MS <= raw <= MAX_TTL_MS):
+        raise RequestError("ttl_ms", f"ttl_ms is required: an integer from {MIN_TTL_MS} to "
+                           f"{MAX_TTL_MS}")
+    return raw
+
+
+
 
 
 def dead_binding(field: str, message: str) -> RequestError:
