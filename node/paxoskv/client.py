@@ -274,6 +274,9 @@ class Session:
     def __init__(self, client: Client, ttl: float) -> None:
         self.client = client
         self.ttl = ttl
+        # When (time.monotonic) the request behind the latest deadline was sent: the
+        # session lives at least until renewed_at + ttl.
+        self.renewed_at = time.monotonic()
         self.id = client.open_session(ttl)
         self.lost = threading.Event()  # set if a keep-alive found the session ended
         self._stop = threading.Event()
@@ -293,10 +296,12 @@ class Session:
 
     def _keep_alive(self) -> None:
         while not self._stop.wait(self.ttl / 3):
+            sent = time.monotonic()
             try:
                 if not self.client.keep_alive(self.id):
                     self.lost.set()
                     return
+                self.renewed_at = sent
             except PaxosKVError:
                 continue  # no quorum now: try again; the TTL is a lower bound
             except httpx.HTTPError:

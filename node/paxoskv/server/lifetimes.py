@@ -35,6 +35,7 @@ SESSION = "pid"
 SESSIONS = "_sessions"  # a bucket no client can name: buckets start with a letter or digit
 TICK = 0.05  # seconds between sweeps: an ending starts at most this long after it is due
 RETRY_AFTER_MS = 1000
+GRACE_MS = 2000  # how long other members leave an ending to the key's home
 
 Parent = tuple[str, int | None]  # (key id, pinned token or None: any generation)
 
@@ -66,9 +67,11 @@ def alive(parent: Parent, state: KeyState) -> bool:
 class Lifetimes:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._deadlines: list[tuple[int, str, int]] = []  # (until ms, key, token)
+        # (due ms, key, token, until ms): due is `until`, or later for a stand-in.
+        self._deadlines: list[tuple[int, str, int, int]] = []
         self._children: dict[str, set[str]] = {}  # parent key -> child keys
-        self._suspects: set[tuple[str, str]] = set()  # (child, parent) to verify
+        # (child, parent) to verify -> when (ms): now, or later for a stand-in.
+        self._suspects: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
         node.observers.append(self.observe)
@@ -146,22 +149,27 @@ class Lifetimes:
     def observe(self, key: str, state: KeyState) -> None:
         """Index a state this node's acceptor recorded (accepted, maybe not chosen)."""
         for child in self._children.get(key, ()):
-            self._suspects.add((child, key))
+            self._suspect(child, key)
         if not state.live:
             return
         until = state.bindings.get(UNTIL)
         if until is not None:
-            heapq.heappush(self._deadlines, (int(until), key, state.token))
+            heapq.heappush(self._deadlines, (int(until), key, state.token, int(until)))
         for parent in parents(key, state.bindings):
             self._children.setdefault(parent[0], set()).add(key)
             if not alive(parent, self.node.read_local(parent[0])):
-                self._suspects.add((key, parent[0]))
+                self._suspect(key, parent[0])
+
+    def _suspect(self, child: str, parent: str, delay_ms: int = 0) -> None:
+        due = self.node.wall_ms() + delay_ms
+        self._suspects[(child, parent)] = min(due, self._suspects.get((child, parent), due))
 
     def _renewed(self, key: str, token: int, until: int) -> bool:
         local = self.node.read_local(key)
         return local.live and local.token == token and int(local.bindings[UNTIL]) > until
 
-    def _responsible(self, key: str) -> bool:
+    def _first_in_line(self, key: str) -> bool:
+        """The key's home acts at once; the others stand in after GRACE_MS."""
         home = self.node.home(key)
         return home == self.node.name or not self.node.links[home].connected
 
@@ -170,15 +178,20 @@ class Lifetimes:
             await asyncio.sleep(TICK)
             now = self.node.wall_ms()
             while self._deadlines and self._deadlines[0][0] <= now:
-                until, key, token = heapq.heappop(self._deadlines)
+                due, key, token, until = heapq.heappop(self._deadlines)
                 if self._renewed(key, token, until):
                     continue  # the later deadline has its own entry
-                if self._responsible(key):
-                    self._spawn(self._end_expired(key, token, until))
-            suspects, self._suspects = self._suspects, set()
-            for child, parent in suspects:
-                if self._responsible(child):
+                if due == until and not self._first_in_line(key):
+                    heapq.heappush(self._deadlines, (until + GRACE_MS, key, token, until))
+                    continue
+                self._spawn(self._end_expired(key, token, until))
+            due_now = [s for s, due in self._suspects.items() if due <= now]
+            for child, parent in due_now:
+                del self._suspects[(child, parent)]
+                if self._first_in_line(child):
                     self._spawn(self._end_orphan(child, parent))
+                else:
+                    self._spawn(self._stand_in(child, parent))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -191,7 +204,13 @@ class Lifetimes:
             await self.node.change(key, DeleteIf(token, not_before=until), 5.0, retry=False)
         except NoQuorum:
             # Try again later; meanwhile the key stays (never early, maybe late).
-            heapq.heappush(self._deadlines, (self.node.wall_ms() + RETRY_AFTER_MS, key, token))
+            retry_at = self.node.wall_ms() + RETRY_AFTER_MS
+            heapq.heappush(self._deadlines, (retry_at, key, token, until))
+
+    async def _stand_in(self, key: str, parent_key: str) -> None:
+        """Check again after GRACE_MS, in case the key's home never does."""
+        await asyncio.sleep(GRACE_MS / 1000)
+        await self._end_orphan(key, parent_key)
 
     async def _end_orphan(self, key: str, parent_key: str) -> None:
         """End `key` if a parent it is bound to has died."""
@@ -205,8 +224,7 @@ class Lifetimes:
                 else:
                     return  # a false alarm: every parent lives
         except NoQuorum:
-            await asyncio.sleep(RETRY_AFTER_MS / 1000)
-            self._suspects.add((key, parent_key))
+            self._suspect(key, parent_key, RETRY_AFTER_MS)
             return
         children = self._children.get(parent_key)
         if children is not None:

@@ -173,10 +173,10 @@ class Node:
         self.stats.forwarded += 1
         remaining = max(deadline - self.clock(), 0.001)
         body = {"key": key, "change": change.to_json(), "timeout": remaining, "retry": retry}
-        # A stalled home must not hold the request hostage: after a few
+        # A stalled home must not hold the request hostage: after two
         # attempts' worth of silence, propose here instead.
         call = link.call("p", body)
-        if not await wait_until(call, min(remaining, 3 * self.attempt_timeout)):
+        if not await wait_until(call, min(remaining, 2 * self.attempt_timeout)):
             raise TimeoutError
         reply = call.result()
         if "error" in reply:
