@@ -120,11 +120,18 @@ def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:
 def test_openapi_document_describes_every_client_route(cluster: LocalCluster) -> None:
     doc = httpx.get(cluster.url(0) + "/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    for path in ("/v1/put", "/v1/get", "/v1/delete", "/healthz", "/readyz", "/metrics"):
+    for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/watch", "/v1/pid",
+                 "/v1/session/open", "/v1/session/keepalive", "/v1/session/close",
+                 "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"]
     put_fields = doc["paths"]["/v1/put"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
     assert {"bucket", "key", "value", "no_quorum", "timeout_ms"} <= set(put_fields)
+    assert set(put_fields["bindings"]["properties"]) == {"until", "key", "pid"}
+    # Every POST operation described is served: an empty body is a 400, not a 404.
+    for path, item in doc["paths"].items():
+        if "post" in item:
+            assert httpx.post(cluster.url(0) + path, content=b"{}").status_code == 400, path
 
 
 def test_health_readiness_and_metrics(cluster: LocalCluster) -> None:

@@ -37,12 +37,43 @@ _ERROR = {
     "type": "object",
     "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string", "enum": ["invalid_request", "too_large", "no_quorum",
-                                           "not_found", "method_not_allowed", "internal"]},
+        "code": {"type": "string", "enum": ["invalid_request", "invalid_value", "too_large",
+                                           "no_quorum", "not_found", "method_not_allowed",
+                                           "internal"]},
         "message": {"type": "string"},
         "field": {"type": "string", "description": "The request field at fault."},
     }}},
 }
+
+
+_SESSION = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+
+_BINDINGS = {
+    "type": "object", "additionalProperties": False,
+    "description": "The key lives while every binding does; when one dies, the key is "
+                   "deleted by consensus. A binding already dead gives 422 invalid_value.",
+    "properties": {
+        "until": {"type": "integer", "minimum": 0,
+                  "description": "Deadline in ms since the epoch (never ended before it)."},
+        "key": {"type": "string", "description": "Parent key of the same bucket: pinned "
+                "to its current generation; the key ends when that generation does."},
+        "pid": {**_SESSION, "description": "A session id: the key ends with the session."},
+    },
+}
+
+
+def _plain(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An operation on something other than a key (sessions)."""
+    errors = {"$ref": "#/components/responses/Error"}
+    options = {name: _TARGET[name] for name in ("no_quorum", "timeout_ms")}
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "required": required,
+            "properties": {**fields, **options}}}}},
+        "responses": {"200": {"description": "OK"}, "400": errors, "404": errors,
+                      "503": errors},
+    }}
 
 
 def _operation(summary: str, extra: dict[str, Any], required: list[str],
@@ -55,7 +86,7 @@ def _operation(summary: str, extra: dict[str, Any], required: list[str],
             "required": ["key", *required], "properties": {**_TARGET, **extra}}}}},
         "responses": {"200": {"description": "OK", "content": {
             "application/json": {"schema": result}}},
-            "400": errors, "413": errors, "503": errors},
+            "400": errors, "413": errors, "422": errors, "503": errors},
     }}
 
 
@@ -74,8 +105,7 @@ def openapi_document() -> dict[str, Any]:
                 "Returns the decided value, which may be another client's.",
                 {"value": {"description": f"Any JSON value but null, at most "
                            f"{v.MAX_VALUE_BYTES} bytes encoded."},
-                 "bindings": {"type": "object", "maxProperties": 0,
-                              "description": "Reserved for lifetimes (not yet supported)."}},
+                 "bindings": _BINDINGS},
                 ["value"], entry),
             "/v1/get": _operation(
                 "Read a key: linearizable by default, or this node's possibly stale copy.",
@@ -85,6 +115,28 @@ def openapi_document() -> dict[str, Any]:
             "/v1/delete": _operation(
                 "Delete a key if its fencing token still matches.",
                 {"token": {"type": "integer", "minimum": 1}}, ["token"], deleted),
+            "/v1/watch": _operation(
+                "Long-poll until the key's fencing token differs from `token`, or "
+                "timeout_ms passes; `changed` says which.",
+                {"token": {"type": "integer", "minimum": 0,
+                           "description": "The token last seen (0: never seen)."}},
+                [], {"allOf": [entry, {"type": "object", "properties": {
+                    "changed": {"type": "boolean"}}}]}),
+            "/v1/pid": _operation(
+                "The session a key is bound to (found: false when the key or its "
+                "binding is absent).", {}, [],
+                {"type": "object", "properties": {"found": {"type": "boolean"},
+                                                  "pid": {"type": ["string", "null"]}}}),
+            "/v1/session/open": _plain(
+                "Open a session: it lives while kept alive, at least ttl_ms after the "
+                "latest keep-alive.", {"ttl_ms": {"type": "integer", "minimum": v.MIN_TTL_MS,
+                                                  "maximum": v.MAX_TTL_MS}}, ["ttl_ms"]),
+            "/v1/session/keepalive": _plain(
+                "Move the session's deadline ttl_ms ahead (404 not_found if it ended).",
+                {"session": _SESSION}, ["session"]),
+            "/v1/session/close": _plain(
+                "Close the session: every key bound to it ends.", {"session": _SESSION},
+                ["session"]),
             "/v1/status": {"get": {"summary": "This node's view of the cluster.",
                                    "responses": {"200": {"description": "OK"}}}},
             "/healthz": {"get": {"summary": "Liveness: the process answers.",
