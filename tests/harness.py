@@ -40,9 +40,9 @@ class LocalCluster:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         log.close()
 
-    def start_all(self) -> None:
+    def start_all(self, env: dict[str, str] | None = None) -> None:
         for i in range(len(self.members)):
-            self.start(i)
+            self.start(i, env)
         self.wait_ready(range(len(self.members)))
 
     def wait_ready(self, indexes: range | list[int], timeout: float = 20.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from tests.harness import LocalCluster, running
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    yield from running(tmp_path_factory.mktemp("api"), 3)
+    for started in running(tmp_path_factory.mktemp("api"), 3):
+        # Each member records its own liveness key once started; wait for all three
+        # so that the key counts below move only with what the tests write.
+        deadline = time.monotonic() + 10
+        while keys_held(started) != [3, 3, 3]:
+            assert time.monotonic() < deadline, keys_held(started)
+            time.sleep(0.05)
+        yield started
 
 
 def post(cluster: LocalCluster, path: str, body: Any, node: int = 0) -> httpx.Response:

@@ -88,11 +88,19 @@ def test_missing_parent_is_invalid(cluster: LocalCluster) -> None:
     assert call(cluster, "get", {"key": "orphan"}).json()["token"] == 0
 
 
-def test_bindings_of_later_versions_are_refused_by_name(cluster: LocalCluster) -> None:
-    for name in ("pid", "node"):
-        response = call(cluster, "put", {"key": "x", "value": 1, "bindings": {name: "a"}})
-        assert response.status_code == 400
-        assert response.json()["error"]["field"] == f"bindings.{name}"
+@pytest.mark.parametrize(("bindings", "field"), [
+    ({"colour": "red"}, "bindings.colour"),
+    ({"pid": "not-a-session-id"}, "bindings.pid"),
+    ({"node": "bad name!"}, "bindings.node"),
+    ({"until": "tomorrow"}, "bindings.until"),
+    ({"key": ""}, "bindings.key"),
+])
+def test_malformed_bindings_are_refused_by_name(cluster: LocalCluster,
+                                                bindings: dict[str, Any], field: str) -> None:
+    response = call(cluster, "put", {"key": "x", "value": 1, "bindings": bindings})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+    assert call(cluster, "get", {"key": "x"}).json()["token"] == 0
 
 
 def test_watch_wakes_on_change_and_times_out_without(cluster: LocalCluster) -> None:

@@ -66,9 +66,10 @@ class Entry:
 
 
 def bindings(until: int | None = None, parent: str | None = None,
-             session: str | None = None) -> dict[str, Any]:
-    """The bindings of a put: a deadline (ms since the epoch), a parent key, a session."""
-    chosen = {"until": until, "key": parent, "pid": session}
+             session: str | None = None, node: str | None = None) -> dict[str, Any]:
+    """The bindings of a put: a deadline (ms since the epoch), a parent key, a session,
+    a node."""
+    chosen = {"until": until, "key": parent, "pid": session, "node": node}
     return {name: value for name, value in chosen.items() if value is not None}
 
 
@@ -174,15 +175,16 @@ class Client(_Base):
     # -- keys ------------------------------------------------------------------------
 
     def put(self, key: str, value: Any, *, until: int | None = None, parent: str | None = None,
-            session: str | None = None, bucket: str | None = None,
+            session: str | None = None, node: str | None = None, bucket: str | None = None,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
         """Put if absent; returns the decided entry (its value may be another client's).
 
         The key lives until `until` (ms since the epoch), while the key `parent` of
-        the same bucket lives, and while `session` lives: whichever ends first.
+        the same bucket lives, while `session` lives and while `node` is alive:
+        whichever ends first.
         """
         return self._entry("/v1/put", key, bucket, no_quorum, timeout, value=value,
-                           bindings=bindings(until, parent, session))
+                           bindings=bindings(until, parent, session, node))
 
     def get(self, key: str, *, bucket: str | None = None, local: bool = False,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
@@ -214,6 +216,14 @@ class Client(_Base):
         """The contacted node's view of the cluster."""
         response = self._http.get(self._url("/v1/status"), timeout=self.timeout)
         return dict(response.json())
+
+    def node(self, key: str, default: str | None = None, *, bucket: str | None = None,
+             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+             ) -> str | None:
+        """The node the key is bound to, or `default` if none (or no key)."""
+        data = self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
+                          no_quorum, timeout)
+        return default if data is None or not data["found"] else str(data["node"])
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -379,10 +389,11 @@ class AsyncClient(_Base):
 
     async def put(self, key: str, value: Any, *, until: int | None = None,
                   parent: str | None = None, session: str | None = None,
-                  bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
-                  timeout: float | None = None) -> Entry:
+                  node: str | None = None, bucket: str | None = None,
+                  no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                  ) -> Entry:
         return await self._entry("/v1/put", key, bucket, no_quorum, timeout, value=value,
-                                 bindings=bindings(until, parent, session))
+                                 bindings=bindings(until, parent, session, node))
 
     async def get(self, key: str, *, bucket: str | None = None, local: bool = False,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None

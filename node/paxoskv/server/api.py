@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,9 @@ from paxoskv import __version__
 from paxoskv.core import messages
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
+from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
+from paxoskv.server.liveness import Liveness
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
@@ -26,6 +29,8 @@ log = logging.getLogger("paxoskv.api")
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 LIFETIMES: web.AppKey[Lifetimes] = web.AppKey("lifetimes", Lifetimes)
+LIVENESS: web.AppKey[Liveness] = web.AppKey("liveness", Liveness)
+ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,6 +122,34 @@ async def pid(request: web.Request) -> web.Response:
     session = state.bindings.get(SESSION) if state.live else None
     return json_reply({"bucket": target.bucket, "key": target.key,
                        "found": session is not None, "pid": session})
+
+
+async def node_binding(request: web.Request) -> web.Response:
+    """The node a key is bound to (PaxosKV's `node`), if the key is live and has one."""
+    body = await _body(request, set())
+    target = v.target(body)
+    state = await request.app[NODE].read(target.key_id, target.timeout,
+                                          target.no_quorum == "retry")
+    bound = state.bindings.get(NODE_BINDING) if state.live else None
+    return json_reply({"bucket": target.bucket, "key": target.key, "found": bound is not None,
+                       "node": None if bound is None else bound["name"]})
+
+
+async def report_nodes(request: web.Request) -> web.Response:
+    """An external reporter's full view of which nodes are alive (admin only)."""
+    expected = request.app[ADMIN_TOKEN]
+    if not expected:
+        raise v.RequestError("authorization", "the admin endpoint is disabled: start the "
+                             "node with --admin-token", "forbidden", 403)
+    if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {expected}"):
+        raise v.RequestError("authorization", "a valid 'Authorization: Bearer <admin token>' "
+                             "header is required", "unauthorized", 401)
+    body = v.parse_body(await request.read())
+    v.only(body, {"source", "nodes", "timeout_ms"})
+    source, alive = v.node_report(body)
+    _, timeout = v.options(body)
+    changes = await request.app[LIVENESS].report(source, alive, timeout)
+    return json_reply({"source": source, **changes})
 
 
 async def open_session(request: web.Request) -> web.Response:
@@ -267,10 +300,13 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
-def create_app(node: Node, lifetimes: Lifetimes) -> web.Application:
+def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
+               admin_token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
     app[NODE] = node
     app[LIFETIMES] = lifetimes
+    app[LIVENESS] = liveness
+    app[ADMIN_TOKEN] = admin_token or ""
     app[METRICS] = Metrics(node)
     app[PEER_SOCKETS] = set()
     app.on_shutdown.append(close_peer_sockets)
@@ -279,6 +315,8 @@ def create_app(node: Node, lifetimes: Lifetimes) -> web.Application:
     app.router.add_post("/v1/delete", _measured("delete", delete))
     app.router.add_post("/v1/watch", _measured("watch", watch))
     app.router.add_post("/v1/pid", _measured("pid", pid))
+    app.router.add_post("/v1/node", _measured("node", node_binding))
+    app.router.add_post("/v1/admin/nodes", _measured("report_nodes", report_nodes))
     app.router.add_post("/v1/session/open", _measured("session_open", open_session))
     app.router.add_post("/v1/session/keepalive", _measured("session_keepalive", keep_alive))
     app.router.add_post("/v1/session/close", _measured("session_close", close_session))

@@ -32,7 +32,10 @@ log = logging.getLogger("paxoskv.lifetimes")
 
 PARENT = "key"
 SESSION = "pid"
-SESSIONS = "_sessions"  # a bucket no client can name: buckets start with a letter or digit
+NODE = "node"
+# Buckets no client can name (client buckets start with a letter or digit).
+SESSIONS = "_sessions"  # a key per session, alive while the session is
+NODES = "_nodes"  # a key per node, alive while the node is; its token is the incarnation
 TICK = 0.05  # seconds between sweeps: an ending starts at most this long after it is due
 RETRY_AFTER_MS = 1000
 GRACE_MS = 2000  # how long other members leave an ending to the key's home
@@ -48,6 +51,10 @@ def session_key(session_id: str) -> str:
     return f"{SESSIONS}/{session_id}"
 
 
+def node_key(name: str) -> str:
+    return f"{NODES}/{name}"
+
+
 def parents(key_id: str, bindings: dict[str, Any]) -> list[Parent]:
     """The keys that `key_id`'s bindings make it a child of."""
     found: list[Parent] = []
@@ -57,6 +64,9 @@ def parents(key_id: str, bindings: dict[str, Any]) -> list[Parent]:
     session = bindings.get(SESSION)
     if isinstance(session, str):
         found.append((session_key(session), None))
+    node = bindings.get(NODE)
+    if isinstance(node, dict):
+        found.append((node_key(node["name"]), int(node["token"])))
     return found
 
 
@@ -111,6 +121,14 @@ class Lifetimes:
                 raise v.dead_binding("bindings.pid", "the session is closed, expired or "
                                      "unknown")
             resolved[SESSION] = wanted[SESSION]
+        if NODE in wanted:
+            name = wanted[NODE]
+            node = await self.node.read(node_key(name), target.timeout, retry)
+            if not node.live:
+                raise v.dead_binding("bindings.node", f"node {name!r} is not alive")
+            # Pinned to this incarnation: a node that goes down and comes back
+            # is a new incarnation, and keys bound to the old one are gone.
+            resolved[NODE] = {"name": name, "token": node.token}
         return resolved
 
     # -- sessions -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from aiohttp import web
 from paxoskv.core.acceptor import Acceptor
 from paxoskv.server.api import create_app
 from paxoskv.server.lifetimes import Lifetimes
+from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Node
 from paxoskv.server.storage import Storage
 from paxoskv.server.transport import PeerLink
@@ -34,6 +35,7 @@ class ServerConfig:
     listen_host: str
     listen_port: int
     data_dir: Path
+    admin_token: str | None = None  # enables /v1/admin/* for bearers of this token
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,12 +78,14 @@ async def serve(config: ServerConfig) -> None:
     node.links = {name: PeerLink(name, url, session, config.name)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)
-    runner = web.AppRunner(create_app(node, lifetimes), access_log=None,
-                           shutdown_timeout=5.0)
+    liveness = Liveness(node)
+    runner = web.AppRunner(create_app(node, lifetimes, liveness, config.admin_token),
+                           access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()
     lifetimes.start()
+    liveness.start()
     log.info("node started", extra={"node": config.name, "boot": boot,
                                     "keys": len(acceptor),
                                     "url": f"http://{config.listen_host}:{config.listen_port}"})
@@ -91,6 +95,7 @@ async def serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping", extra={"node": config.name})
+    await liveness.stop()
     await lifetimes.stop()
     await node.stop()
     await runner.cleanup()

@@ -103,8 +103,8 @@ def value(body: dict[str, Any]) -> Any:
     return body["value"]
 
 
-BINDINGS = ("until", "key", "pid")
-NOT_YET = ("node",)
+BINDINGS = ("until", "key", "pid", "node")
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -115,9 +115,6 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
         raise RequestError("bindings", "bindings must be a JSON object")
     for name, value in raw.items():
         field = f"bindings.{name}"
-        if name in NOT_YET:
-            raise RequestError(field, f"the {name!r} binding is not supported by this "
-                               "version yet")
         if name not in BINDINGS:
             raise RequestError(field, f"unknown binding {name!r}; expected one of "
                                + ", ".join(BINDINGS))
@@ -131,7 +128,32 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
                                f"(1-{MAX_KEY_BYTES} bytes)")
         if name == "pid":
             session_id(value, field)
+        if name == "node":
+            node_name(value, field)
     return dict(raw)
+
+
+def node_report(body: dict[str, Any]) -> tuple[str, dict[str, bool]]:
+    source = body.get("source")
+    if not isinstance(source, str) or not NODE_NAME.fullmatch(source):
+        raise RequestError("source", "source is required: the reporter's name (e.g. "
+                           "'operator')")
+    nodes = body.get("nodes")
+    if not isinstance(nodes, dict):
+        raise RequestError("nodes", "nodes is required: an object mapping every node "
+                           "name to true (alive) or false (not alive)")
+    for name, alive in nodes.items():
+        node_name(name, f"nodes.{name}")
+        if not isinstance(alive, bool):
+            raise RequestError(f"nodes.{name}", "must be true or false")
+    return source, dict(nodes)
+
+
+def node_name(raw: Any, field: str) -> str:
+    if not isinstance(raw, str) or not NODE_NAME.fullmatch(raw):
+        raise RequestError(field, "a node name is 1-253 letters, digits, '_', '.' or '-', "
+                           "starting with a letter or digit (a member or a pod name)")
+    return raw
 
 
 def session_id(raw: Any, field: str = "session") -> str:
