@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -207,3 +208,34 @@ def test_serve_usage_errors_exit_2(tmp_path: Path) -> None:
                              "--peers", "garbage", "--data-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "expected NAME=http://HOST:PORT" in result.stderr
+
+
+def test_cli_session_binds_keys_until_ctrl_c(cluster: LocalCluster) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "paxoskv", "session", "--endpoints", ",".join(cluster.urls),
+         "--ttl", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        session_id = holder.stdout.readline().strip()
+        assert len(session_id) == 32
+        put = cli("put", "cli-held", "x", "--session", session_id, cluster=cluster)
+        assert put.returncode == 0, put.stderr
+        unchanged = cli("watch", "cli-held", "--token", "1", "--timeout", "0.3",
+                        cluster=cluster)
+        assert unchanged.returncode == 1 and json.loads(unchanged.stdout)["found"]
+        holder.send_signal(signal.SIGINT)
+        assert holder.wait(timeout=10) == 0
+        gone = cli("watch", "cli-held", "--token", "1", "--timeout", "5", cluster=cluster)
+        assert gone.returncode == 0, gone.stderr
+        assert json.loads(gone.stdout)["found"] is False
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_cli_put_with_a_ttl_ends_the_key(cluster: LocalCluster) -> None:
+    put = cli("put", "cli-ttl", "x", "--ttl", "0.3", cluster=cluster)
+    assert put.returncode == 0, put.stderr
+    gone = cli("watch", "cli-ttl", "--token", "1", "--timeout", "5", cluster=cluster)
+    assert gone.returncode == 0 and json.loads(gone.stdout)["token"] == 2

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ examples:
   paxoskv put leader pod-a             put if absent; prints the decided entry
   paxoskv get leader                   linearizable read (exit 1 if not found)
   paxoskv delete leader --token 1      delete if the fencing token still matches
+  paxoskv session --ttl 10             open a session, keep it alive until Ctrl-C
+  paxoskv put lock me --session ID     a key that ends with the session
+  paxoskv put lease x --ttl 30         a key that ends in 30 seconds
+  paxoskv watch lock --token 1         wait until the key changes
   paxoskv status                       the contacted node's view of the cluster
 
 Endpoints come from --endpoints or $PAXOSKV_ENDPOINTS (comma-separated URLs).
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated node URLs (default: $PAXOSKV_ENDPOINTS or the "
                        "local dev cluster)")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-        if name != "status":
+        if name not in ("status", "session"):
             p.add_argument("key")
             p.add_argument("--bucket", default="default", help="namespace (default 'default')")
             p.add_argument("--no-quorum", choices=["return", "fail", "retry"], default="fail",
@@ -108,11 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     put = client_command("put", "put a value if the key is absent; print the decided entry")
     put.add_argument("value")
     put.add_argument("--json", action="store_true", help="parse VALUE as JSON")
+    put.add_argument("--until", type=int, metavar="MS",
+                     help="the key ends at this deadline (ms since the epoch)")
+    put.add_argument("--ttl", type=float, metavar="SECONDS",
+                     help="the key ends this many seconds from now (sets --until)")
+    put.add_argument("--parent", metavar="KEY", help="the key ends when KEY (same bucket) does")
+    put.add_argument("--session", metavar="ID", help="the key ends when the session does "
+                     "(see `paxoskv session`)")
+    put.add_argument("--node", metavar="NAME", help="the key ends when node NAME is not alive")
     get = client_command("get", "read a key; exit status 1 if it is not found")
     get.add_argument("--local", action="store_true",
                      help="read this node's copy: cheaper, possibly stale")
     delete = client_command("delete", "delete a key if its fencing token still matches")
     delete.add_argument("--token", type=int, required=True, help="the fencing token to end")
+    watch = client_command("watch", "wait until the key's fencing token differs from --token; "
+                           "print the entry (exit status 1 if it did not change in time)")
+    watch.add_argument("--token", type=int, default=0,
+                       help="the token last seen (default 0: wait for the first put)")
+    session = client_command("session", "open a session, print its id and keep it alive "
+                             "until Ctrl-C, then close it (ending every key bound to it)")
+    session.add_argument("--ttl", type=float, default=10.0,
+                         help="seconds the session outlives its last keep-alive (default 10)")
     client_command("status", "show the contacted node's view of the cluster")
     return parser
 
@@ -123,6 +144,21 @@ def _print_entry(entry: Entry) -> None:
     print(json.dumps(fields))
 
 
+def _hold_session(kv: Client, ttl: float) -> int:
+    with kv.session(ttl) as session:
+        print(session.id, flush=True)
+        print(f"paxoskv: session open (ttl {ttl:g}s); bind keys with --session {session.id}; "
+              "Ctrl-C closes it", file=sys.stderr, flush=True)
+        try:
+            while not session.lost.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            return 0
+        print("paxoskv: error: the session ended (keep-alives failed for a whole TTL)",
+              file=sys.stderr)
+        return 1
+
+
 def _client_command(args: argparse.Namespace) -> int:
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     if not endpoints:
@@ -131,9 +167,20 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.command == "status":
             print(json.dumps(kv.status(), indent=2))
             return 0
+        if args.command == "session":
+            return _hold_session(kv, args.ttl)
         options: dict[str, Any] = {"bucket": args.bucket, "no_quorum": args.no_quorum}
         if args.command == "put":
-            entry = kv.put(args.key, _parse_value(args.value, args.json), **options)
+            until = args.until
+            if args.ttl is not None:
+                until = int((time.time() + args.ttl) * 1000)
+            entry = kv.put(args.key, _parse_value(args.value, args.json), until=until,
+                           parent=args.parent, session=args.session, node=args.node,
+                           **options)
+        elif args.command == "watch":
+            entry = kv.watch(args.key, args.token, timeout=args.timeout, **options)
+            _print_entry(entry)
+            return 0 if entry.changed else 1
         elif args.command == "get":
             entry = kv.get(args.key, local=args.local, **options)
         else:
