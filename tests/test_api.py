@@ -131,16 +131,19 @@ def test_openapi_document_describes_every_client_route(cluster: LocalCluster) ->
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/watch", "/v1/pid",
                  "/v1/session/open", "/v1/session/keepalive", "/v1/session/close",
+                 "/v1/node", "/v1/admin/nodes",
                  "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"]
     put_fields = doc["paths"]["/v1/put"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
     assert {"bucket", "key", "value", "no_quorum", "timeout_ms"} <= set(put_fields)
-    assert set(put_fields["bindings"]["properties"]) == {"until", "key", "pid"}
-    # Every POST operation described is served: an empty body is a 400, not a 404.
+    assert set(put_fields["bindings"]["properties"]) == {"until", "key", "pid", "node"}
+    # Every POST operation described is served: an empty body is a 400, not a 404
+    # (403 for the admin endpoint, which this cluster runs without a token).
     for path, item in doc["paths"].items():
         if "post" in item:
-            assert httpx.post(cluster.url(0) + path, content=b"{}").status_code == 400, path
+            expected = 403 if path.startswith("/v1/admin/") else 400
+            assert httpx.post(cluster.url(0) + path, content=b"{}").status_code == expected, path
 
 
 def test_health_readiness_and_metrics(cluster: LocalCluster) -> None:

@@ -39,7 +39,7 @@ _ERROR = {
     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
         "code": {"type": "string", "enum": ["invalid_request", "invalid_value", "too_large",
                                            "no_quorum", "not_found", "method_not_allowed",
-                                           "internal"]},
+                                           "unauthorized", "forbidden", "internal"]},
         "message": {"type": "string"},
         "field": {"type": "string", "description": "The request field at fault."},
     }}},
@@ -58,6 +58,8 @@ _BINDINGS = {
         "key": {"type": "string", "description": "Parent key of the same bucket: pinned "
                 "to its current generation; the key ends when that generation does."},
         "pid": {**_SESSION, "description": "A session id: the key ends with the session."},
+        "node": {"type": "string", "description": "A node (member or pod) name: pinned to "
+                 "its current incarnation; the key ends when that node is not alive."},
     },
 }
 
@@ -127,6 +129,29 @@ def openapi_document() -> dict[str, Any]:
                 "binding is absent).", {}, [],
                 {"type": "object", "properties": {"found": {"type": "boolean"},
                                                   "pid": {"type": ["string", "null"]}}}),
+            "/v1/node": _operation(
+                "The node a key is bound to (found: false when the key or its binding is "
+                "absent).", {}, [],
+                {"type": "object", "properties": {"found": {"type": "boolean"},
+                                                  "node": {"type": ["string", "null"]}}}),
+            "/v1/admin/nodes": {"post": {
+                "summary": "Report which nodes are alive (admin: 'Authorization: Bearer "
+                           "<admin token>'). A full, level-triggered view from one source: "
+                           "true starts an incarnation if none is alive, false ends it, and "
+                           "nodes the source reported before but leaves out are ended. "
+                           "Resending a report changes nothing.",
+                "security": [{"admin": []}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False,
+                               "required": ["source", "nodes"], "properties": {
+                                   "source": {"type": "string"},
+                                   "nodes": {"type": "object",
+                                             "additionalProperties": {"type": "boolean"}},
+                                   "timeout_ms": _TARGET["timeout_ms"]}}}}},
+                "responses": {"200": {"description": "The incarnations started and ended"},
+                              "400": {"$ref": "#/components/responses/Error"},
+                              "401": {"$ref": "#/components/responses/Error"},
+                              "403": {"$ref": "#/components/responses/Error"}}}},
             "/v1/session/open": _plain(
                 "Open a session: it lives while kept alive, at least ttl_ms after the "
                 "latest keep-alive.", {"ttl_ms": {"type": "integer", "minimum": v.MIN_TTL_MS,
@@ -148,6 +173,7 @@ def openapi_document() -> dict[str, Any]:
                                  "responses": {"200": {"description": "OK"}}}},
         },
         "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Entry": _ENTRY, "Error": _ERROR},
             "responses": {"Error": {"description": "An error", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
