@@ -165,3 +165,15 @@ def test_a_binding_ended_during_a_partition_never_comes_back(tmp_path: object) -
                     assert healed.put(key, "new").value == "new"
     finally:
         cluster.close()
+
+
+def test_ending_a_session_cascades_through_a_key_chain(cluster: LocalCluster) -> None:
+    with cluster.client() as kv:
+        session = kv.session(ttl=10)
+        kv.put("chain-1", 1, session=session.id)
+        kv.put("chain-2", 2, parent="chain-1")
+        kv.put("chain-3", 3, parent="chain-2")
+        session.close()
+        wait_gone(cluster, ["chain-1", "chain-2", "chain-3"], 3 * SESSION_BOUND_S)
+        again = kv.put("chain-3", "again")
+        assert again.found and again.value == "again" and again.token == 3
