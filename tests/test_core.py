@@ -32,8 +32,10 @@ from paxoskv.core.state import (
     KeyState,
     PutIfAbsent,
     Read,
+    Renew,
     apply_all,
     change_from_json,
+    public_bindings,
 )
 
 NAMES = ["a", "b", "c"]
@@ -658,3 +660,25 @@ def test_one_slow_clock_does_not_stop_a_due_deadline_but_a_majority_does() -> No
     assert isinstance(one_slow.outcome, Decided) and not one_slow.outcome.state.live
     two_slow = run({"a": 500, "b": 999, "c": 1_001})
     assert two_slow.outcome == Premature(1_000)
+
+
+def test_a_put_built_on_a_deadline_tombstone_waits_for_the_deadline_too() -> None:
+    _, tombstone = _expiring(until=1_000)
+    # Batched or in a later round, a put on the tombstone must not slip past the clocks.
+    replaced = PutIfAbsent("new").apply(tombstone)
+    assert replaced.live and replaced.token == 3
+    assert public_bindings(replaced) == {}
+    acceptor = Acceptor()
+    reply, write = acceptor.handle(Accept(K, Ballot(1, 1, "a"), replaced), now_ms=999)
+    assert isinstance(reply, TooEarly) and write is None
+    reply, _ = acceptor.handle(Accept(K, Ballot(1, 1, "a"), replaced), now_ms=1_000)
+    assert isinstance(reply, Accepted)
+
+
+def test_a_renewed_deadline_is_not_ended_by_the_old_one() -> None:
+    live = KeyState(1, True, "session", {"until": 1_000})
+    renewed = Renew(1, 5_000).apply(live)
+    assert renewed.token == 1 and renewed.bindings == {"until": 5_000}
+    assert DeleteIf(1, not_before=1_000).apply(renewed) == renewed
+    assert not DeleteIf(1, not_before=5_000).apply(renewed).live
+    assert Renew(2, 9_000).apply(renewed) == renewed, "another generation is left alone"

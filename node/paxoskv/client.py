@@ -302,7 +302,10 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        return not self.lost.is_set() and not self._stop.is_set()
+        """False once the session is closed or lost, or a TTL has passed since the
+        latest successful keep-alive (it may have ended without us hearing of it)."""
+        fresh = time.monotonic() < self.renewed_at + self.ttl
+        return fresh and not self.lost.is_set() and not self._stop.is_set()
 
     def _keep_alive(self) -> None:
         while not self._stop.wait(self.ttl / 3):
@@ -362,6 +365,11 @@ class Election:
 
     def leader(self) -> Entry:
         return self.client.get(self.key, no_quorum="retry")
+
+    def is_leader(self) -> bool:
+        """Whether this candidate may still act as leader: its session is alive as far
+        as it knows. Past that, fence writes with the term's token."""
+        return self.session.alive
 
     def resign(self) -> None:
         """Step down (if leading), so that another candidate is elected at once."""

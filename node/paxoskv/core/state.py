@@ -41,10 +41,15 @@ NOT_BEFORE = "not_before"
 
 def not_before(state: KeyState) -> int | None:
     """The time before which `state` must not be accepted, if any."""
-    if state.live:
-        return None
     raw = state.bindings.get(NOT_BEFORE)
     return None if raw is None else int(raw)
+
+
+def public_bindings(state: KeyState) -> dict[str, Json]:
+    """The bindings a client sees (without the internal deadline marker)."""
+    if NOT_BEFORE not in state.bindings:
+        return state.bindings
+    return {k: v for k, v in state.bindings.items() if k != NOT_BEFORE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,13 @@ class PutIfAbsent:
     def apply(self, state: KeyState) -> KeyState:
         if state.live:
             return state
-        return KeyState(state.token + 1, True, self.value, dict(self.bindings))
+        bindings = dict(self.bindings)
+        if NOT_BEFORE in state.bindings:
+            # Built on a deadline's tombstone: no acceptor may take this state
+            # before that deadline either, or a fast clock could replace the
+            # key early (the tombstone alone would be refused, this would not).
+            bindings[NOT_BEFORE] = state.bindings[NOT_BEFORE]
+        return KeyState(state.token + 1, True, self.value, bindings)
 
     def to_json(self) -> dict[str, Json]:
         return {"op": "put", "value": self.value, "bindings": self.bindings}

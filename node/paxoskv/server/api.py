@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from paxoskv import __version__
 from paxoskv.core import messages
-from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
+from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent, public_bindings
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
@@ -65,12 +65,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(exc.status, code, exc.reason)
     except NoQuorum as exc:
         return error_response(503, "no_quorum", str(exc))
+    except Exception:
+        log.exception("internal error on %s", request.path)
+        return error_response(500, "internal", "internal error; see the node's log")
 
 
 def entry(target: v.Target, state: KeyState) -> dict[str, Any]:
     return {"bucket": target.bucket, "key": target.key, "found": state.live,
             "value": state.value if state.live else None, "token": state.token,
-            "bindings": state.bindings if state.live else {}}
+            "bindings": public_bindings(state) if state.live else {}}
 
 
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:

@@ -79,7 +79,10 @@ class Lifetimes:
         self.node = node
         # (due ms, key, token, until ms): due is `until`, or later for a stand-in.
         self._deadlines: list[tuple[int, str, int, int]] = []
+        self._scheduled: dict[str, tuple[int, int]] = {}  # key -> (token, until) in the heap
         self._children: dict[str, set[str]] = {}  # parent key -> child keys
+        self._parents: dict[str, list[str]] = {}  # child key -> parent keys
+        self._parent_tokens: dict[str, int] = {}  # parent key -> token last seen live
         # (child, parent) to verify -> when (ms): now, or later for a stand-in.
         self._suspects: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -166,17 +169,44 @@ class Lifetimes:
 
     def observe(self, key: str, state: KeyState) -> None:
         """Index a state this node's acceptor recorded (accepted, maybe not chosen)."""
-        for child in self._children.get(key, ()):
-            self._suspect(child, key)
+        if key in self._children and self._parent_changed(key, state):
+            for child in self._children[key]:
+                self._suspect(child, key)
+        self._index_parents(key, state)
         if not state.live:
             return
         until = state.bindings.get(UNTIL)
-        if until is not None:
+        if until is not None and self._scheduled.get(key) != (state.token, int(until)):
+            self._scheduled[key] = (state.token, int(until))
             heapq.heappush(self._deadlines, (int(until), key, state.token, int(until)))
         for parent in parents(key, state.bindings):
-            self._children.setdefault(parent[0], set()).add(key)
             if not alive(parent, self.node.read_local(parent[0])):
                 self._suspect(key, parent[0])
+
+    def _parent_changed(self, key: str, state: KeyState) -> bool:
+        """Children need a look only when their parent ended or was decided anew."""
+        before = self._parent_tokens.get(key)
+        if state.live:
+            self._parent_tokens[key] = state.token
+        else:
+            self._parent_tokens.pop(key, None)
+        return not state.live or (before is not None and before != state.token)
+
+    def _index_parents(self, key: str, state: KeyState) -> None:
+        """Keep `key` listed under exactly the parents its latest live state names."""
+        now = [p[0] for p in parents(key, state.bindings)] if state.live else []
+        for old in self._parents.pop(key, []):
+            if old not in now and old in self._children:
+                self._children[old].discard(key)
+                if not self._children[old]:
+                    del self._children[old]
+                    self._parent_tokens.pop(old, None)
+        if now:
+            self._parents[key] = now
+            for parent in now:
+                if parent not in self._children:
+                    self._parent_tokens[parent] = self.node.read_local(parent).token
+                self._children.setdefault(parent, set()).add(key)
 
     def _suspect(self, child: str, parent: str, delay_ms: int = 0) -> None:
         due = self.node.wall_ms() + delay_ms
@@ -197,6 +227,8 @@ class Lifetimes:
             now = self.node.wall_ms()
             while self._deadlines and self._deadlines[0][0] <= now:
                 due, key, token, until = heapq.heappop(self._deadlines)
+                if self._scheduled.get(key) == (token, until):
+                    del self._scheduled[key]
                 if self._renewed(key, token, until):
                     continue  # the later deadline has its own entry
                 if due == until and not self._first_in_line(key):
@@ -214,7 +246,12 @@ class Lifetimes:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._ending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ending a key failed", exc_info=task.exception())
 
     async def _end_expired(self, key: str, token: int, until: int) -> None:
         try:
@@ -243,9 +280,3 @@ class Lifetimes:
                     return  # a false alarm: every parent lives
         except NoQuorum:
             self._suspect(key, parent_key, RETRY_AFTER_MS)
-            return
-        children = self._children.get(parent_key)
-        if children is not None:
-            children.discard(key)
-            if not children:
-                del self._children[parent_key]

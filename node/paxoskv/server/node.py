@@ -257,7 +257,8 @@ class Node:
                 # A deadline that passed on our clock has not on a majority's
                 # yet: wait for their clocks (a "not before" is never early).
                 wait = (outcome.not_before - self.wall_ms()) / 1000
-                await asyncio.sleep(min(max(wait, 0.0) + 0.005, 0.5))
+                await asyncio.sleep(max(wait, backoff * random.random()))
+                backoff = min(backoff * 2, 0.5)
                 continue
             self.stats.conflicts += 1
             above = outcome.promised if above is None else max(above, outcome.promised)

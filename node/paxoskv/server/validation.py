@@ -135,9 +135,9 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
 
 def node_report(body: dict[str, Any]) -> tuple[str, dict[str, bool]]:
     source = body.get("source")
-    if not isinstance(source, str) or not NODE_NAME.fullmatch(source):
+    if not isinstance(source, str) or not NODE_NAME.fullmatch(source) or source == "member":
         raise RequestError("source", "source is required: the reporter's name (e.g. "
-                           "'operator')")
+                           "'operator'; 'member' is the cluster's own)")
     nodes = body.get("nodes")
     if not isinstance(nodes, dict):
         raise RequestError("nodes", "nodes is required: an object mapping every node "
