@@ -104,7 +104,10 @@ def stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
 
 def run(size: int, base_port: int, data_root: Path, timeout: float = 30.0) -> int:
     members = plan(size, base_port, data_root)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the nodes on SIGTERM as on Ctrl-C
+    # Stop the nodes on SIGTERM as on Ctrl-C, and on Ctrl-C even when started in the
+    # background by a shell (which leaves SIGINT ignored).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     procs = start(members, data_root / "logs")
     spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
     tty = sys.stderr.isatty()
