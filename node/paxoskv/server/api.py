@@ -116,24 +116,24 @@ async def put(request: web.Request) -> web.Response:
     return json_reply(entry(target, state))
 
 
-async def pid(request: web.Request) -> web.Response:
-    """The session a key is bound to (PaxosKV's `pid`), if the key is live and has one."""
-    body = await _body(request, set())
-    target = v.target(body)
+async def _binding(request: web.Request, name: str) -> tuple[v.Target, Any]:
+    """A live key's binding `name` (None when the key or the binding is absent)."""
+    target = v.target(await _body(request, set()))
     state = await request.app[NODE].read(target.key_id, target.timeout,
                                           target.no_quorum == "retry")
-    session = state.bindings.get(SESSION) if state.live else None
+    return target, state.bindings.get(name) if state.live else None
+
+
+async def pid(request: web.Request) -> web.Response:
+    """The session a key is bound to (PaxosKV's `pid`)."""
+    target, session = await _binding(request, SESSION)
     return json_reply({"bucket": target.bucket, "key": target.key,
                        "found": session is not None, "pid": session})
 
 
 async def node_binding(request: web.Request) -> web.Response:
-    """The node a key is bound to (PaxosKV's `node`), if the key is live and has one."""
-    body = await _body(request, set())
-    target = v.target(body)
-    state = await request.app[NODE].read(target.key_id, target.timeout,
-                                          target.no_quorum == "retry")
-    bound = state.bindings.get(NODE_BINDING) if state.live else None
+    """The node a key is bound to (PaxosKV's `node`)."""
+    target, bound = await _binding(request, NODE_BINDING)
     return json_reply({"bucket": target.bucket, "key": target.key, "found": bound is not None,
                        "node": None if bound is None else bound["name"]})
 
@@ -164,12 +164,18 @@ async def open_session(request: web.Request) -> web.Response:
     return json_reply({"session": session, "ttl_ms": ttl, "until": until})
 
 
-async def keep_alive(request: web.Request) -> web.Response:
+async def _session_request(request: web.Request) -> tuple[str, float, bool]:
+    """(session id, timeout, retry?) of a keep-alive or close."""
     body = v.parse_body(await request.read())
     v.only(body, {"session", "no_quorum", "timeout_ms"})
     session = v.session_id(body.get("session"))
     policy, timeout = v.options(body)
-    until = await request.app[LIFETIMES].keep_alive(session, timeout, policy == "retry")
+    return session, timeout, policy == "retry"
+
+
+async def keep_alive(request: web.Request) -> web.Response:
+    session, timeout, retry = await _session_request(request)
+    until = await request.app[LIFETIMES].keep_alive(session, timeout, retry)
     if until is None:
         raise v.RequestError("session", "the session is closed, expired or unknown",
                              "not_found", 404)
@@ -177,11 +183,8 @@ async def keep_alive(request: web.Request) -> web.Response:
 
 
 async def close_session(request: web.Request) -> web.Response:
-    body = v.parse_body(await request.read())
-    v.only(body, {"session", "no_quorum", "timeout_ms"})
-    session = v.session_id(body.get("session"))
-    policy, timeout = v.options(body)
-    closed = await request.app[LIFETIMES].close_session(session, timeout, policy == "retry")
+    session, timeout, retry = await _session_request(request)
+    closed = await request.app[LIFETIMES].close_session(session, timeout, retry)
     return json_reply({"session": session, "closed": closed})
 
 
