@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,34 @@ def test_sigterm_under_load_stops_every_node_promptly(cluster3: LocalCluster) ->
     finally:
         stop.set()
         loader.join(timeout=30)
+
+
+def _tcp_connections() -> set[tuple[str, int, str, int]]:
+    """Established IPv4 TCP connections as (local ip, port, remote ip, port)."""
+    def address(raw: str) -> tuple[str, int]:
+        ip_hex, port_hex = raw.split(":")
+        ip = ".".join(str(b) for b in reversed(bytes.fromhex(ip_hex)))
+        return ip, int(port_hex, 16)
+
+    found = set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if fields[3] == "01":  # ESTABLISHED
+                found.add((*address(fields[1]), *address(fields[2])))
+    return found
+
+
+def test_peer_connections_leave_from_each_nodes_own_address(tmp_path: Path) -> None:
+    hosts = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
+    cluster = LocalCluster(tmp_path, 3, hosts=hosts)
+    try:
+        cluster.start_all()
+        listening = {(m.host, m.port) for m in cluster.members}
+        peer_links = {(src, dst) for src, _, dst, dport in _tcp_connections()
+                      if (dst, dport) in listening}
+        # Every node dials every other one from its own address, never from 127.0.0.1.
+        assert {(a, b) for a in hosts for b in hosts if a != b} <= peer_links
+        assert not any(src == "127.0.0.1" for src, _ in peer_links)
+    finally:
+        cluster.close()

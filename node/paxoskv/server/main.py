@@ -72,7 +72,12 @@ async def serve(config: ServerConfig) -> None:
     storage = Storage(config.data_dir)
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0))
+    # Peer connections leave from this node's own address (not the default
+    # 127.0.0.1 on loopback), so that per-address firewall rules, such as the
+    # fault tests' partitions, see which node a packet comes from.
+    local = None if config.listen_host in ("", "0.0.0.0", "::") else (config.listen_host, 0)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
+                                    connector=aiohttp.TCPConnector(local_addr=local))
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))))
     node.links = {name: PeerLink(name, url, session, config.name)
