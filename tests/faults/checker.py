@@ -1,0 +1,135 @@
+"""Checks recorded client histories of PaxosKV keys (issue 4's checker).
+
+Each key is a register whose states form a chain of generations: token 0 is
+"never written", an odd token is a live value, an even one a tombstone, and
+each generation is created by exactly one decision. That shape admits a fast
+exact check instead of a search over interleavings: a history is linearizable
+when
+
+1. every generation has one value (no value decided twice for a generation);
+2. every generation an operation saw was created by an operation invoked before
+   that observer completed (nothing read from the future or out of thin air);
+3. generations never go back in real time: if A completed before B was invoked,
+   B saw a token at least A's (so no acknowledged put is lost);
+
+where an operation whose outcome is unknown counts as invoked but never
+completed. Deadlines are checked too: no read completed before a key's `until`
+may report that generation gone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["put", "get", "delete"]
+Outcome = Literal["ok", "fail", "unknown"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One client operation on one key, as recorded by the test's client."""
+
+    process: int
+    kind: Kind
+    key: str
+    invoke: float  # seconds since the epoch (time.time()), one clock for the test
+    complete: float  # math.inf while unknown
+    outcome: Outcome
+    value: Any = None  # put: the value proposed
+    token_arg: int = 0  # delete: the generation to end
+    until: int | None = None  # put: the deadline binding (ms since the epoch)
+    # The answer, for ok operations:
+    found: bool = False
+    seen_value: Any = None
+    token: int = 0
+    deleted: bool = False
+
+
+@dataclass
+class Report:
+    operations: int = 0
+    anomalies: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.anomalies
+
+
+def check(history: list[Op], bindings_end_keys: bool = False) -> Report:
+    """Check a history; `bindings_end_keys`: generations may also end without a
+    client delete (deadlines, sessions), so tombstones need no creating op."""
+    report = Report(operations=len(history))
+    by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in history:
+        by_key[op.key].append(op)
+    for key, ops in sorted(by_key.items()):
+        report.anomalies.extend(_check_key(key, ops, bindings_end_keys))
+    return report
+
+
+def _check_key(key: str, ops: list[Op], bindings_end_keys: bool) -> list[str]:
+    anomalies: list[str] = []
+    observed = [op for op in ops if op.outcome == "ok"]
+    for op in observed:
+        if op.token % 2 != (1 if op.found else 0):
+            anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token} with "
+                             f"found={op.found}: odd tokens are live, even ones tombstones")
+
+    # 1. One value per generation.
+    values: dict[int, Any] = {}
+    for op in observed:
+        if op.found:
+            if op.token in values and values[op.token] != op.seen_value:
+                anomalies.append(f"{key}: generation {op.token} decided twice: "
+                                 f"{values[op.token]!r} and {op.seen_value!r}")
+            values.setdefault(op.token, op.seen_value)
+
+    # 2. Every generation seen was created by an op invoked before the observer completed.
+    creators: dict[int, float] = {}  # token -> earliest invocation of a possible creator
+    for op in ops:
+        if op.kind == "put" and op.outcome != "fail":
+            for token, value in values.items():
+                if value == op.value:
+                    creators[token] = min(creators.get(token, math.inf), op.invoke)
+        if op.kind == "delete" and op.outcome != "fail":
+            token = op.token_arg + 1
+            creators[token] = min(creators.get(token, math.inf), op.invoke)
+    for op in observed:
+        if op.token == 0 or (op.token % 2 == 0 and bindings_end_keys):
+            continue
+        if creators.get(op.token, math.inf) >= op.complete:
+            anomalies.append(f"{key}: {op.kind} by p{op.process} saw generation {op.token} "
+                             "that no operation invoked before it could have created")
+
+    # 3. Real-time monotonicity: sweep by invocation; everything completed before an
+    #    invocation must have seen a token no larger than what that op sees.
+    by_complete = sorted(observed, key=lambda o: o.complete)
+    highest, highest_op, i = -1, None, 0
+    for op in sorted(observed, key=lambda o: o.invoke):
+        while i < len(by_complete) and by_complete[i].complete < op.invoke:
+            if by_complete[i].token > highest:
+                highest, highest_op = by_complete[i].token, by_complete[i]
+            i += 1
+        if op.token < highest and highest_op is not None:
+            anomalies.append(
+                f"{key}: {op.kind} by p{op.process} at {op.invoke:.3f} saw token {op.token} "
+                f"after {highest_op.kind} by p{highest_op.process} had completed with token "
+                f"{highest} at {highest_op.complete:.3f} (acknowledged state lost)")
+
+    # Deadlines: a generation with `until` must not be reported gone before it.
+    for put in ops:
+        if (put.kind != "put" or put.until is None or put.outcome != "ok"
+                or put.seen_value != put.value):
+            continue  # only the put that created a generation set its deadline
+        created = put.token
+        for op in observed:
+            deleted_by_client = any(
+                d.kind == "delete" and d.outcome != "fail" and d.token_arg == created
+                and d.invoke < op.complete for d in ops)
+            if op.token > created and op.complete * 1000 < put.until and not deleted_by_client:
+                anomalies.append(f"{key}: generation {created} reported gone by p{op.process} "
+                                 f"before its deadline {put.until}")
+    return anomalies
