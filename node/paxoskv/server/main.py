@@ -54,6 +54,21 @@ class JsonFormatter(logging.Formatter):
 
 # Test-only: shift this node's wall clock, to show that deadlines hold under skew.
 CLOCK_SKEW_VARIABLE = "PAXOSKV_TEST_CLOCK_SKEW_MS"
+# Test-only: break safety on purpose, to show that the fault tests' checker notices.
+# "promise-without-accepted": the acceptor answers prepares as if it had accepted nothing.
+BREAK_VARIABLE = "PAXOSKV_TEST_BREAK"
+BREAKS = frozenset({"promise-without-accepted"})
+
+
+def safety_breaks() -> frozenset[str]:
+    wanted = frozenset(filter(None, os.environ.get(BREAK_VARIABLE, "").split(",")))
+    unknown = wanted - BREAKS
+    if unknown:
+        raise SystemExit(f"paxoskv: error: {BREAK_VARIABLE}: unknown "
+                         f"{', '.join(sorted(unknown))}")
+    if wanted:
+        log.warning("SAFETY DELIBERATELY BROKEN FOR A TEST", extra={"node": ",".join(wanted)})
+    return wanted
 
 
 def wall_clock(skew_ms: int) -> Callable[[], int]:
@@ -79,7 +94,8 @@ async def serve(config: ServerConfig) -> None:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
                                     connector=aiohttp.TCPConnector(local_addr=local))
     node = Node(config.name, list(config.members), acceptor, storage, boot,
-                wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))))
+                wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
+                breaks=safety_breaks())
     node.links = {name: PeerLink(name, url, session, config.name)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)

@@ -22,7 +22,7 @@ from typing import Any
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import ZERO, Ballot, first_ballot
-from paxoskv.core.messages import Inspect, Observed, Reply, Request
+from paxoskv.core.messages import Inspect, Observed, Promise, Reply, Request
 from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
 from paxoskv.core.state import Change, KeyState, Read, apply_all, change_from_json
 from paxoskv.server.storage import Storage
@@ -69,6 +69,8 @@ class Node:
     stats: Stats = field(default_factory=Stats)
     # Called with (key, state) whenever this node's acceptor records a new state.
     observers: list[Callable[[str, KeyState], None]] = field(default_factory=list)
+    # Test-only ways to break safety, to show that the fault tests notice (see main.py).
+    breaks: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.members = sorted(self.members)
@@ -95,6 +97,8 @@ class Node:
     def accept_request(self, msg: Request) -> tuple[Reply, Write | None]:
         """This node's acceptor answers; the caller must persist the write before replying."""
         reply, write = self.acceptor.handle(msg, self.wall_ms())
+        if "promise-without-accepted" in self.breaks and isinstance(reply, Promise):
+            reply = Promise(reply.key, reply.ballot, None, KeyState())  # forget what it took
         if write is not None:
             key, record = write
             for observe in self.observers:
