@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench torture clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ lint: install
 
 test: lint  ## lint, type-check, then every test
 	$(BIN)/pytest
+
+torture: install  ## the fault runs of the test suite, 5 minutes each instead of 8 s
+	PAXOSKV_FAULT_SECONDS=300 $(BIN)/pytest tests/test_faults.py -s -o timeout=900
 
 bench: install  ## PaxosKV vs etcd on this machine; writes the figures into README.md
 	$(BIN)/python bench/run.py

@@ -18,9 +18,12 @@ from paxoskv.devcluster import LocalMember, free_ports, ready, serve_command
 class LocalCluster:
     """Node processes on 127.0.0.1 with data directories under `root`."""
 
-    def __init__(self, root: Path, size: int, hosts: list[str] | None = None) -> None:
-        """`hosts`: one loopback address per member (default: all on 127.0.0.1)."""
+    def __init__(self, root: Path, size: int, hosts: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """`hosts`: one loopback address per member (default: all on 127.0.0.1);
+        `env`: test switches that every node gets when restarted."""
         self.root = root
+        self.env = env
         hosts = hosts or ["127.0.0.1"] * size
         self.members = [LocalMember(f"n{i + 1}", hosts[i], port, root / f"n{i + 1}")
                         for i, port in enumerate(free_ports(size))]

@@ -94,8 +94,8 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool) -> list[str]:
             for token, value in values.items():
                 if value == op.value:
                     creators[token] = min(creators.get(token, math.inf), op.invoke)
-        if op.kind == "delete" and op.outcome != "fail":
-            token = op.token_arg + 1
+        if op.kind == "delete" and op.outcome != "fail" and op.token_arg % 2 == 1:
+            token = op.token_arg + 1  # only a live generation can be ended
             creators[token] = min(creators.get(token, math.inf), op.invoke)
     for op in observed:
         if op.token == 0 or (op.token % 2 == 0 and bindings_end_keys):

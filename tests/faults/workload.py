@@ -7,42 +7,43 @@ import math
 import random
 import time
 
-from paxoskv.client import AsyncClient, PaxosKVError
-from tests.faults.checker import Op
+import httpx
+
+from paxoskv.client import AsyncClient, Entry, PaxosKVError
+from tests.faults.checker import Kind, Op
 
 
 async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: random.Random,
                       history: list[Op], stop: asyncio.Event) -> None:
-    """One client: random operations until `stop`; every one recorded."""
+    """One client: random operations until `stop`; every one recorded. An operation
+    that failed without an answer (no quorum, a dropped connection) is recorded as
+    unknown: it may or may not have taken effect."""
     tokens: dict[str, int] = {}
     n = 0
     while not stop.is_set():
         key = rng.choice(keys)
         roll = rng.random()
+        kind: Kind = "put" if roll < 0.4 else "get" if roll < 0.8 else "delete"
+        n += 1
+        value = f"p{process}-{n}"
+        token = tokens.get(key, 1)
         invoke = time.time()
+        entry: Entry | None = None
         try:
-            if roll < 0.4:
-                n += 1
-                value = f"p{process}-{n}"
+            if kind == "put":
                 entry = await client.put(key, value, timeout=2.0)
-                op = Op(process, "put", key, invoke, time.time(), "ok", value=value,
-                        found=entry.found, seen_value=entry.value, token=entry.token)
-            elif roll < 0.8:
+            elif kind == "get":
                 entry = await client.get(key, timeout=2.0)
-                op = Op(process, "get", key, invoke, time.time(), "ok", found=entry.found,
-                        seen_value=entry.value, token=entry.token)
             else:
-                token = tokens.get(key, 1)
                 entry = await client.delete(key, token, timeout=2.0)
-                op = Op(process, "delete", key, invoke, time.time(), "ok", token_arg=token,
-                        found=entry.found, seen_value=entry.value, token=entry.token,
-                        deleted=entry.deleted)
-            if not entry.ok:  # no_quorum: the change may or may not have happened
-                op = Op(process, op.kind, key, invoke, math.inf, "unknown", value=op.value,
-                        token_arg=op.token_arg)
-            else:
-                tokens[key] = entry.token
-        except PaxosKVError:
-            op = Op(process, "get", key, invoke, math.inf, "unknown")
-        history.append(op)
+        except (PaxosKVError, httpx.HTTPError):
+            entry = None
+        if entry is None or not entry.ok:
+            history.append(Op(process, kind, key, invoke, math.inf, "unknown", value=value,
+                              token_arg=token))
+        else:
+            history.append(Op(process, kind, key, invoke, time.time(), "ok", value=value,
+                              token_arg=token, found=entry.found, seen_value=entry.value,
+                              token=entry.token, deleted=entry.deleted))
+            tokens[key] = entry.token
         await asyncio.sleep(rng.random() * 0.01)

@@ -22,7 +22,7 @@ from paxoskv.server.liveness import Liveness
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
-from paxoskv.server.transport import MAX_FRAME, FrameWriter
+from paxoskv.server.transport import MAX_FRAME, FrameWriter, MessageFaults
 
 log = logging.getLogger("paxoskv.api")
 
@@ -31,6 +31,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 LIFETIMES: web.AppKey[Lifetimes] = web.AppKey("lifetimes", Lifetimes)
 LIVENESS: web.AppKey[Liveness] = web.AppKey("liveness", Liveness)
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+MESSAGE_FAULTS: web.AppKey[MessageFaults | None] = web.AppKey("message_faults")
 PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -257,7 +258,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=2.0)
     await ws.prepare(request)
     request.app[PEER_SOCKETS].add(ws)
-    writer = FrameWriter(ws)
+    writer = FrameWriter(ws, request.app[MESSAGE_FAULTS])
     tasks: set[asyncio.Task[None]] = set()
 
     def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
@@ -307,12 +308,14 @@ async def close_peer_sockets(app: web.Application) -> None:
 
 
 def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
-               admin_token: str | None = None) -> web.Application:
+               admin_token: str | None = None, faults: MessageFaults | None = None
+               ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
     app[NODE] = node
     app[LIFETIMES] = lifetimes
     app[LIVENESS] = liveness
     app[ADMIN_TOKEN] = admin_token or ""
+    app[MESSAGE_FAULTS] = faults
     app[METRICS] = Metrics(node)
     app[PEER_SOCKETS] = set()
     app.on_shutdown.append(close_peer_sockets)

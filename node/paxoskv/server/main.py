@@ -23,7 +23,7 @@ from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Node
 from paxoskv.server.storage import Storage
-from paxoskv.server.transport import PeerLink
+from paxoskv.server.transport import MessageFaults, PeerLink
 
 log = logging.getLogger("paxoskv.server")
 
@@ -58,6 +58,22 @@ CLOCK_SKEW_VARIABLE = "PAXOSKV_TEST_CLOCK_SKEW_MS"
 # "promise-without-accepted": the acceptor answers prepares as if it had accepted nothing.
 BREAK_VARIABLE = "PAXOSKV_TEST_BREAK"
 BREAKS = frozenset({"promise-without-accepted"})
+
+
+MESSAGE_FAULTS_VARIABLE = "PAXOSKV_TEST_MESSAGE_FAULTS"
+
+
+def message_faults() -> MessageFaults | None:
+    spec = os.environ.get(MESSAGE_FAULTS_VARIABLE)
+    if not spec:
+        return None
+    try:
+        faults = MessageFaults.parse(spec)
+    except (TypeError, ValueError):
+        raise SystemExit(f"paxoskv: error: {MESSAGE_FAULTS_VARIABLE}: expected e.g. "
+                         "'drop=0.05,duplicate=0.05,delay_ms=20'") from None
+    log.warning("peer messages are faulty, for a test", extra={"node": spec})
+    return faults
 
 
 def safety_breaks() -> frozenset[str]:
@@ -96,11 +112,12 @@ async def serve(config: ServerConfig) -> None:
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=safety_breaks())
-    node.links = {name: PeerLink(name, url, session, config.name)
+    faults = message_faults()
+    node.links = {name: PeerLink(name, url, session, config.name, faults)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)
     liveness = Liveness(node)
-    runner = web.AppRunner(create_app(node, lifetimes, liveness, config.admin_token),
+    runner = web.AppRunner(create_app(node, lifetimes, liveness, config.admin_token, faults),
                            access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()

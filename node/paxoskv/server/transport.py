@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,16 +27,49 @@ class PeerUnavailable(Exception):
     """The peer is not connected, or the connection dropped before it replied."""
 
 
+@dataclass(frozen=True)
+class MessageFaults:
+    """Test-only: lose, repeat and delay (so reorder) peer messages, as a bad network
+    would; the kernel here has no netem. Off unless PAXOSKV_TEST_MESSAGE_FAULTS is set,
+    e.g. "drop=0.05,duplicate=0.05,delay_ms=20"."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay_ms: float = 0.0
+
+    @staticmethod
+    def parse(spec: str) -> MessageFaults:
+        fields = dict(item.split("=", 1) for item in spec.split(",") if item)
+        return MessageFaults(**{name: float(value) for name, value in fields.items()})
+
+    def deliveries(self, rng: random.Random) -> list[float]:
+        """The delays (seconds) after which one message is delivered: none, one or two."""
+        if rng.random() < self.drop:
+            return []
+        copies = 2 if rng.random() < self.duplicate else 1
+        return [rng.uniform(0, self.delay_ms) / 1000 for _ in range(copies)]
+
+
 class FrameWriter:
     """Queues envelopes and writes them as batched frames from one task."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse | aiohttp.web.WebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse | aiohttp.web.WebSocketResponse,
+                 faults: MessageFaults | None = None) -> None:
         self._ws = ws
         self._outbox: list[Envelope] = []
         self._wakeup = asyncio.Event()
+        self._faults = faults
+        self._rng = random.Random()
         self._task = asyncio.create_task(self._run())
 
     def send(self, envelope: Envelope) -> None:
+        if self._faults is not None:
+            for delay in self._faults.deliveries(self._rng):
+                asyncio.get_running_loop().call_later(delay, self._enqueue, envelope)
+            return
+        self._enqueue(envelope)
+
+    def _enqueue(self, envelope: Envelope) -> None:
         self._outbox.append(envelope)
         self._wakeup.set()
 
@@ -62,7 +97,9 @@ class PeerLink:
     link is down, so a proposer never waits on a peer it knows is gone.
     """
 
-    def __init__(self, name: str, url: str, session: aiohttp.ClientSession, me: str) -> None:
+    def __init__(self, name: str, url: str, session: aiohttp.ClientSession, me: str,
+                 faults: MessageFaults | None = None) -> None:
+        self._faults = faults
         self.name = name
         self.url = url.rstrip("/") + "/v1/peer"
         self._session = session
@@ -115,7 +152,7 @@ class PeerLink:
             delay = min(delay * 2, 1.0)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        writer = FrameWriter(ws)
+        writer = FrameWriter(ws, self._faults)
         self._writer = writer
         try:
             async for msg in ws:
