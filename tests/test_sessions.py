@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -177,3 +178,21 @@ def test_ending_a_session_cascades_through_a_key_chain(cluster: LocalCluster) ->
         wait_gone(cluster, ["chain-1", "chain-2", "chain-3"], 3 * SESSION_BOUND_S)
         again = kv.put("chain-3", "again")
         assert again.found and again.value == "again" and again.token == 3
+
+
+def test_async_client_sessions(cluster: LocalCluster) -> None:
+    async def scenario() -> tuple[str, str | None, bool, str | None]:
+        async with cluster.async_client() as kv:
+            async with await kv.session(ttl=3) as session:
+                await kv.put("async-owned", 1, session=session.id)
+                bound = await kv.pid("async-owned")
+                await asyncio.sleep(1.5)  # the keep-alive task runs meanwhile
+                alive = session.alive
+            deadline = time.monotonic() + SESSION_BOUND_S + 1
+            while (await kv.get("async-owned")).found:
+                assert time.monotonic() < deadline, "key outlived its closed session"
+                await asyncio.sleep(0.05)
+            return session.id, bound, alive, await kv.pid("async-owned")
+
+    session_id, bound, alive, after = asyncio.run(scenario())
+    assert bound == session_id and alive and after is None

@@ -15,6 +15,7 @@ quorum answers or the timeout passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -379,7 +380,7 @@ class Election:
 
 
 class AsyncClient(_Base):
-    """The asyncio client: the key calls of `Client`, awaited."""
+    """The asyncio client: the calls of `Client`, awaited."""
 
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, **options: Any
                  ) -> None:
@@ -421,23 +422,106 @@ class AsyncClient(_Base):
         return await self._entry("/v1/watch", key, bucket, no_quorum,
                                  min(timeout, MAX_TIMEOUT), token=token)
 
+    async def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
+                  no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                  ) -> str | None:
+        data = await self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
+                                no_quorum, timeout)
+        return default if data is None or not data["found"] else str(data["pid"])
+
+    async def node(self, key: str, default: str | None = None, *, bucket: str | None = None,
+                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                   ) -> str | None:
+        data = await self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
+                                no_quorum, timeout)
+        return default if data is None or not data["found"] else str(data["node"])
+
+    async def session(self, ttl: float = 10.0) -> AsyncSession:
+        """A session kept alive by a background task: `async with await kv.session(5) as s`."""
+        session_id = await self.open_session(ttl)
+        return AsyncSession(self, session_id, ttl)
+
+    async def open_session(self, ttl: float) -> str:
+        data = await self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
+        assert data is not None
+        return str(data["session"])
+
+    async def keep_alive(self, session: str) -> bool:
+        try:
+            await self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+        except PaxosKVError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    async def close_session(self, session: str) -> bool:
+        data = await self._post("/v1/session/close", {"session": session}, "fail", None)
+        return bool(data and data["closed"])
+
     async def _entry(self, path: str, key: str, bucket: str | None,
                      no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any
                      ) -> Entry:
         bucket = bucket or self.bucket
+        data = await self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum,
+                                timeout)
+        return _entry(data, bucket, key)
+
+    async def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
+                    timeout: float | None) -> dict[str, Any] | None:
         policy, attempts = self._plan(no_quorum, timeout)
         while True:
             remaining = attempts.remaining()
             try:
                 response = await self._http.post(
                     self._url(path), timeout=remaining + 1.0,
-                    json={"bucket": bucket, "key": key, **extra, "no_quorum": policy,
-                          "timeout_ms": _timeout_ms(remaining)})
-                return _entry(_json(response, policy), bucket, key)
+                    json={**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)})
+                return _json(response, policy)
             except httpx.TransportError as exc:
                 self._rotate()
                 pause = attempts.failed()
                 if pause is None:
                     _unreachable(policy, str(exc) or type(exc).__name__)
-                    return Entry(bucket, key, error="no_quorum")
+                    return None
                 await asyncio.sleep(pause)
+
+
+class AsyncSession:
+    """The asyncio form of `Session`: a task keeps it alive every third of its TTL."""
+
+    def __init__(self, client: AsyncClient, session_id: str, ttl: float) -> None:
+        self.client = client
+        self.id = session_id
+        self.ttl = ttl
+        self.renewed_at = time.monotonic()
+        self.lost = asyncio.Event()
+        self._task = asyncio.create_task(self._keep_alive())
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def alive(self) -> bool:
+        fresh = time.monotonic() < self.renewed_at + self.ttl
+        return fresh and not self.lost.is_set() and not self._task.done()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            sent = time.monotonic()
+            try:
+                if not await self.client.keep_alive(self.id):
+                    self.lost.set()
+                    return
+                self.renewed_at = sent
+            except (PaxosKVError, httpx.HTTPError):
+                continue  # no quorum now: try again; the TTL is a lower bound
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.client.close_session(self.id)
