@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint bench torture clean
+.PHONY: install system-deps run test lint bench torture clean
 
 install: $(VENV)/.installed
 
@@ -16,14 +16,19 @@ $(VENV)/.installed: pyproject.toml
 run: install  ## a local 3-node cluster on 127.0.0.1:7001-7003 (Ctrl-C stops it)
 	$(BIN)/paxoskv dev
 
+# The fault tests partition nodes with nftables inside a network namespace (iproute2).
+system-deps:
+	@command -v nft >/dev/null && command -v ip >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq nftables iproute2)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint  ## lint, type-check, then every test
+test: lint system-deps  ## lint, type-check, then every test
 	$(BIN)/pytest
 
-torture: install  ## the fault runs of the test suite, 5 minutes each instead of 8 s
+torture: install system-deps  ## the fault runs of the test suite, 5 minutes each instead of 8 s
 	PAXOSKV_FAULT_SECONDS=300 $(BIN)/pytest tests/test_faults.py -s -o timeout=900
 
 bench: install  ## PaxosKV vs etcd on this machine; writes the figures into README.md

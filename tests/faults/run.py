@@ -1,0 +1,156 @@
+"""One fault run: a recorded random workload against a local cluster while a nemesis
+injects faults. Used in-process by tests/test_faults.py, and as a program inside a
+network namespace for partitions (nftables rules there must not touch the machine):
+
+    ip netns exec NS python -m tests.faults.run --seed 7 --seconds 8 --out run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from paxoskv.devcluster import LocalMember
+from tests.faults.checker import Op
+from tests.faults.workload import client_loop
+from tests.harness import LocalCluster
+
+HOSTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+TABLE = "paxoskv_faults"
+
+
+class Partitions:
+    """Cuts links between nodes with nftables rules on addresses; each node dials
+    from its own address, and every cut is checked with a real connection attempt."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        _nft(f"add table inet {TABLE}")
+        _nft(f"add chain inet {TABLE} input {{ type filter hook input priority 0 ; "
+             "policy accept ; }")
+
+    def cut(self, pairs: list[tuple[int, int]]) -> None:
+        """Drop packets from a to b for each (a, b): one-way cuts make asymmetric splits."""
+        for a, b in pairs:
+            src, dst = self.cluster.members[a].host, self.cluster.members[b].host
+            _nft(f"add rule inet {TABLE} input ip saddr {src} ip daddr {dst} drop")
+        for a, b in pairs:
+            if _can_connect(self.cluster.members[a].host, self.cluster.members[b]):
+                raise RuntimeError(f"partition {a}->{b} did not cut the link")
+
+    def heal(self) -> None:
+        _nft(f"flush chain inet {TABLE} input")
+
+    def close(self) -> None:
+        _nft(f"delete table inet {TABLE}")
+
+
+def _nft(command: str) -> None:
+    subprocess.run(["nft", *command.split()], check=True, capture_output=True)
+
+
+def _can_connect(src: str, member: LocalMember) -> bool:
+    with socket.socket() as s:
+        s.bind((src, 0))
+        s.settimeout(0.5)
+        try:
+            s.connect((member.host, member.port))
+        except OSError:
+            return False
+    return True
+
+
+async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
+                  partitions: Partitions | None) -> Counter[str]:
+    faults: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    kinds = ["kill", "pause"] + (["partition", "one-way"] if partitions else [])
+    while loop.time() < deadline:
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        victim = rng.randrange(3)
+        others = [i for i in range(3) if i != victim]
+        # Runs with partitions start with one, so that every such run has some.
+        kind = "partition" if partitions and not faults else rng.choice(kinds)
+        if kind == "kill":
+            cluster.kill(victim)
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            cluster.start(victim, cluster.env)
+            await asyncio.to_thread(cluster.wait_up, victim)
+        elif kind == "pause":
+            proc = cluster.procs[cluster.members[victim].name]
+            proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            proc.send_signal(signal.SIGCONT)
+        else:
+            assert partitions is not None
+            # The victim is the minority: cut both ways, or only its outgoing side.
+            pairs = [(victim, o) for o in others]
+            if kind == "partition":
+                pairs += [(o, victim) for o in others]
+            partitions.cut(pairs)
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            partitions.heal()
+        faults[kind] += 1
+    return faults
+
+
+async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
+                    partitions: Partitions | None = None) -> tuple[list[Op], Counter[str]]:
+    rng = random.Random(seed)
+    history: list[Op] = []
+    stop = asyncio.Event()
+    keys = [f"f{i}" for i in range(4)]
+    clients = [cluster.async_client(i % 3) for i in range(4)]
+    loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
+                                             history, stop)) for i, c in enumerate(clients)]
+    faults = await nemesis(cluster, rng, seconds, partitions)
+    stop.set()
+    await asyncio.gather(*loops)
+    await asyncio.to_thread(cluster.wait_ready, range(3))
+    # After the faults: read every key through every node; nothing acknowledged is lost.
+    for key in keys:
+        for process, client in enumerate(clients[:3]):
+            invoke = time.time()
+            entry = await client.get(key, no_quorum="retry", timeout=10.0)
+            history.append(Op(100 + process, "get", key, invoke, time.time(), "ok",
+                              found=entry.found, seen_value=entry.value, token=entry.token))
+    for c in clients:
+        await c.close()
+    return history, faults
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One fault run with partitions, inside "
+                                     "a network namespace; writes the history as JSON.")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--root", type=Path, required=True, help="data directories")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(args.root, 3, hosts=HOSTS)
+    partitions = Partitions(cluster)
+    try:
+        cluster.start_all()
+        history, faults = asyncio.run(fault_run(cluster, args.seed, args.seconds, partitions))
+    finally:
+        cluster.close()
+        partitions.close()
+    args.out.write_text(json.dumps({"faults": dict(faults),
+                                    "history": [dataclasses.asdict(op) for op in history]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
