@@ -1,8 +1,9 @@
 """Bounded fault runs: random clients against a 3-node cluster while a nemesis kills
 (-9) and restarts nodes on their data directories, pauses them (SIGSTOP/SIGCONT) and,
-inside a network namespace, partitions them with nftables; half of the runs also go
-over a peer network that drops, duplicates and delays messages. Every operation is
-recorded and the history must check clean (tests/faults/checker.py)."""
+inside a network namespace, partitions them with nftables. Some runs also crash nodes
+at a failpoint (after persisting, before replying) or go over a peer network that
+drops, duplicates and delays messages. Every operation is recorded and the history
+must check clean (tests/faults/checker.py)."""
 
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ def _verdict(seed: int, history: list[Op], faults: Counter[str]) -> None:
     assert report.ok, f"seed {seed}: " + "\n".join(report.anomalies[:10])
 
 
-@pytest.mark.parametrize(("seed", "network"), [(1, "clean"), (2, "clean"),
-                                               (3, "faulty"), (4, "faulty")])
-def test_fault_run_history_is_linearizable(tmp_path: Path, seed: int, network: str) -> None:
-    env = MESSAGE_FAULTS if network == "faulty" else None
+FAILPOINTS = {"PAXOSKV_TEST_FAILPOINTS": "after-persist-before-reply=0.002"}
+
+
+@pytest.mark.parametrize(("seed", "env"), [(1, None), (2, FAILPOINTS), (3, MESSAGE_FAULTS),
+                                           (4, {**MESSAGE_FAULTS, **FAILPOINTS})])
+def test_fault_run_history_is_linearizable(tmp_path: Path, seed: int,
+                                           env: dict[str, str] | None) -> None:
     _verdict(seed, *_faulty_history(tmp_path, seed, env))
 
 

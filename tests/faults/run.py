@@ -70,6 +70,18 @@ def _can_connect(src: str, member: LocalMember) -> bool:
     return True
 
 
+def revive(cluster: LocalCluster) -> int:
+    """Restart the nodes that crashed by themselves (at a failpoint); how many."""
+    revived = 0
+    for i, member in enumerate(cluster.members):
+        proc = cluster.procs.get(member.name)
+        if proc is not None and proc.poll() is not None:
+            del cluster.procs[member.name]
+            cluster.start(i, cluster.env)
+            revived += 1
+    return revived
+
+
 async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
                   partitions: Partitions | None) -> Counter[str]:
     faults: Counter[str] = Counter()
@@ -78,6 +90,8 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
     kinds = ["kill", "pause"] + (["partition", "one-way"] if partitions else [])
     while loop.time() < deadline:
         await asyncio.sleep(rng.uniform(0.3, 1.2))
+        if revived := revive(cluster):
+            faults["failpoint crash"] += revived
         victim = rng.randrange(3)
         others = [i for i in range(3) if i != victim]
         # Runs with partitions start with one, so that every such run has some.
@@ -117,6 +131,8 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     faults = await nemesis(cluster, rng, seconds, partitions)
     stop.set()
     await asyncio.gather(*loops)
+    if revived := revive(cluster):
+        faults["failpoint crash"] += revived
     await asyncio.to_thread(cluster.wait_ready, range(3))
     # After the faults: read every key through every node; nothing acknowledged is lost.
     for key in keys:

@@ -263,6 +263,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
 
     def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
         def send(_: asyncio.Future[None]) -> None:
+            node.failpoint("after-persist-before-reply")
             for envelope in replies:
                 writer.send(envelope)
 

@@ -60,6 +60,25 @@ BREAK_VARIABLE = "PAXOSKV_TEST_BREAK"
 BREAKS = frozenset({"promise-without-accepted"})
 
 
+# Test-only: crash at named points, e.g. "after-persist-before-reply=0.01" (a chance).
+FAILPOINTS_VARIABLE = "PAXOSKV_TEST_FAILPOINTS"
+FAILPOINTS = frozenset({"after-persist-before-reply"})
+
+
+def failpoints() -> dict[str, float]:
+    chosen: dict[str, float] = {}
+    for item in filter(None, os.environ.get(FAILPOINTS_VARIABLE, "").split(",")):
+        name, _, chance = item.partition("=")
+        try:
+            if name not in FAILPOINTS:
+                raise ValueError(name)
+            chosen[name] = float(chance or "1")
+        except ValueError:
+            raise SystemExit(f"paxoskv: error: {FAILPOINTS_VARIABLE}: expected NAME=CHANCE "
+                             f"with NAME one of {', '.join(sorted(FAILPOINTS))}") from None
+    return chosen
+
+
 MESSAGE_FAULTS_VARIABLE = "PAXOSKV_TEST_MESSAGE_FAULTS"
 
 
@@ -111,7 +130,7 @@ async def serve(config: ServerConfig) -> None:
                                     connector=aiohttp.TCPConnector(local_addr=local))
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
-                breaks=safety_breaks())
+                breaks=safety_breaks(), failpoints=failpoints())
     faults = message_faults()
     node.links = {name: PeerLink(name, url, session, config.name, faults)
                   for name, url in config.members.items() if name != config.name}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import time
 import zlib
@@ -71,6 +72,8 @@ class Node:
     observers: list[Callable[[str, KeyState], None]] = field(default_factory=list)
     # Test-only ways to break safety, to show that the fault tests notice (see main.py).
     breaks: frozenset[str] = frozenset()
+    # Test-only named failpoints: name -> probability of crashing there (see main.py).
+    failpoints: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.members = sorted(self.members)
@@ -107,6 +110,13 @@ class Node:
                 if not waiter.done():
                     waiter.set_result(None)
         return reply, write
+
+    def failpoint(self, name: str) -> None:
+        """Crash here (as kill -9 would: no flush, no goodbye) if the test asked for it."""
+        chance = self.failpoints.get(name)
+        if chance is not None and random.random() < chance:
+            log.warning("failpoint: crashing", extra={"node": f"{self.name} at {name}"})
+            os._exit(86)
 
     def _send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
         """Send an acceptor request; the future holds the reply."""
