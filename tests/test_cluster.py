@@ -168,11 +168,23 @@ def _tcp_connections() -> set[tuple[str, int, str, int]]:
     return found
 
 
+def _members_seen(cluster: LocalCluster) -> list[dict[str, object]]:
+    seen = []
+    for i in range(len(cluster.members)):
+        with cluster.client(i) as kv:  # closed: no client connection stays open
+            seen.extend(kv.status()["members"])
+    return seen
+
+
 def test_peer_connections_leave_from_each_nodes_own_address(tmp_path: Path) -> None:
     hosts = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
     cluster = LocalCluster(tmp_path, 3, hosts=hosts)
     try:
         cluster.start_all()
+        deadline = time.monotonic() + 10
+        while not all(m["connected"] for m in _members_seen(cluster)):
+            assert time.monotonic() < deadline, "peers never all connected"
+            time.sleep(0.1)
         listening = {(m.host, m.port) for m in cluster.members}
         peer_links = {(src, dst) for src, _, dst, dport in _tcp_connections()
                       if (dst, dport) in listening}

@@ -28,6 +28,8 @@ from paxoskv.server.node import Node, NoQuorum
 log = logging.getLogger("paxoskv.liveness")
 
 DOWN_AFTER_MS = 2000  # a member unreachable this long is down
+# ... or this long after our start, if we never reached it: peers start one by one.
+NEVER_SEEN_DOWN_AFTER_MS = 10_000
 TICK = 0.25
 ROUND_TIMEOUT = 2.0
 
@@ -36,6 +38,8 @@ class Liveness:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._down_since: dict[str, float] = {}  # member -> monotonic time its link dropped
+        self._seen: set[str] = set()  # members we have been connected to
+        self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._incarnation: int | None = None  # this member's own, once started
 
@@ -72,10 +76,15 @@ class Liveness:
         now = time.monotonic()
         for name, link in self.node.links.items():
             if link.connected:
+                self._seen.add(name)
                 self._down_since.pop(name, None)
                 continue
-            since = self._down_since.setdefault(name, now)
-            if (now - since) * 1000 >= DOWN_AFTER_MS:
+            if name in self._seen:
+                down_ms = (now - self._down_since.setdefault(name, now)) * 1000
+                limit = DOWN_AFTER_MS
+            else:
+                down_ms, limit = (now - self._started) * 1000, NEVER_SEEN_DOWN_AFTER_MS
+            if down_ms >= limit:
                 await self._end(node_key(name), source="member")
 
     async def _end(self, key: str, source: str | None = None) -> bool:
