@@ -19,11 +19,13 @@ class LocalCluster:
     """Node processes on 127.0.0.1 with data directories under `root`."""
 
     def __init__(self, root: Path, size: int, hosts: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 node_env: dict[int, dict[str, str]] | None = None) -> None:
         """`hosts`: one loopback address per member (default: all on 127.0.0.1);
-        `env`: test switches that every node gets when restarted."""
+        `env`: test switches for every node, `node_env` for some; kept for restarts."""
         self.root = root
-        self.env = env
+        self.env = env or {}
+        self.node_env = node_env or {}
         hosts = hosts or ["127.0.0.1"] * size
         self.members = [LocalMember(f"n{i + 1}", hosts[i], port, root / f"n{i + 1}")
                         for i, port in enumerate(free_ports(size))]
@@ -42,7 +44,8 @@ class LocalCluster:
         log = open(self.root / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[member.name] = subprocess.Popen(
             [*serve_command(member, self.members), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env, **self.node_env.get(index, {}), **(env or {})})
         log.close()
 
     def start_all(self, env: dict[str, str] | None = None) -> None:

@@ -26,18 +26,20 @@ SECONDS = float(os.environ.get("PAXOSKV_FAULT_SECONDS", "8"))  # `make torture` 
 MESSAGE_FAULTS = {"PAXOSKV_TEST_MESSAGE_FAULTS": "drop=0.03,duplicate=0.05,delay_ms=15"}
 
 
-def _faulty_history(tmp_path: Path, seed: int, env: dict[str, str] | None = None
+def _faulty_history(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
+                    node_env: dict[int, dict[str, str]] | None = None, deadlines: bool = False
                     ) -> tuple[list[Op], Counter[str]]:
-    cluster = LocalCluster(tmp_path, 3, env=env)
+    cluster = LocalCluster(tmp_path, 3, env=env, node_env=node_env)
     try:
-        cluster.start_all(env)
-        return asyncio.run(fault_run(cluster, seed, SECONDS))
+        cluster.start_all()
+        return asyncio.run(fault_run(cluster, seed, SECONDS, deadlines=deadlines))
     finally:
         cluster.close()
 
 
-def _verdict(seed: int, history: list[Op], faults: Counter[str]) -> None:
-    report = check(history)
+def _verdict(seed: int, history: list[Op], faults: Counter[str],
+             bindings_end_keys: bool = False) -> None:
+    report = check(history, bindings_end_keys)
     outcomes = Counter(op.outcome for op in history)
     print(f"seed {seed}: {len(history)} operations ({dict(outcomes)}), faults "
           f"{dict(faults)}, {len(report.anomalies)} anomalies")
@@ -78,6 +80,15 @@ def test_partition_run_history_is_linearizable(tmp_path: Path, netns: str, seed:
     history = [Op(**op) for op in run["history"]]
     faults = Counter(run["faults"])
     _verdict(seed, history, faults)
+
+
+def test_deadlines_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
+    """Puts carry deadlines; node 1's clock runs 1.5 s fast; no key may be reported
+    gone before its deadline (on the test's clock) while the nemesis works."""
+    skew = {0: {"PAXOSKV_TEST_CLOCK_SKEW_MS": "1500"}}
+    history, faults = _faulty_history(tmp_path, 8, node_env=skew, deadlines=True)
+    assert sum(op.until is not None and op.outcome == "ok" for op in history) > 50
+    _verdict(8, history, faults, bindings_end_keys=True)
 
 
 def test_the_checker_catches_a_node_that_forgets_what_it_accepted(tmp_path: Path) -> None:

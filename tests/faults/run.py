@@ -77,7 +77,7 @@ def revive(cluster: LocalCluster) -> int:
         proc = cluster.procs.get(member.name)
         if proc is not None and proc.poll() is not None:
             del cluster.procs[member.name]
-            cluster.start(i, cluster.env)
+            cluster.start(i)
             revived += 1
     return revived
 
@@ -99,7 +99,7 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
         if kind == "kill":
             cluster.kill(victim)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
-            cluster.start(victim, cluster.env)
+            cluster.start(victim)
             await asyncio.to_thread(cluster.wait_up, victim)
         elif kind == "pause":
             proc = cluster.procs[cluster.members[victim].name]
@@ -120,14 +120,17 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
 
 
 async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
-                    partitions: Partitions | None = None) -> tuple[list[Op], Counter[str]]:
+                    partitions: Partitions | None = None, deadlines: bool = False
+                    ) -> tuple[list[Op], Counter[str]]:
+    """`deadlines`: some puts carry a deadline a few seconds ahead."""
     rng = random.Random(seed)
     history: list[Op] = []
     stop = asyncio.Event()
     keys = [f"f{i}" for i in range(4)]
     clients = [cluster.async_client(i % 3) for i in range(4)]
     loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
-                                             history, stop)) for i, c in enumerate(clients)]
+                                             history, stop, deadlines))
+             for i, c in enumerate(clients)]
     faults = await nemesis(cluster, rng, seconds, partitions)
     stop.set()
     await asyncio.gather(*loops)
