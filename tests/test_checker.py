@@ -72,7 +72,7 @@ def test_failed_operations_create_nothing() -> None:
 def test_a_key_gone_before_its_deadline_is_found() -> None:
     until_ms = 10_000
     history = [put(1, 0.0, 1.0, "a", "a", 1, until=until_ms), get(2, 5.0, 6.0, None, 2)]
-    assert any("before its deadline" in a
+    assert any("while its bindings lived" in a
                for a in check(history, bindings_end_keys=True).anomalies)
     after = [put(1, 0.0, 1.0, "a", "a", 1, until=until_ms), get(2, 11.0, 12.0, None, 2)]
     assert check(after, bindings_end_keys=True).ok
@@ -87,3 +87,11 @@ def test_tombstones_need_a_delete_unless_bindings_end_keys() -> None:
 def test_live_and_tombstone_tokens_must_match_found() -> None:
     history = [get(1, 0.0, 1.0, None, 1)]
     assert any("odd tokens are live" in a for a in check(history).anomalies)
+
+
+def test_a_key_gone_while_its_session_lived_is_found() -> None:
+    history = [put(1, 0.0, 1.0, "a", "a", 1, session="s1"), get(2, 5.0, 6.0, None, 2)]
+    early = check(history, bindings_end_keys=True, sessions_alive_until={"s1": 8.0})
+    assert any("while its bindings lived" in a for a in early.anomalies)
+    later = check(history, bindings_end_keys=True, sessions_alive_until={"s1": 4.0})
+    assert later.ok, later.anomalies

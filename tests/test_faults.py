@@ -19,27 +19,29 @@ from pathlib import Path
 import pytest
 
 from tests.faults.checker import Op, check
-from tests.faults.run import fault_run
+from tests.faults.run import Run, fault_run
 from tests.harness import LocalCluster
 
 SECONDS = float(os.environ.get("PAXOSKV_FAULT_SECONDS", "8"))  # `make torture` raises it
 MESSAGE_FAULTS = {"PAXOSKV_TEST_MESSAGE_FAULTS": "drop=0.03,duplicate=0.05,delay_ms=15"}
 
 
-def _faulty_history(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
-                    node_env: dict[int, dict[str, str]] | None = None, deadlines: bool = False
-                    ) -> tuple[list[Op], Counter[str]]:
+def _faulty_run(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
+                node_env: dict[int, dict[str, str]] | None = None, lifetimes: bool = False
+                ) -> Run:
     cluster = LocalCluster(tmp_path, 3, env=env, node_env=node_env)
     try:
         cluster.start_all()
-        return asyncio.run(fault_run(cluster, seed, SECONDS, deadlines=deadlines))
+        return asyncio.run(fault_run(cluster, seed, SECONDS, lifetimes=lifetimes))
     finally:
         cluster.close()
 
 
 def _verdict(seed: int, history: list[Op], faults: Counter[str],
-             bindings_end_keys: bool = False) -> None:
-    report = check(history, bindings_end_keys)
+             sessions_alive_until: dict[str, float] | None = None) -> None:
+    lifetimes = sessions_alive_until is not None
+    report = check(history, bindings_end_keys=lifetimes,
+                   sessions_alive_until=sessions_alive_until)
     outcomes = Counter(op.outcome for op in history)
     print(f"seed {seed}: {len(history)} operations ({dict(outcomes)}), faults "
           f"{dict(faults)}, {len(report.anomalies)} anomalies")
@@ -54,7 +56,8 @@ FAILPOINTS = {"PAXOSKV_TEST_FAILPOINTS": "after-persist-before-reply=0.002"}
                                            (4, {**MESSAGE_FAULTS, **FAILPOINTS})])
 def test_fault_run_history_is_linearizable(tmp_path: Path, seed: int,
                                            env: dict[str, str] | None) -> None:
-    _verdict(seed, *_faulty_history(tmp_path, seed, env))
+    run = _faulty_run(tmp_path, seed, env)
+    _verdict(seed, run.history, run.faults)
 
 
 @pytest.fixture
@@ -82,18 +85,20 @@ def test_partition_run_history_is_linearizable(tmp_path: Path, netns: str, seed:
     _verdict(seed, history, faults)
 
 
-def test_deadlines_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
-    """Puts carry deadlines; node 1's clock runs 1.5 s fast; no key may be reported
-    gone before its deadline (on the test's clock) while the nemesis works."""
+def test_lifetimes_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
+    """Puts carry deadlines or sessions; node 1's clock runs 1.5 s fast; no key may be
+    reported gone before its deadline (on the test's clock) or while its session surely
+    lived, while the nemesis works."""
     skew = {0: {"PAXOSKV_TEST_CLOCK_SKEW_MS": "1500"}}
-    history, faults = _faulty_history(tmp_path, 8, node_env=skew, deadlines=True)
-    assert sum(op.until is not None and op.outcome == "ok" for op in history) > 50
-    _verdict(8, history, faults, bindings_end_keys=True)
+    run = _faulty_run(tmp_path, 8, node_env=skew, lifetimes=True)
+    assert sum(op.until is not None and op.outcome == "ok" for op in run.history) > 20
+    assert sum(op.session is not None and op.outcome == "ok" for op in run.history) > 20
+    _verdict(8, run.history, run.faults, run.sessions_alive_until)
 
 
 def test_the_checker_catches_a_node_that_forgets_what_it_accepted(tmp_path: Path) -> None:
     """Planted bug: acceptors answer prepares as if they had accepted nothing."""
-    history, _ = _faulty_history(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "promise-without-accepted"})
-    report = check(history)
+    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "promise-without-accepted"})
+    report = check(run.history)
     assert not report.ok
     assert any("lost" in a or "decided twice" in a for a in report.anomalies)

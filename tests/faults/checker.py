@@ -41,6 +41,7 @@ class Op:
     value: Any = None  # put: the value proposed
     token_arg: int = 0  # delete: the generation to end
     until: int | None = None  # put: the deadline binding (ms since the epoch)
+    session: str | None = None  # put: the session binding
     # The answer, for ok operations:
     found: bool = False
     seen_value: Any = None
@@ -58,19 +59,24 @@ class Report:
         return not self.anomalies
 
 
-def check(history: list[Op], bindings_end_keys: bool = False) -> Report:
+def check(history: list[Op], bindings_end_keys: bool = False,
+          sessions_alive_until: dict[str, float] | None = None) -> Report:
     """Check a history; `bindings_end_keys`: generations may also end without a
-    client delete (deadlines, sessions), so tombstones need no creating op."""
+    client delete (deadlines, sessions), so tombstones need no creating op;
+    `sessions_alive_until`: session id -> a time (s) until which it surely lived
+    (before its close, and within a TTL of its latest successful keep-alive)."""
     report = Report(operations=len(history))
     by_key: dict[str, list[Op]] = defaultdict(list)
     for op in history:
         by_key[op.key].append(op)
     for key, ops in sorted(by_key.items()):
-        report.anomalies.extend(_check_key(key, ops, bindings_end_keys))
+        report.anomalies.extend(_check_key(key, ops, bindings_end_keys,
+                                           sessions_alive_until or {}))
     return report
 
 
-def _check_key(key: str, ops: list[Op], bindings_end_keys: bool) -> list[str]:
+def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
+               sessions_alive_until: dict[str, float]) -> list[str]:
     anomalies: list[str] = []
     observed = [op for op in ops if op.outcome == "ok"]
     for op in observed:
@@ -119,17 +125,22 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool) -> list[str]:
                 f"after {highest_op.kind} by p{highest_op.process} had completed with token "
                 f"{highest} at {highest_op.complete:.3f} (acknowledged state lost)")
 
-    # Deadlines: a generation with `until` must not be reported gone before it.
+    # Lifetimes: a generation bound to a deadline or a session must not be reported
+    # gone before the deadline, or while the session surely lived.
     for put in ops:
-        if (put.kind != "put" or put.until is None or put.outcome != "ok"
-                or put.seen_value != put.value):
-            continue  # only the put that created a generation set its deadline
+        if put.kind != "put" or put.outcome != "ok" or put.seen_value != put.value:
+            continue  # only the put that created a generation set its bindings
+        lives_until = math.inf if put.until is None else put.until / 1000
+        if put.session is not None:
+            lives_until = min(lives_until, sessions_alive_until.get(put.session, -math.inf))
+        if lives_until == math.inf:
+            continue
         created = put.token
         for op in observed:
             deleted_by_client = any(
                 d.kind == "delete" and d.outcome != "fail" and d.token_arg == created
                 and d.invoke < op.complete for d in ops)
-            if op.token > created and op.complete * 1000 < put.until and not deleted_by_client:
+            if op.token > created and op.complete < lives_until and not deleted_by_client:
                 anomalies.append(f"{key}: generation {created} reported gone by p{op.process} "
-                                 f"before its deadline {put.until}")
+                                 f"while its bindings lived (until {lives_until:.3f})")
     return anomalies

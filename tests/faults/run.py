@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
@@ -20,6 +21,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
+from paxoskv.client import PaxosKVError
 from paxoskv.devcluster import LocalMember
 from tests.faults.checker import Op
 from tests.faults.workload import client_loop
@@ -119,21 +123,37 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
     return faults
 
 
+@dataclasses.dataclass
+class Run:
+    history: list[Op]
+    faults: Counter[str]
+    sessions_alive_until: dict[str, float]  # session id -> time (s) it surely lived until
+
+
 async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
-                    partitions: Partitions | None = None, deadlines: bool = False
-                    ) -> tuple[list[Op], Counter[str]]:
-    """`deadlines`: some puts carry a deadline a few seconds ahead."""
+                    partitions: Partitions | None = None, lifetimes: bool = False) -> Run:
+    """`lifetimes`: puts carry a deadline a few seconds ahead or the client's session."""
     rng = random.Random(seed)
     history: list[Op] = []
     stop = asyncio.Event()
     keys = [f"f{i}" for i in range(4)]
     clients = [cluster.async_client(i % 3) for i in range(4)]
+    sessions = ([await c.session(ttl=3.0) for c in clients] if lifetimes
+                else [None] * len(clients))
     loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
-                                             history, stop, deadlines))
+                                             history, stop, lifetimes, sessions[i]))
              for i, c in enumerate(clients)]
     faults = await nemesis(cluster, rng, seconds, partitions)
     stop.set()
     await asyncio.gather(*loops)
+    alive_until = {}
+    for session in sessions:
+        if session is not None:
+            closing = time.time()
+            renewed = closing - (time.monotonic() - session.renewed_at)
+            alive_until[session.id] = min(closing, renewed + session.ttl)
+            with contextlib.suppress(PaxosKVError, httpx.HTTPError):
+                await session.close()
     if revived := revive(cluster):
         faults["failpoint crash"] += revived
     await asyncio.to_thread(cluster.wait_ready, range(3))
@@ -146,7 +166,7 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
                               found=entry.found, seen_value=entry.value, token=entry.token))
     for c in clients:
         await c.close()
-    return history, faults
+    return Run(history, faults, alive_until)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     partitions = Partitions(cluster)
     try:
         cluster.start_all()
-        history, faults = asyncio.run(fault_run(cluster, args.seed, args.seconds, partitions))
+        run = asyncio.run(fault_run(cluster, args.seed, args.seconds, partitions))
     finally:
         cluster.close()
         partitions.close()
-    args.out.write_text(json.dumps({"faults": dict(faults),
-                                    "history": [dataclasses.asdict(op) for op in history]}))
+    args.out.write_text(json.dumps({"faults": dict(run.faults),
+                                    "history": [dataclasses.asdict(op) for op in run.history]}))
     return 0
 
 

@@ -9,12 +9,13 @@ import time
 
 import httpx
 
-from paxoskv.client import AsyncClient, Entry, PaxosKVError
+from paxoskv.client import AsyncClient, AsyncSession, Entry, PaxosKVError
 from tests.faults.checker import Kind, Op
 
 
 async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: random.Random,
-                      history: list[Op], stop: asyncio.Event, deadlines: bool = False) -> None:
+                      history: list[Op], stop: asyncio.Event, lifetimes: bool = False,
+                      session: AsyncSession | None = None) -> None:
     """One client: random operations until `stop`; every one recorded. An operation
     that failed without an answer (no quorum, a dropped connection) is recorded as
     unknown: it may or may not have taken effect."""
@@ -28,11 +29,14 @@ async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: r
         value = f"p{process}-{n}"
         token = tokens.get(key, 1)
         invoke = time.time()
-        until = int(invoke * 1000) + rng.randrange(300, 2000) if deadlines else None
+        until = int(invoke * 1000) + rng.randrange(300, 2000) if lifetimes else None
+        bound = session.id if session is not None and rng.random() < 0.5 else None
+        if bound is not None:
+            until = None  # half the puts bind to the session instead of a deadline
         entry: Entry | None = None
         try:
             if kind == "put":
-                entry = await client.put(key, value, until=until, timeout=2.0)
+                entry = await client.put(key, value, until=until, session=bound, timeout=2.0)
             elif kind == "get":
                 entry = await client.get(key, timeout=2.0)
             else:
@@ -41,11 +45,13 @@ async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: r
             entry = None
         if entry is None or not entry.ok:
             history.append(Op(process, kind, key, invoke, math.inf, "unknown", value=value,
-                              token_arg=token, until=until if kind == "put" else None))
+                              token_arg=token, until=until if kind == "put" else None,
+                              session=bound if kind == "put" else None))
         else:
             history.append(Op(process, kind, key, invoke, time.time(), "ok", value=value,
                               token_arg=token, until=until if kind == "put" else None,
-                              found=entry.found, seen_value=entry.value, token=entry.token,
+                              session=bound if kind == "put" else None, found=entry.found,
+                              seen_value=entry.value, token=entry.token,
                               deleted=entry.deleted))
             tokens[key] = entry.token
         await asyncio.sleep(rng.random() * 0.01)
