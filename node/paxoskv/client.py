@@ -105,6 +105,11 @@ def _entry(data: dict[str, Any] | None, bucket: str, key: str) -> Entry:
                  bool(data.get("changed", False)))
 
 
+def _bound(data: dict[str, Any] | None, name: str, default: str | None) -> str | None:
+    """The binding `name` from a pid/node lookup, or `default` when absent."""
+    return default if data is None or not data["found"] else str(data[name])
+
+
 def _unreachable(policy: NoQuorumPolicy, why: str) -> None:
     if policy != "return":
         raise NoQuorum("no_quorum", f"no node answered: {why}")
@@ -211,7 +216,7 @@ class Client(_Base):
         """The session the key is bound to, or `default` if none (or no key)."""
         data = self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
                           no_quorum, timeout)
-        return default if data is None or not data["found"] else str(data["pid"])
+        return _bound(data, "pid", default)
 
     def status(self) -> dict[str, Any]:
         """The contacted node's view of the cluster."""
@@ -224,7 +229,7 @@ class Client(_Base):
         """The node the key is bound to, or `default` if none (or no key)."""
         data = self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
                           no_quorum, timeout)
-        return default if data is None or not data["found"] else str(data["node"])
+        return _bound(data, "node", default)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -427,14 +432,14 @@ class AsyncClient(_Base):
                   ) -> str | None:
         data = await self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
                                 no_quorum, timeout)
-        return default if data is None or not data["found"] else str(data["pid"])
+        return _bound(data, "pid", default)
 
     async def node(self, key: str, default: str | None = None, *, bucket: str | None = None,
                    no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                    ) -> str | None:
         data = await self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
                                 no_quorum, timeout)
-        return default if data is None or not data["found"] else str(data["node"])
+        return _bound(data, "node", default)
 
     async def session(self, ttl: float = 10.0) -> AsyncSession:
         """A session kept alive by a background task: `async with await kv.session(5) as s`."""
