@@ -23,16 +23,17 @@ from tests.faults.run import Run, fault_run
 from tests.harness import LocalCluster
 
 SECONDS = float(os.environ.get("PAXOSKV_FAULT_SECONDS", "8"))  # `make torture` raises it
+PLANTED_BUG_SECONDS = 8.0  # a planted bug shows at once; longer runs prove nothing more
 MESSAGE_FAULTS = {"PAXOSKV_TEST_MESSAGE_FAULTS": "drop=0.03,duplicate=0.05,delay_ms=15"}
 
 
 def _faulty_run(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
-                node_env: dict[int, dict[str, str]] | None = None, lifetimes: bool = False
-                ) -> Run:
+                node_env: dict[int, dict[str, str]] | None = None, lifetimes: bool = False,
+                seconds: float = SECONDS) -> Run:
     cluster = LocalCluster(tmp_path, 3, env=env, node_env=node_env)
     try:
         cluster.start_all()
-        return asyncio.run(fault_run(cluster, seed, SECONDS, lifetimes=lifetimes))
+        return asyncio.run(fault_run(cluster, seed, seconds, lifetimes=lifetimes))
     finally:
         cluster.close()
 
@@ -98,7 +99,20 @@ def test_lifetimes_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
 
 def test_the_checker_catches_a_node_that_forgets_what_it_accepted(tmp_path: Path) -> None:
     """Planted bug: acceptors answer prepares as if they had accepted nothing."""
-    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "promise-without-accepted"})
+    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "promise-without-accepted"},
+                      seconds=PLANTED_BUG_SECONDS)
+    report = check(run.history)
+    assert not report.ok
+    assert any("lost" in a or "decided twice" in a for a in report.anomalies)
+
+
+def test_the_checker_catches_a_node_that_acknowledges_before_its_disk_has_the_write(
+        tmp_path: Path) -> None:
+    """Planted bug: writes reach the disk seconds after they are acknowledged, so kills
+    and power cuts lose acknowledged puts and deletes."""
+    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "lose-unsynced-writes"},
+                      seconds=PLANTED_BUG_SECONDS)
+    assert run.faults["power cut"] > 0
     report = check(run.history)
     assert not report.ok
     assert any("lost" in a or "decided twice" in a for a in report.anomalies)

@@ -91,7 +91,9 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
     faults: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    kinds = ["kill", "pause"] + (["partition", "one-way"] if partitions else [])
+    # A power cut stops the whole cluster for a while: rarer than the rest.
+    kinds = ["kill", "kill", "pause", "pause", "power cut"] + (
+        ["partition", "partition", "one-way", "one-way"] if partitions else [])
     while loop.time() < deadline:
         await asyncio.sleep(rng.uniform(0.3, 1.2))
         if revived := revive(cluster):
@@ -105,6 +107,14 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             cluster.start(victim)
             await asyncio.to_thread(cluster.wait_up, victim)
+        elif kind == "power cut":  # every node at once: only what reached the disk is left
+            for i in range(3):
+                cluster.kill(i)
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            for i in range(3):
+                cluster.start(i)
+            for i in range(3):
+                await asyncio.to_thread(cluster.wait_up, i)
         elif kind == "pause":
             proc = cluster.procs[cluster.members[victim].name]
             proc.send_signal(signal.SIGSTOP)
@@ -137,7 +147,8 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     history: list[Op] = []
     stop = asyncio.Event()
     keys = [f"f{i}" for i in range(4)]
-    clients = [cluster.async_client(i % 3) for i in range(4)]
+    # Clients know every node and fail over, as applications do.
+    clients = [cluster.async_client() for _ in range(4)]
     sessions = ([await c.session(ttl=3.0) for c in clients] if lifetimes
                 else [None] * len(clients))
     loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
@@ -158,14 +169,16 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
         faults["failpoint crash"] += revived
     await asyncio.to_thread(cluster.wait_ready, range(3))
     # After the faults: read every key through every node; nothing acknowledged is lost.
-    for key in keys:
-        for process, client in enumerate(clients[:3]):
-            invoke = time.time()
-            entry = await client.get(key, no_quorum="retry", timeout=10.0)
-            history.append(Op(100 + process, "get", key, invoke, time.time(), "ok",
-                              found=entry.found, seen_value=entry.value, token=entry.token))
     for c in clients:
         await c.close()
+    for process in range(3):
+        async with cluster.async_client(process) as client:
+            for key in keys:
+                invoke = time.time()
+                entry = await client.get(key, no_quorum="retry", timeout=10.0)
+                history.append(Op(100 + process, "get", key, invoke, time.time(), "ok",
+                                  found=entry.found, seen_value=entry.value,
+                                  token=entry.token))
     return Run(history, faults, alive_until)
 
 

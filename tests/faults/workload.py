@@ -47,6 +47,7 @@ async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: r
             history.append(Op(process, kind, key, invoke, math.inf, "unknown", value=value,
                               token_arg=token, until=until if kind == "put" else None,
                               session=bound if kind == "put" else None))
+            await asyncio.sleep(0.1)  # no node answered: give the nemesis time to relent
         else:
             history.append(Op(process, kind, key, invoke, time.time(), "ok", value=value,
                               token_arg=token, until=until if kind == "put" else None,

@@ -22,7 +22,7 @@ from paxoskv.server.api import create_app
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Node
-from paxoskv.server.storage import Storage
+from paxoskv.server.storage import LaggingStorage, Storage
 from paxoskv.server.transport import MessageFaults, PeerLink
 
 log = logging.getLogger("paxoskv.server")
@@ -55,9 +55,10 @@ class JsonFormatter(logging.Formatter):
 # Test-only: shift this node's wall clock, to show that deadlines hold under skew.
 CLOCK_SKEW_VARIABLE = "PAXOSKV_TEST_CLOCK_SKEW_MS"
 # Test-only: break safety on purpose, to show that the fault tests' checker notices.
-# "promise-without-accepted": the acceptor answers prepares as if it had accepted nothing.
+# "promise-without-accepted": the acceptor answers prepares as if it had accepted nothing;
+# "lose-unsynced-writes": writes are acknowledged before they reach the disk (storage.py).
 BREAK_VARIABLE = "PAXOSKV_TEST_BREAK"
-BREAKS = frozenset({"promise-without-accepted"})
+BREAKS = frozenset({"promise-without-accepted", "lose-unsynced-writes"})
 
 
 # Test-only: crash at named points, e.g. "after-persist-before-reply=0.01" (a chance).
@@ -119,7 +120,8 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(config: ServerConfig) -> None:
-    storage = Storage(config.data_dir)
+    breaks = safety_breaks()
+    storage = (LaggingStorage if "lose-unsynced-writes" in breaks else Storage)(config.data_dir)
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
     # Peer connections leave from this node's own address (not the default
@@ -130,7 +132,7 @@ async def serve(config: ServerConfig) -> None:
                                     connector=aiohttp.TCPConnector(local_addr=local))
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
-                breaks=safety_breaks(), failpoints=failpoints())
+                breaks=breaks, failpoints=failpoints())
     faults = message_faults()
     node.links = {name: PeerLink(name, url, session, config.name, faults)
                   for name, url in config.members.items() if name != config.name}

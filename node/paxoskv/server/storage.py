@@ -112,3 +112,31 @@ class Storage:
             await asyncio.shield(self.flushed())
         self._thread.shutdown(wait=True)
         self._db.close()
+
+
+class LaggingStorage(Storage):
+    """Test-only planted bug ("lose-unsynced-writes"): acknowledges writes at once and
+    commits them up to LAG_S later, like a disk cache that is never fsynced; a kill -9
+    (a power cut, for this node) then loses the writes of the last LAG_S seconds."""
+
+    LAG_S = 5.0
+
+    def write(self, writes: list[Write]) -> asyncio.Future[None]:
+        if not self._pending:
+            asyncio.get_running_loop().call_later(self.LAG_S, self._commit_pending)
+        self._pending.extend(writes)
+        return self.flushed()
+
+    def flushed(self) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self._commit(batch)
+
+    async def close(self) -> None:
+        self._commit_pending()
+        await super().close()
