@@ -44,8 +44,10 @@ def _verdict(seed: int, history: list[Op], faults: Counter[str],
     report = check(history, bindings_end_keys=lifetimes,
                    sessions_alive_until=sessions_alive_until)
     outcomes = Counter(op.outcome for op in history)
+    test = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0]
     print(f"seed {seed}: {len(history)} operations ({dict(outcomes)}), faults "
-          f"{dict(faults)}, {len(report.anomalies)} anomalies")
+          f"{dict(faults)}, {len(report.anomalies)} anomalies; replay (same seed, same "
+          f"schedule): PAXOSKV_FAULT_SECONDS={SECONDS:g} .venv/bin/pytest -s '{test}'")
     assert sum(faults.values()) >= 2 and outcomes["ok"] > 100, (faults, outcomes)
     assert report.ok, f"seed {seed}: " + "\n".join(report.anomalies[:10])
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from paxoskv.client import PaxosKVError
+from paxoskv.client import AsyncClient, AsyncSession, PaxosKVError
 from paxoskv.devcluster import LocalMember
 from tests.faults.checker import Op
 from tests.faults.workload import client_loop
@@ -74,21 +74,20 @@ def _can_connect(src: str, member: LocalMember) -> bool:
     return True
 
 
-def revive(cluster: LocalCluster) -> int:
-    """Restart the nodes that crashed by themselves (at a failpoint); how many."""
-    revived = 0
-    for i, member in enumerate(cluster.members):
-        proc = cluster.procs.get(member.name)
-        if proc is not None and proc.poll() is not None:
-            del cluster.procs[member.name]
-            cluster.start(i)
-            revived += 1
-    return revived
+async def revive(cluster: LocalCluster, faults: Counter[str]) -> None:
+    """All run long: restart the nodes that crash by themselves (at a failpoint)."""
+    while True:
+        for i, member in enumerate(cluster.members):
+            proc = cluster.procs.get(member.name)
+            if proc is not None and proc.poll() is not None:
+                del cluster.procs[member.name]
+                cluster.start(i)
+                faults["failpoint crash"] += 1
+        await asyncio.sleep(0.05)
 
 
 async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
-                  partitions: Partitions | None) -> Counter[str]:
-    faults: Counter[str] = Counter()
+                  partitions: Partitions | None, faults: Counter[str]) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     # A power cut stops the whole cluster for a while: rarer than the rest.
@@ -96,12 +95,10 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
         ["partition", "partition", "one-way", "one-way"] if partitions else [])
     while loop.time() < deadline:
         await asyncio.sleep(rng.uniform(0.3, 1.2))
-        if revived := revive(cluster):
-            faults["failpoint crash"] += revived
         victim = rng.randrange(3)
         others = [i for i in range(3) if i != victim]
         # Runs with partitions start with one, so that every such run has some.
-        kind = "partition" if partitions and not faults else rng.choice(kinds)
+        kind = "partition" if partitions and not faults["partition"] else rng.choice(kinds)
         if kind == "kill":
             cluster.kill(victim)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
@@ -130,7 +127,6 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
             await asyncio.sleep(rng.uniform(1.0, 3.0))
             partitions.heal()
         faults[kind] += 1
-    return faults
 
 
 @dataclasses.dataclass
@@ -149,14 +145,26 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     keys = [f"f{i}" for i in range(4)]
     # Clients know every node and fail over, as applications do.
     clients = [cluster.async_client() for _ in range(4)]
-    sessions = ([await c.session(ttl=3.0) for c in clients] if lifetimes
-                else [None] * len(clients))
+    sessions: list[AsyncSession | None] = [await c.session(ttl=3.0) if lifetimes else None
+                                           for c in clients]
     loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
                                              history, stop, lifetimes, sessions[i]))
              for i, c in enumerate(clients)]
-    faults = await nemesis(cluster, rng, seconds, partitions)
-    stop.set()
-    await asyncio.gather(*loops)
+    faults: Counter[str] = Counter()
+    reviver = asyncio.create_task(revive(cluster, faults))
+    try:
+        await nemesis(cluster, rng, seconds, partitions, faults)
+        stop.set()
+        await asyncio.gather(*loops)
+        return await _settle(cluster, clients, sessions, keys, history, faults)
+    finally:
+        reviver.cancel()
+
+
+async def _settle(cluster: LocalCluster, clients: list[AsyncClient],
+                  sessions: list[AsyncSession | None], keys: list[str], history: list[Op],
+                  faults: Counter[str]) -> Run:
+    """After the faults: close the sessions, then read every key through every node."""
     alive_until = {}
     for session in sessions:
         if session is not None:
@@ -165,10 +173,7 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
             alive_until[session.id] = min(closing, renewed + session.ttl)
             with contextlib.suppress(PaxosKVError, httpx.HTTPError):
                 await session.close()
-    if revived := revive(cluster):
-        faults["failpoint crash"] += revived
     await asyncio.to_thread(cluster.wait_ready, range(3))
-    # After the faults: read every key through every node; nothing acknowledged is lost.
     for c in clients:
         await c.close()
     for process in range(3):
