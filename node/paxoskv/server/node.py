@@ -328,7 +328,9 @@ class Node:
         outgoing = proposal.start()
         if proposal.ballot == ZERO:
             # The ZERO ballot may be used once per key: record its use on this
-            # node's disk before any peer can see it.
+            # node's disk before any peer can see it. (Sending in parallel is not
+            # safe, even with a per-boot ballot: a home that lost an unsynced
+            # accept which peers had chosen could start over on a higher one.)
             mine = [(d, m) for d, m in outgoing if d == self.name]
             outgoing = [(d, m) for d, m in outgoing if d != self.name]
             for dest, msg in mine:
