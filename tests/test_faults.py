@@ -99,22 +99,24 @@ def test_lifetimes_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
     _verdict(8, run.history, run.faults, run.sessions_alive_until)
 
 
-def test_the_checker_catches_a_node_that_forgets_what_it_accepted(tmp_path: Path) -> None:
-    """Planted bug: acceptors answer prepares as if they had accepted nothing."""
-    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "promise-without-accepted"},
-                      seconds=PLANTED_BUG_SECONDS)
+def _planted_bug_run(tmp_path: Path, bug: str) -> Run:
+    """A run against nodes started with the test-only safety break `bug`: the checker
+    must report it."""
+    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": bug}, seconds=PLANTED_BUG_SECONDS)
     report = check(run.history)
     assert not report.ok
     assert any("lost" in a or "decided twice" in a for a in report.anomalies)
+    return run
+
+
+def test_the_checker_catches_a_node_that_forgets_what_it_accepted(tmp_path: Path) -> None:
+    """Planted bug: acceptors answer prepares as if they had accepted nothing."""
+    _planted_bug_run(tmp_path, "promise-without-accepted")
 
 
 def test_the_checker_catches_a_node_that_acknowledges_before_its_disk_has_the_write(
         tmp_path: Path) -> None:
     """Planted bug: writes reach the disk seconds after they are acknowledged, so kills
     and power cuts lose acknowledged puts and deletes."""
-    run = _faulty_run(tmp_path, 1, {"PAXOSKV_TEST_BREAK": "lose-unsynced-writes"},
-                      seconds=PLANTED_BUG_SECONDS)
+    run = _planted_bug_run(tmp_path, "lose-unsynced-writes")
     assert run.faults["power cut"] > 0
-    report = check(run.history)
-    assert not report.ok
-    assert any("lost" in a or "decided twice" in a for a in report.anomalies)

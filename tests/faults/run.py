@@ -99,18 +99,15 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
         others = [i for i in range(3) if i != victim]
         # Runs with partitions start with one, so that every such run has some.
         kind = "partition" if partitions and not faults["partition"] else rng.choice(kinds)
-        if kind == "kill":
-            cluster.kill(victim)
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
-            cluster.start(victim)
-            await asyncio.to_thread(cluster.wait_up, victim)
-        elif kind == "power cut":  # every node at once: only what reached the disk is left
-            for i in range(3):
+        if kind in ("kill", "power cut"):
+            # A power cut kills every node at once: only what reached the disk is left.
+            victims = [victim] if kind == "kill" else list(range(3))
+            for i in victims:
                 cluster.kill(i)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
-            for i in range(3):
+            for i in victims:
                 cluster.start(i)
-            for i in range(3):
+            for i in victims:
                 await asyncio.to_thread(cluster.wait_up, i)
         elif kind == "pause":
             proc = cluster.procs[cluster.members[victim].name]
