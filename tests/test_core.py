@@ -13,7 +13,9 @@ from paxoskv.core.ballot import ZERO, Ballot, first_ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
+    Commit,
     Inspect,
+    Learned,
     Observed,
     Prepare,
     Promise,
@@ -27,15 +29,21 @@ from paxoskv.core.messages import (
 from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
 from paxoskv.core.state import (
     EMPTY,
+    FORGET_AFTER_MS,
+    MAX_APPLIED,
+    NOT_BEFORE,
+    UNTIL,
     Change,
     DeleteIf,
     KeyState,
     PutIfAbsent,
     Read,
     Renew,
-    apply_all,
+    answers,
     change_from_json,
+    not_before,
     public_bindings,
+    step,
 )
 
 NAMES = ["a", "b", "c"]
@@ -150,11 +158,11 @@ def test_read_is_the_identity() -> None:
 def test_tokens_grow_with_every_new_decision_and_never_come_back() -> None:
     changes: list[Change] = [PutIfAbsent("a"), PutIfAbsent("b"), Read(), DeleteIf(1),
                              DeleteIf(1), PutIfAbsent("c"), DeleteIf(3), PutIfAbsent("a")]
-    states = apply_all(EMPTY, changes)
+    states = [s for s in answers(EMPTY, changes) if s is not None]
     assert [s.token for s in states] == [1, 1, 1, 2, 2, 3, 4, 5]
     assert [s.live for s in states] == [True, True, True, False, False, True, False, True]
     assert [s.value for s in states] == ["a", "a", "a", None, None, "c", None, "a"]
-    assert apply_all(EMPTY, []) == []
+    assert answers(EMPTY, []) == []
 
 
 def test_key_state_and_change_json_round_trip() -> None:
@@ -162,7 +170,8 @@ def test_key_state_and_change_json_round_trip() -> None:
     assert KeyState.from_json(json.loads(json.dumps(state.to_json()))) == state
     assert KeyState.from_json(EMPTY.to_json()) == EMPTY
     changes: list[Change] = [Read(), PutIfAbsent({"v": 1}, {"session": "s"}),
-                             PutIfAbsent("plain"), DeleteIf(12)]
+                             PutIfAbsent("plain"), PutIfAbsent(1, {}, "id-7", 12_345),
+                             DeleteIf(12), DeleteIf(3, not_before=99), Renew(5, 77)]
     for change in changes:
         assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
     assert change_from_json({"op": "put", "value": 1}) == PutIfAbsent(1, {})
@@ -586,6 +595,11 @@ MESSAGES: list[Request | Reply] = [
     Rejected(K, b(5), b(6, "q", 2)),
     Observed(K, None, EMPTY),
     Observed(K, b(7), KeyState(9, True, "x", {"deadline": 12.5})),
+    Observed(K, b(7), KeyState(1, True, "x", {}, (("id-1", 5_000),), 4_000)),
+    TooEarly(K, b(8), 1_234),
+    Commit(K, b(9)),
+    Commit(K, b(9), KeyState(3, True, "caught up")),
+    Learned(K, b(9)),
 ]
 
 
@@ -598,7 +612,7 @@ def test_message_encode_decode_round_trip(msg: Request | Reply) -> None:
 def test_message_kinds_are_distinct_on_the_wire() -> None:
     kinds = {encode(m)[0] for m in MESSAGES}
     assert kinds == {"prepare", "accept", "inspect", "promise", "accepted", "rejected",
-                     "observed"}
+                     "observed", "too_early", "commit", "learned"}
 
 
 def test_bad_messages_are_refused() -> None:
@@ -682,3 +696,95 @@ def test_a_renewed_deadline_is_not_ended_by_the_old_one() -> None:
     assert DeleteIf(1, not_before=1_000).apply(renewed) == renewed
     assert not DeleteIf(1, not_before=5_000).apply(renewed).live
     assert Renew(2, 9_000).apply(renewed) == renewed, "another generation is left alone"
+
+
+# -- at most once, deadlines that only move later, guards carried forward ---------------
+
+
+def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> None:
+    # Regression (issue 8, violation 2): a forwarded put that ran again after the key
+    # was deleted brought the deleted value back.
+    put = PutIfAbsent("v", {}, "id-1", expires=10_000)
+    first = step(put, EMPTY)
+    assert first.generation() == (1, True, "v")
+    deleted = step(DeleteIf(1), first)
+    assert deleted.generation() == (2, False, None)
+    again = step(put, deleted)
+    assert again == deleted  # the repeat changes nothing
+    assert answers(deleted, [put]) == [None]  # and has no answer of its own
+
+
+def test_a_losing_put_is_remembered_too() -> None:
+    held = step(PutIfAbsent("other", {}, "id-0", 10_000), EMPTY)
+    loser = PutIfAbsent("mine", {}, "id-1", 10_000)
+    after = step(loser, held)
+    assert after.generation() == held.generation()
+    assert answers(held, [loser]) == [after]
+    tomb = step(DeleteIf(1), after)
+    assert step(loser, tomb) == tomb  # it lost once: it never wins later
+
+
+def test_forgotten_ids_raise_the_horizon_and_older_puts_are_refused() -> None:
+    state = EMPTY
+    state = step(PutIfAbsent("a", {}, "old", expires=1_000), state)
+    state = step(PutIfAbsent("b", {}, "new", expires=1_000 + FORGET_AFTER_MS + 1), state)
+    assert [i for i, _ in state.applied] == ["new"]
+    assert state.horizon == 1_000
+    stale = PutIfAbsent("c", {}, "never-seen", expires=999)
+    assert stale.repeated(state) and step(stale, state) == state
+
+
+def test_the_id_table_is_bounded() -> None:
+    state = EMPTY
+    for n in range(MAX_APPLIED + 5):
+        state = step(PutIfAbsent(n, {}, f"id-{n}", expires=5_000 + n), state)
+    assert len(state.applied) == MAX_APPLIED
+    assert state.horizon == 5_004
+    assert state.generation() == (1, True, 0)
+
+
+def test_renew_never_moves_a_deadline_back() -> None:
+    # Regression (issue 8, violation 5): a stale keep-alive landing last shortened it.
+    live = KeyState(1, True, "s", {UNTIL: 1_000})
+    later = Renew(1, 5_000).apply(live)
+    assert later.bindings[UNTIL] == 5_000
+    assert Renew(1, 4_000).apply(later) is later
+    assert Renew(3, 9_000).apply(later) is later  # another generation: untouched
+
+
+def test_every_change_keeps_the_deadline_guard_it_builds_on() -> None:
+    # Regression (issue 8, violation 4): a delete built on a deadline tombstone that
+    # was not yet chosen dropped the guard, so a fast clock could end the key early.
+    tomb = KeyState(2, False, None, {NOT_BEFORE: 7_000})
+    put = step(PutIfAbsent("v", {UNTIL: 8_000}), tomb)
+    assert put.bindings[NOT_BEFORE] == 7_000
+    for change in (DeleteIf(3), Renew(3, 9_000), DeleteIf(3, not_before=6_000)):
+        assert not_before(step(change, put)) == 7_000, change
+    assert not_before(step(DeleteIf(3, not_before=8_000), put)) == 8_000  # the larger one
+
+
+def test_local_reads_serve_only_chosen_states() -> None:
+    acc = Acceptor()
+    first = KeyState(1, True, "v1")
+    acc.handle(Accept(K, b(1), first))
+    assert acc.chosen_state(K) == EMPTY  # accepted here, not known chosen
+    assert acc.handle(Commit(K, b(1)))[0] == Learned(K, b(1))
+    assert acc.chosen_state(K) == first
+    second = KeyState(2, False)
+    acc.handle(Accept(K, b(2), second))
+    assert acc.chosen_state(K) == first  # the newer one is not known chosen yet
+    acc.handle(Commit(K, b(2)))
+    assert acc.chosen_state(K) == second
+
+
+def test_a_commit_with_the_state_catches_a_lagging_acceptor_up() -> None:
+    acc = Acceptor()
+    acc.handle(Prepare(K, b(5)))
+    state = KeyState(1, True, "v")
+    _, write = acc.handle(Commit(K, b(3), state))
+    assert write is not None and write[1] == Record(b(5), b(3), state, True)
+    assert acc.chosen_state(K) == state
+    newer = KeyState(3, True, "w")
+    acc.handle(Accept(K, b(6), newer))
+    assert acc.handle(Commit(K, b(3), state))[1] is None  # older than what it holds
+    assert acc.record(K).state == newer

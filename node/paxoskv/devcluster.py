@@ -53,7 +53,7 @@ def peers_arg(members: Sequence[LocalMember]) -> str:
 def serve_command(member: LocalMember, members: Sequence[LocalMember]) -> list[str]:
     return [sys.executable, "-m", "paxoskv", "serve", "--name", member.name,
             "--peers", peers_arg(members), "--listen", f"{member.host}:{member.port}",
-            "--data-dir", str(member.data_dir)]
+            "--data-dir", str(member.data_dir), "--bootstrap"]
 
 
 def _die_with_parent() -> None:

@@ -12,7 +12,9 @@ from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
+    Commit,
     Inspect,
+    Learned,
     Observed,
     Prepare,
     Promise,
@@ -25,15 +27,20 @@ from paxoskv.core.state import EMPTY, KeyState, not_before
 
 
 class Record(NamedTuple):
+    """An acceptor's durable state for one key. `chosen`: a proposer told this
+    acceptor that `state` was chosen at `accepted` (so local reads may serve it)."""
+
     promised: Ballot | None = None
     accepted: Ballot | None = None
     state: KeyState = EMPTY
+    chosen: bool = False
 
     def to_json(self) -> list[Any]:
         return [
             None if self.promised is None else self.promised.to_json(),
             None if self.accepted is None else self.accepted.to_json(),
             self.state.to_json(),
+            self.chosen,
         ]
 
     @staticmethod
@@ -42,6 +49,7 @@ class Record(NamedTuple):
             None if raw[0] is None else Ballot.from_json(raw[0]),
             None if raw[1] is None else Ballot.from_json(raw[1]),
             KeyState.from_json(raw[2]),
+            bool(raw[3]) if len(raw) > 3 else False,
         )
 
 
@@ -59,23 +67,26 @@ Packed = tuple[Any, ...]
 
 
 def _pack(rec: Record) -> Packed:
-    token, live, value, bindings = rec.state
+    token, live, value, bindings, applied, horizon = rec.state
     # A tuple that holds any dict stays tracked, so bindings become pairs.
     return (None if rec.promised is None else tuple(rec.promised),
             None if rec.accepted is None else tuple(rec.accepted),
-            (token, live, value, tuple(bindings.items())))
+            (token, live, value, tuple(bindings.items()), applied, horizon), rec.chosen)
 
 
 def _unpack(raw: Packed) -> Record:
-    promised, accepted, (token, live, value, bindings) = raw
+    promised, accepted, (token, live, value, bindings, applied, horizon), chosen = raw
     return Record(None if promised is None else Ballot(*promised),
                   None if accepted is None else Ballot(*accepted),
-                  KeyState(token, live, value, dict(bindings)))
+                  KeyState(token, live, value, dict(bindings), applied, horizon), chosen)
 
 
 class Acceptor:
     def __init__(self, records: dict[str, Record] | None = None) -> None:
         self._packed: dict[str, Packed] = {k: _pack(r) for k, r in (records or {}).items()}
+        # key -> (ballot, state) known chosen, for keys whose record holds a state
+        # not (yet) known to be chosen: what a local read serves meanwhile.
+        self._last_chosen: dict[str, tuple[Ballot, KeyState]] = {}
 
     def __len__(self) -> int:
         return len(self._packed)
@@ -92,6 +103,15 @@ class Acceptor:
     def has_record(self, key: str) -> bool:
         return key in self._packed
 
+    def chosen_state(self, key: str) -> KeyState:
+        """The latest state this acceptor knows was chosen (EMPTY, the state every
+        key starts in, if it knows none): never one that was merely accepted."""
+        rec = self.record(key)
+        if rec.chosen:
+            return rec.state
+        known = self._last_chosen.get(key)
+        return EMPTY if known is None else known[1]
+
     def handle(self, msg: Request, now_ms: int | None = None) -> tuple[Reply, Write | None]:
         """Answer `msg`. `now_ms` is this node's clock, for tombstones that
         claim a deadline has passed (None: accept them unchecked)."""
@@ -104,7 +124,7 @@ class Acceptor:
                 # only its own proposer uses that ballot.
                 if rec.promised is not None and ballot < rec.promised:
                     return Rejected(key, ballot, rec.promised), None
-                return self._store(key, Record(ballot, rec.accepted, rec.state),
+                return self._store(key, Record(ballot, rec.accepted, rec.state, rec.chosen),
                                    Promise(key, ballot, rec.accepted, rec.state))
             case Accept(key, ballot, state, next_promise):
                 if rec.promised is not None and ballot < rec.promised:
@@ -113,8 +133,37 @@ class Acceptor:
                 if deadline is not None and now_ms is not None and now_ms < deadline:
                     return TooEarly(key, ballot, deadline), None
                 promised = ballot if next_promise is None else max(ballot, next_promise)
-                return self._store(key, Record(promised, ballot, state), Accepted(key, ballot))
+                if rec.chosen and rec.accepted is not None and rec.accepted != ballot:
+                    self._last_chosen[key] = (rec.accepted, rec.state)
+                chosen = rec.chosen and rec.accepted == ballot and rec.state == state
+                return self._store(key, Record(promised, ballot, state, chosen),
+                                   Accepted(key, ballot))
+            case Commit(key, ballot, state):
+                return self._commit(key, rec, ballot, state)
         raise TypeError(f"not a request: {msg!r}")
+
+    def _commit(self, key: str, rec: Record, ballot: Ballot, state: KeyState | None
+                ) -> tuple[Reply, Write | None]:
+        reply = Learned(key, ballot)
+        if rec.accepted == ballot:
+            self._last_chosen.pop(key, None)
+            return reply, None if rec.chosen else self._write(key, rec._replace(chosen=True))
+        if state is None:
+            return reply, None
+        if rec.accepted is None or rec.accepted < ballot:
+            # Catch up: adopt the chosen state, as if this acceptor had accepted
+            # it at its ballot (a proposal above it carries it or a successor).
+            self._last_chosen.pop(key, None)
+            promised = ballot if rec.promised is None else max(rec.promised, ballot)
+            return reply, self._write(key, Record(promised, ballot, state, True))
+        known = self._last_chosen.get(key)
+        if not rec.chosen and (known is None or known[0] < ballot):
+            self._last_chosen[key] = (ballot, state)  # older than what we hold
+        return reply, None
+
+    def _write(self, key: str, rec: Record) -> Write:
+        self._packed[key] = _pack(rec)
+        return key, rec
 
     def _store(self, key: str, rec: Record, reply: Reply) -> tuple[Reply, Write | None]:
         packed = _pack(rec)

@@ -34,7 +34,18 @@ class Inspect:
     key: str
 
 
-Request = Prepare | Accept | Inspect
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """`ballot`'s state is chosen (a quorum accepted it): the acceptor may serve
+    it to local reads. `state` is sent to acceptors that did not accept it, so a
+    lagging member catches up (it adopts the state if it holds an older one)."""
+
+    key: str
+    ballot: Ballot
+    state: KeyState | None = None
+
+
+Request = Prepare | Accept | Inspect | Commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +88,13 @@ class TooEarly:
     not_before: int
 
 
-Reply = Promise | Accepted | Rejected | Observed | TooEarly
+@dataclass(frozen=True, slots=True)
+class Learned:
+    key: str
+    ballot: Ballot
+
+
+Reply = Promise | Accepted | Rejected | Observed | TooEarly | Learned
 
 
 def _ballot(raw: Any) -> Ballot | None:
@@ -96,6 +113,10 @@ def encode(msg: Request | Reply) -> list[Any]:
             return ["accept", key, ballot.to_json(), state.to_json(), _raw(next_promise)]
         case Inspect(key):
             return ["inspect", key]
+        case Commit(key, ballot, state):
+            return ["commit", key, ballot.to_json(), None if state is None else state.to_json()]
+        case Learned(key, ballot):
+            return ["learned", key, ballot.to_json()]
         case Promise(key, ballot, accepted, state):
             return ["promise", key, ballot.to_json(), _raw(accepted), state.to_json()]
         case Accepted(key, ballot):
@@ -117,6 +138,11 @@ def decode(raw: list[Any]) -> Request | Reply:
         return Accept(key, Ballot.from_json(raw[2]), KeyState.from_json(raw[3]), _ballot(raw[4]))
     if kind == "inspect":
         return Inspect(key)
+    if kind == "commit":
+        return Commit(key, Ballot.from_json(raw[2]),
+                      None if raw[3] is None else KeyState.from_json(raw[3]))
+    if kind == "learned":
+        return Learned(key, Ballot.from_json(raw[2]))
     if kind == "promise":
         return Promise(key, Ballot.from_json(raw[2]), _ballot(raw[3]), KeyState.from_json(raw[4]))
     if kind == "accepted":

@@ -89,6 +89,16 @@ class Proposal:
         self._prior = prepared
         self._proposed: KeyState | None = None
 
+    @property
+    def accepted_by(self) -> set[str]:
+        """The acceptors that accepted this proposal's state."""
+        return set(self._accepted)
+
+    @property
+    def proposed(self) -> KeyState | None:
+        """The state sent in the accept phase, once there is one."""
+        return self._proposed
+
     def start(self) -> Outgoing:
         if self._prior is not None:
             return self._accept_phase(self._prior)

@@ -7,6 +7,7 @@ its generation, which clients see as the fencing token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -14,21 +15,39 @@ Json = Any
 
 
 class KeyState(NamedTuple):
-    """A register's value. Treat `bindings` as read-only: states are shared."""
+    """A register's value. Treat `bindings` as read-only: states are shared.
+
+    `applied` and `horizon` make puts take effect at most once (see
+    `PutIfAbsent`): the ids of recent puts that ran on this key, with their
+    expiry, and the latest expiry among the ids forgotten since.
+    """
 
     token: int = 0
     live: bool = False
     value: Json = None
     bindings: dict[str, Json] = {}  # noqa: RUF012 - never mutated
+    applied: tuple[tuple[str, int], ...] = ()
+    horizon: int = 0
 
     def to_json(self) -> dict[str, Json]:
-        return {"token": self.token, "live": self.live, "value": self.value,
-                "bindings": self.bindings}
+        raw = {"token": self.token, "live": self.live, "value": self.value,
+               "bindings": self.bindings}
+        if self.applied or self.horizon:
+            raw["applied"] = self.applied
+            raw["horizon"] = self.horizon
+        return raw
 
     @staticmethod
     def from_json(raw: dict[str, Json]) -> KeyState:
         return KeyState(int(raw["token"]), bool(raw["live"]), raw["value"],
-                        dict(raw["bindings"]))
+                        dict(raw["bindings"]),
+                        tuple((str(i), int(e)) for i, e in raw.get("applied", ())),
+                        int(raw.get("horizon", 0)))
+
+    def generation(self) -> tuple[int, bool, Json]:
+        """What a generation is: its token, liveness and value (bindings such as
+        a session's deadline may move within it)."""
+        return self.token, self.live, self.value
 
 
 EMPTY = KeyState()
@@ -63,14 +82,45 @@ class Read:
         return {"op": "read"}
 
 
+# How long a put's id is remembered after the newest put's expiry, and how many
+# ids a key remembers at most. Either bound only trades availability (a put
+# older than the horizon is refused as a possible repeat), never safety.
+FORGET_AFTER_MS = 10_000
+MAX_APPLIED = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class PutIfAbsent:
-    """First write wins: a live key keeps its value and bindings."""
+    """First write wins: a live key keeps its value and bindings.
+
+    A put with an `id` takes effect at most once, however often it runs (a
+    request forwarded, hedged, retried or duplicated by the network): the key
+    remembers the ids of the puts that ran on it, winners and losers, so a
+    repeat changes nothing, even after the key was deleted and could be put
+    again. An id is forgotten only after its `expires` (ms, the latest time at
+    which the node that issued it could still be running it, on that node's
+    clock) is FORGET_AFTER_MS older than a newer put's, or when more than
+    MAX_APPLIED are held; `horizon` then records the latest forgotten expiry,
+    and a put that expires before the horizon is refused as a possible repeat.
+    So safety never depends on clocks agreeing: a fast clock can only make
+    puts be refused, never run twice.
+    """
 
     value: Json
     bindings: dict[str, Json] = field(default_factory=dict)
+    id: str = ""
+    expires: int = 0
+
+    def repeated(self, state: KeyState) -> bool:
+        """Whether this put may have run on `state`'s key before (then it does nothing)."""
+        return bool(self.id) and (self.expires < state.horizon
+                                  or any(i == self.id for i, _ in state.applied))
 
     def apply(self, state: KeyState) -> KeyState:
+        if self.id:
+            if self.repeated(state):
+                return state
+            state = self._remember(state)
         if state.live:
             return state
         bindings = dict(self.bindings)
@@ -79,10 +129,20 @@ class PutIfAbsent:
             # before that deadline either, or a fast clock could replace the
             # key early (the tombstone alone would be refused, this would not).
             bindings[NOT_BEFORE] = state.bindings[NOT_BEFORE]
-        return KeyState(state.token + 1, True, self.value, bindings)
+        return KeyState(state.token + 1, True, self.value, bindings, state.applied,
+                        state.horizon)
+
+    def _remember(self, state: KeyState) -> KeyState:
+        cutoff = self.expires - FORGET_AFTER_MS
+        applied = sorted([*state.applied, (self.id, self.expires)], key=lambda a: a[1])
+        keep = [a for a in applied if a[1] >= cutoff][-MAX_APPLIED:]
+        forgotten = applied[:len(applied) - len(keep)]
+        horizon = max([state.horizon, *(e for _, e in forgotten)])
+        return state._replace(applied=tuple(keep), horizon=horizon)
 
     def to_json(self) -> dict[str, Json]:
-        return {"op": "put", "value": self.value, "bindings": self.bindings}
+        return {"op": "put", "value": self.value, "bindings": self.bindings, "id": self.id,
+                "expires": self.expires}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +150,8 @@ class DeleteIf:
     """End the key's generation if its fencing token is still `token`.
 
     The result is a tombstone with a new generation, never an erasure, so a
-    deleted value cannot come back.
+    deleted value cannot come back. Running it again changes nothing: it is
+    conditional on a generation, and generations never come back.
     """
 
     token: int
@@ -104,11 +165,12 @@ class DeleteIf:
         if not state.live or state.token != self.token:
             return state
         if self.not_before is None:
-            return KeyState(state.token + 1, False)
+            return KeyState(state.token + 1, False, None, {}, state.applied, state.horizon)
         until = state.bindings.get(UNTIL)
         if until is None or int(until) > self.not_before:
             return state  # renewed since
-        return KeyState(state.token + 1, False, None, {NOT_BEFORE: self.not_before})
+        return KeyState(state.token + 1, False, None, {NOT_BEFORE: self.not_before},
+                        state.applied, state.horizon)
 
     def to_json(self) -> dict[str, Json]:
         return {"op": "delete", "token": self.token, "not_before": self.not_before}
@@ -118,7 +180,9 @@ class DeleteIf:
 class Renew:
     """Move the deadline of generation `token` to `until` (a session keep-alive).
 
-    The generation stays the same: the key was not decided anew.
+    The generation stays the same: the key was not decided anew. A deadline
+    only ever moves later, so a keep-alive that arrives late (retried,
+    duplicated, overtaken) cannot shorten a deadline already given out.
     """
 
     token: int
@@ -126,6 +190,9 @@ class Renew:
 
     def apply(self, state: KeyState) -> KeyState:
         if not state.live or state.token != self.token:
+            return state
+        current = state.bindings.get(UNTIL)
+        if current is not None and int(current) >= self.until:
             return state
         return state._replace(bindings={**state.bindings, UNTIL: self.until})
 
@@ -141,7 +208,8 @@ def change_from_json(raw: dict[str, Json]) -> Change:
     if op == "read":
         return Read()
     if op == "put":
-        return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}))
+        return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}), str(raw.get("id", "")),
+                           int(raw.get("expires", 0)))
     if op == "renew":
         return Renew(int(raw["token"]), int(raw["until"]))
     if op == "delete":
@@ -150,10 +218,41 @@ def change_from_json(raw: dict[str, Json]) -> Change:
     raise ValueError(f"unknown change {op!r}")
 
 
-def apply_all(state: KeyState, changes: list[Change]) -> list[KeyState]:
-    """Apply changes in order; element i is the state right after change i."""
-    results = []
+def step(change: Change, state: KeyState) -> KeyState:
+    """`change` applied to `state`, keeping the largest deadline guard it builds on.
+
+    A state derived from a deadline's tombstone must not be accepted before
+    that deadline either (whatever the change: a put, a delete, a renewal), or
+    a proposer whose clock runs fast could build on a tombstone that no
+    majority of clocks would accept yet, and end the key early.
+    """
+    new = change.apply(state)
+    guard = not_before(state)
+    if new is state or guard is None:
+        return new
+    current = not_before(new)
+    if current is None or current < guard:
+        new = new._replace(bindings={**new.bindings, NOT_BEFORE: guard})
+    return new
+
+
+def compose(changes: list[Change]) -> Callable[[KeyState], KeyState]:
+    """One change that applies `changes` in order: a batch decided in one round."""
+    def apply(state: KeyState) -> KeyState:
+        for change in changes:
+            state = step(change, state)
+        return state
+
+    return apply
+
+
+def answers(state: KeyState, changes: list[Change]) -> list[KeyState | None]:
+    """Apply changes in order to the decided prior `state`; element i is what change i
+    answers: the state right after it, or None for a put that may have run before
+    (its answer was given by the run that took effect, if any)."""
+    results: list[KeyState | None] = []
     for change in changes:
-        state = change.apply(state)
-        results.append(state)
+        repeat = isinstance(change, PutIfAbsent) and change.repeated(state)
+        state = step(change, state)
+        results.append(None if repeat else state)
     return results

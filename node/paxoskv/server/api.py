@@ -13,8 +13,8 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from paxoskv import __version__
-from paxoskv.core import messages
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent, public_bindings
+from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
@@ -33,6 +33,7 @@ LIVENESS: web.AppKey[Liveness] = web.AppKey("liveness", Liveness)
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 MESSAGE_FAULTS: web.AppKey[MessageFaults | None] = web.AppKey("message_faults")
 PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
+IDENTITY: web.AppKey[ident.Identity] = web.AppKey("identity", ident.Identity)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -215,8 +216,9 @@ async def delete(request: web.Request) -> web.Response:
     node = request.app[NODE]
     state = await node.change(target.key_id, DeleteIf(token), target.timeout,
                               target.no_quorum == "retry")
-    # Ours if the tombstone ends exactly the generation we named.
-    deleted = not state.live and state.token == token + 1
+    # True once generation `token` has ended, by this delete or before it: so a
+    # retried (or hedged, or duplicated) delete answers as the first run did.
+    deleted = state.token > token
     return json_reply({**entry(target, state), "deleted": deleted})
 
 
@@ -252,25 +254,21 @@ async def openapi(request: web.Request) -> web.Response:
     return json_reply(openapi_document())
 
 
-async def peer(request: web.Request) -> web.WebSocketResponse:
+async def peer(request: web.Request) -> web.StreamResponse:
     """A peer's connection for its requests to this node's acceptor."""
     node = request.app[NODE]
+    sender = request.headers.get("X-PaxosKV-Peer", "")
+    problem = request.app[IDENTITY].peer_problem(
+        sender, request.headers.get("X-PaxosKV-Cluster", ""),
+        request.headers.get("X-PaxosKV-Member", ""))
+    if problem is not None:
+        log.warning("refused a peer connection: %s", problem, extra={"peer": sender})
+        return error_response(403, "forbidden", problem)
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=2.0)
     await ws.prepare(request)
     request.app[PEER_SOCKETS].add(ws)
     writer = FrameWriter(ws, request.app[MESSAGE_FAULTS])
     tasks: set[asyncio.Task[None]] = set()
-
-    def reply_when_durable(replies: list[list[Any]], durable: asyncio.Future[None]) -> None:
-        def send(_: asyncio.Future[None]) -> None:
-            node.failpoint("after-persist-before-reply")
-            for envelope in replies:
-                writer.send(envelope)
-
-        durable.add_done_callback(send)
-
-    async def forwarded(request_id: int, body: dict[str, Any]) -> None:
-        writer.send([request_id, "p", await node.handle_forwarded(body)])
 
     def spawn(coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -281,18 +279,7 @@ async def peer(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 break
-            replies, writes = [], []
-            for request_id, kind, body in orjson.loads(msg.data):
-                if kind == "m":
-                    reply, write = node.accept_request(messages.decode(body))  # type: ignore[arg-type]
-                    replies.append([request_id, kind, messages.encode(reply)])
-                    if write is not None:
-                        writes.append(write)
-                elif kind == "p":
-                    spawn(forwarded(request_id, body))
-            if replies:
-                durable = node.storage.write(writes) if writes else node.storage.flushed()
-                reply_when_durable(replies, durable)
+            node.serve_frame(sender, orjson.loads(msg.data), writer.send, spawn)
     finally:
         request.app[PEER_SOCKETS].discard(ws)
         for task in list(tasks):
@@ -308,9 +295,26 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
+def identity_app(name: str, names: list[str], member_id: str) -> web.Application:
+    """What a bootstrapping node serves: its pending identity, for its peers."""
+    async def identity(request: web.Request) -> web.Response:
+        return json_reply(ident.describe(name, names, None, member_id))
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get(ident.IDENTITY_PATH, identity)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def identity_info(request: web.Request) -> web.Response:
+    """This member's cluster and member ids, for peers to check (see identity.py)."""
+    node, known = request.app[NODE], request.app[IDENTITY]
+    return json_reply(ident.describe(node.name, list(node.members), known, None))
+
+
 def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
-               admin_token: str | None = None, faults: MessageFaults | None = None
-               ) -> web.Application:
+               identity: ident.Identity, admin_token: str | None = None,
+               faults: MessageFaults | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
     app[NODE] = node
     app[LIFETIMES] = lifetimes
@@ -319,6 +323,7 @@ def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
     app[MESSAGE_FAULTS] = faults
     app[METRICS] = Metrics(node)
     app[PEER_SOCKETS] = set()
+    app[IDENTITY] = identity
     app.on_shutdown.append(close_peer_sockets)
     app.router.add_post("/v1/put", _measured("put", put))
     app.router.add_post("/v1/get", _measured("get", get))
@@ -333,6 +338,7 @@ def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/peer", peer)
+    app.router.add_get(ident.IDENTITY_PATH, identity_info)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -21,7 +21,7 @@ import contextlib
 import heapq
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from paxoskv.core.state import UNTIL, DeleteIf, KeyState, PutIfAbsent, Renew
@@ -87,6 +87,7 @@ class Lifetimes:
         self._suspects: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
+        self.new_id: Callable[[], str] = lambda: uuid.uuid4().hex  # session ids (tests inject)
         node.observers.append(self.observe)
 
     def start(self) -> None:
@@ -138,7 +139,7 @@ class Lifetimes:
 
     async def open_session(self, ttl_ms: int, timeout: float, retry: bool) -> tuple[str, int]:
         """A new session id, alive for at least `ttl_ms` without a keep-alive."""
-        session_id = uuid.uuid4().hex
+        session_id = self.new_id()
         until = self.node.wall_ms() + ttl_ms
         state = await self.node.change(session_key(session_id), PutIfAbsent(
             {"ttl_ms": ttl_ms}, {UNTIL: until}), timeout, retry)

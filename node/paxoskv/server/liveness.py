@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server.lifetimes import NODES, node_key
@@ -39,7 +38,7 @@ class Liveness:
         self.node = node
         self._down_since: dict[str, float] = {}  # member -> monotonic time its link dropped
         self._seen: set[str] = set()  # members we have been connected to
-        self._started = time.monotonic()
+        self._started = node.clock()
         self._task: asyncio.Task[None] | None = None
         self._incarnation: int | None = None  # this member's own, once started
 
@@ -73,7 +72,7 @@ class Liveness:
         log.info("node incarnation", extra={"node": self.node.name, "boot": started.token})
 
     async def _end_lost_members(self) -> None:
-        now = time.monotonic()
+        now = self.node.clock()
         for name, link in self.node.links.items():
             if link.connected:
                 self._seen.add(name)

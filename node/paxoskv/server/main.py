@@ -18,11 +18,12 @@ import aiohttp
 from aiohttp import web
 
 from paxoskv.core.acceptor import Acceptor
-from paxoskv.server.api import create_app
+from paxoskv.server import identity as ident
+from paxoskv.server.api import create_app, identity_app
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Node
-from paxoskv.server.storage import LaggingStorage, Storage
+from paxoskv.server.storage import DataDirInUse, LaggingStorage, Storage
 from paxoskv.server.transport import MessageFaults, PeerLink
 
 log = logging.getLogger("paxoskv.server")
@@ -36,6 +37,7 @@ class ServerConfig:
     listen_port: int
     data_dir: Path
     admin_token: str | None = None  # enables /v1/admin/* for bearers of this token
+    bootstrap: bool = False  # may create a new cluster on an empty data directory
 
 
 class JsonFormatter(logging.Formatter):
@@ -119,27 +121,62 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+async def establish(config: ServerConfig, storage: Storage,
+                    session: aiohttp.ClientSession) -> ident.Identity:
+    """This data directory's cluster identity: recorded, or settled now by bootstrapping."""
+    names = list(config.members)
+    known = ident.load(storage, names)
+    if known is not None:
+        return known
+    if storage.is_empty() and not config.bootstrap:
+        raise ident.IdentityError(
+            f"data directory {config.data_dir} holds no cluster; start with --bootstrap to "
+            "create a new cluster of the members in --peers (a member that lost its data "
+            "must not: it may rejoin only as a new member)")
+    # An empty directory (or one from before identities: it kept its promises).
+    member_id = ident.pending_member_id(storage)
+    runner = web.AppRunner(identity_app(config.name, names, member_id), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    try:
+        settled = await ident.bootstrap(config.name, member_id, config.members, session)
+    finally:
+        await runner.cleanup()
+    ident.record(storage, settled)
+    log.info("cluster bootstrapped", extra={"node": config.name, "url": settled.cluster_id})
+    return settled
+
+
 async def serve(config: ServerConfig) -> None:
     breaks = safety_breaks()
-    storage = (LaggingStorage if "lose-unsynced-writes" in breaks else Storage)(config.data_dir)
-    acceptor = Acceptor(storage.load())
-    boot = storage.next_boot()
+    try:
+        storage = (LaggingStorage if "lose-unsynced-writes" in breaks else Storage)(
+            config.data_dir)
+    except DataDirInUse as exc:
+        raise SystemExit(f"paxoskv: error: {exc}") from None
     # Peer connections leave from this node's own address (not the default
     # 127.0.0.1 on loopback), so that per-address firewall rules, such as the
     # fault tests' partitions, see which node a packet comes from.
     local = None if config.listen_host in ("", "0.0.0.0", "::") else (config.listen_host, 0)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
                                     connector=aiohttp.TCPConnector(local_addr=local))
+    try:
+        identity = await establish(config, storage, session)
+    except ident.IdentityError as exc:
+        await session.close()
+        raise SystemExit(f"paxoskv: error: {exc}") from None
+    acceptor = Acceptor(storage.load())
+    boot = storage.next_boot()
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=breaks, failpoints=failpoints())
     faults = message_faults()
-    node.links = {name: PeerLink(name, url, session, config.name, faults)
+    node.links = {name: PeerLink(name, url, session, identity, config.name, faults)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)
     liveness = Liveness(node)
-    runner = web.AppRunner(create_app(node, lifetimes, liveness, config.admin_token, faults),
-                           access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(create_app(node, lifetimes, liveness, identity, config.admin_token,
+                                      faults), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()

@@ -2,9 +2,19 @@
 
 Routing: every change of a key goes to the key's *home* member, which queues
 concurrent changes per key and decides them together in one CASPaxos round
-(so contention stays live and cheap). If the home is unreachable, the node
-that got the request proposes itself, with full rounds and randomised
-backoff. Reads try a one-round-trip quorum read first.
+(so contention stays live and cheap). If the home is unreachable, or has not
+answered within a few times its usual latency (stalled, overloaded), the node
+that got the request proposes too (a hedge), with full rounds and randomised
+backoff. That is safe because every change takes effect at most once however
+often it runs: deletes and renewals are conditional on a generation, reads
+change nothing, and puts carry an id that the key remembers (`PutIfAbsent`).
+Reads try a one-round-trip quorum read first.
+
+Ballots belong to the proposer: they come from its own counter, which is above
+every ballot and next-promise it issued during this boot, and carry the boot
+counter, which is durable. So no ballot is ever used twice, whatever the local
+acceptor saw (it records nothing when it answers TooEarly, for instance), and
+each ballot carries one state: `QuorumRead` and the prepare phase rely on that.
 """
 
 from __future__ import annotations
@@ -16,18 +26,26 @@ import os
 import random
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
-from paxoskv.core.ballot import ZERO, Ballot, first_ballot
-from paxoskv.core.messages import Inspect, Observed, Promise, Reply, Request
+from paxoskv.core.ballot import ZERO, Ballot
+from paxoskv.core.messages import Commit, Inspect, Observed, Promise, Reply, Request
 from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
-from paxoskv.core.state import Change, KeyState, Read, apply_all, change_from_json
+from paxoskv.core.state import (
+    Change,
+    KeyState,
+    PutIfAbsent,
+    Read,
+    answers,
+    change_from_json,
+    compose,
+)
 from paxoskv.server.storage import Storage
-from paxoskv.server.transport import PeerLink, PeerUnavailable
+from paxoskv.server.transport import Envelope, PeerLink, PeerUnavailable
 
 log = logging.getLogger("paxoskv.node")
 
@@ -38,6 +56,17 @@ class NoQuorum(Exception):
     """No quorum answered in time. The change may or may not have been decided."""
 
 
+class Repeated(NoQuorum):
+    """This run of a put found that the put may have run before: its answer is
+    the other run's, which this one cannot give."""
+
+
+# Hedging: propose here too if the home has not answered within HEDGE_FACTOR
+# times its usual latency (an average), but never sooner than HEDGE_MIN_S.
+HEDGE_FACTOR = 4.0
+HEDGE_MIN_S = 0.1
+
+
 @dataclass
 class Stats:
     fast_path: int = 0
@@ -46,6 +75,7 @@ class Stats:
     conflicts: int = 0
     quorum_reads: int = 0
     forwarded: int = 0
+    hedged: int = 0
 
 
 @dataclass
@@ -83,6 +113,10 @@ class Node:
         self._queues: dict[str, list[_Waiter]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._round = 0  # the highest ballot round this proposer issued in this boot
+        self._latency: dict[str, float] = {}  # member -> average forward latency (s)
+        self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
+        self.new_id: Callable[[], str] = lambda: os.urandom(12).hex()
 
     # -- membership view ------------------------------------------------------
 
@@ -131,15 +165,58 @@ class Node:
 
     async def change(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
         """Apply `change` by consensus and return the key's resulting state."""
+        if isinstance(change, PutIfAbsent) and not change.id:
+            # The id makes every run of this put after the first a no-op; its
+            # expiry bounds how long any node may still start a run of it.
+            change = PutIfAbsent(change.value, change.bindings, self.new_id(),
+                                 self.wall_ms() + int(timeout * 1000))
         deadline = self.clock() + timeout
         home = self.home(key)
         link = self.links.get(home)
-        if link is not None and link.connected:
-            try:
-                return await self._forward(link, key, change, deadline, retry)
-            except (TimeoutError, PeerUnavailable):
-                log.debug("home %s did not answer for %s; proposing here", home, key)
-        return await self.submit(key, change, deadline - self.clock(), retry)
+        if link is None or not link.connected:
+            return await self.submit(key, change, timeout, retry)
+        try:
+            forward = self._forward(link, key, change, timeout, retry)
+        except PeerUnavailable:
+            return await self.submit(key, change, timeout, retry)
+        if await self._home_answers(link, forward, deadline) and forward.exception() is None:
+            return forward.result()
+        log.debug("home %s silent or failed for %s; proposing here too", home, key)
+        self.stats.hedged += 1
+        local = asyncio.ensure_future(self.submit(key, change, deadline - self.clock(), retry))
+        try:
+            return await _first_answer([forward, local], deadline - self.clock())
+        finally:
+            local.cancel()
+
+    async def _home_answers(self, link: PeerLink, forward: asyncio.Future[KeyState],
+                            deadline: float) -> bool:
+        """Wait for the home's answer while the home shows signs of life; False when
+        it has been silent for a few times its usual latency (stalled, cut off).
+
+        A working home keeps sending: replies to other requests, and the
+        prepares and accepts of its rounds to this node's acceptor. Such a home
+        is left to work: hedging against it would only make proposers duel.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = self._hedge_delay(link.name)
+        while not forward.done():
+            heard = max(link.last_heard, self._heard.get(link.name, 0.0))
+            silent_until = max(started, heard) + delay
+            wait = min(silent_until, started + (deadline - self.clock())) - loop.time()
+            if wait <= 0:
+                return False
+            await wait_until(forward, wait)
+        self._note_latency(link.name, loop.time() - started)
+        return True
+
+    def _hedge_delay(self, home: str) -> float:
+        return max(HEDGE_MIN_S, HEDGE_FACTOR * self._latency.get(home, HEDGE_MIN_S))
+
+    def _note_latency(self, home: str, seconds: float) -> None:
+        average = self._latency.get(home, seconds)
+        self._latency[home] = 0.8 * average + 0.2 * seconds
 
     async def read(self, key: str, timeout: float, retry: bool) -> KeyState:
         """A linearizable read."""
@@ -151,8 +228,8 @@ class Node:
         return await self.change(key, Read(), timeout, retry)
 
     def read_local(self, key: str) -> KeyState:
-        """This acceptor's latest accepted state: possibly stale."""
-        return self.acceptor.record(key).state
+        """The latest state this node knows was chosen: possibly stale, never dirty."""
+        return self.acceptor.chosen_state(key)
 
     async def watch(self, key: str, token: int, timeout: float) -> tuple[KeyState, bool]:
         """Wait until the key's fencing token differs from `token`.
@@ -181,21 +258,18 @@ class Node:
                     if not waiting:
                         del self._watchers[key]
 
-    async def _forward(
-        self, link: PeerLink, key: str, change: Change, deadline: float, retry: bool
-    ) -> KeyState:
+    def _forward(self, link: PeerLink, key: str, change: Change, timeout: float, retry: bool
+                 ) -> asyncio.Future[KeyState]:
+        """Ask the key's home to run `change`; the future holds its answer."""
         self.stats.forwarded += 1
-        remaining = max(deadline - self.clock(), 0.001)
-        body = {"key": key, "change": change.to_json(), "timeout": remaining, "retry": retry}
-        # A stalled home must not hold the request hostage: after two
-        # attempts' worth of silence, propose here instead.
-        call = link.call("p", body)
-        if not await wait_until(call, min(remaining, 2 * self.attempt_timeout)):
-            raise TimeoutError
-        reply = call.result()
-        if "error" in reply:
-            raise NoQuorum(reply["error"])
-        return KeyState.from_json(reply["state"])
+        body = {"key": key, "change": change.to_json(), "timeout": timeout, "retry": retry}
+
+        def answer(reply: dict[str, Any]) -> KeyState:
+            if "error" in reply:
+                raise NoQuorum(reply["error"])
+            return KeyState.from_json(reply["state"])
+
+        return _quiet(_mapped(link.call("p", body), answer))
 
     async def handle_forwarded(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -204,6 +278,38 @@ class Node:
         except NoQuorum as exc:
             return {"error": str(exc)}
         return {"state": state.to_json()}
+
+    def serve_frame(self, sender: str, envelopes: list[Envelope],
+                    send: Callable[[Envelope], None],
+                    spawn: Callable[[Awaitable[None]], None]) -> None:
+        """Serve one frame of peer `sender`'s requests; `send` carries replies back.
+
+        Acceptor replies leave together once the frame's writes are durable (one
+        group commit for the whole frame); forwarded changes run as tasks.
+        """
+        self._heard[sender] = asyncio.get_running_loop().time()
+        replies, writes = [], []
+        for request_id, kind, body in envelopes:
+            if kind == "m":
+                reply, write = self.accept_request(messages.decode(body))  # type: ignore[arg-type]
+                replies.append([request_id, kind, messages.encode(reply)])
+                if write is not None:
+                    writes.append(write)
+            elif kind == "p":
+                spawn(self._serve_forwarded(request_id, body, send))
+        if replies:
+            durable = self.storage.write(writes) if writes else self.storage.flushed()
+
+            def send_replies(_: asyncio.Future[None]) -> None:
+                self.failpoint("after-persist-before-reply")
+                for envelope in replies:
+                    send(envelope)
+
+            durable.add_done_callback(send_replies)
+
+    async def _serve_forwarded(self, request_id: int, body: dict[str, Any],
+                               send: Callable[[Envelope], None]) -> None:
+        send([request_id, "p", await self.handle_forwarded(body)])
 
     # -- per-key queues ---------------------------------------------------------
 
@@ -214,8 +320,12 @@ class Node:
         self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key))
-        if not await wait_until(future, timeout):
-            future.cancel()  # the worker skips it from now on
+        try:
+            done = await wait_until(future, timeout)
+        finally:
+            if not future.done():
+                future.cancel()  # the worker skips it from now on
+        if not done:
             raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
                            "the change may or may not have been decided")
         return future.result()
@@ -227,7 +337,7 @@ class Node:
                 deadline = max(w.deadline for w in batch)
                 changes = [w.change for w in batch]
                 try:
-                    decided = await self._decide(key, _compose(changes), deadline)
+                    decided = await self._decide(key, compose(changes), deadline)
                 except NoQuorum as exc:
                     now = self.clock()
                     again = [w for w in batch if w.retry and w.deadline > now]
@@ -239,8 +349,13 @@ class Node:
                         await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                         backoff = min(backoff * 2, 1.0)
                     continue
-                for w, state in zip(batch, apply_all(decided.prior, changes), strict=True):
-                    if not w.future.done():
+                for w, state in zip(batch, answers(decided.prior, changes), strict=True):
+                    if w.future.done():
+                        continue
+                    if state is None:
+                        w.future.set_exception(Repeated("this put may have run already; "
+                                                        "its outcome is unknown here"))
+                    else:
                         w.future.set_result(state)
         finally:
             del self._workers[key]
@@ -271,13 +386,17 @@ class Node:
                 # A deadline that passed on our clock has not on a majority's
                 # yet: wait for their clocks (a "not before" is never early).
                 wait = (outcome.not_before - self.wall_ms()) / 1000
-                await asyncio.sleep(max(wait, backoff * random.random()))
+                await self._pause(max(wait, backoff * random.random()), deadline)
                 backoff = min(backoff * 2, 0.5)
                 continue
             self.stats.conflicts += 1
             above = outcome.promised if above is None else max(above, outcome.promised)
-            await asyncio.sleep(backoff * random.random())
+            await self._pause(backoff * random.random(), deadline)
             backoff = min(backoff * 2, 0.5)
+
+    async def _pause(self, seconds: float, deadline: float) -> None:
+        """Sleep, but not past `deadline` (then the caller's next check gives up)."""
+        await asyncio.sleep(max(0.0, min(seconds, deadline - self.clock())))
 
     def _remember_promise(self, key: str, ballot: Ballot, state: KeyState) -> None:
         # Keep the most recently decided keys only: memory stays bounded and
@@ -286,31 +405,41 @@ class Node:
         if len(self._promises) > MAX_CACHED_PROMISES:
             del self._promises[next(iter(self._promises))]
 
+    def _ballot(self, above: Ballot | None = None) -> Ballot:
+        """A ballot never issued before: above every one this proposer issued in
+        this boot (next-promises included) and above `above`."""
+        self._round = max(self._round, 0 if above is None else above.round) + 1
+        return Ballot(self._round, self.boot, self.name)
+
     def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
                   above: Ballot | None) -> Proposal:
         def make(ballot: Ballot, prepared: KeyState | None) -> Proposal:
-            next_promise = Ballot(ballot.round + 1, self.boot, self.name)
             return Proposal(key, change, ballot, self.members, self.quorum,
-                            prepared=prepared, next_promise=next_promise)
+                            prepared=prepared, next_promise=self._ballot(ballot))
 
         cached = self._promises.pop(key, None)
         if cached is not None and above is None:
+            # A quorum promised this ballot (issued by us, used at most once:
+            # it has just left the cache) and nothing was accepted since.
             self.stats.cached_promise += 1
             return make(*cached)
         if above is None and self.home(key) == self.name and not self.acceptor.has_record(key):
             self.stats.fast_path += 1
             return make(ZERO, KeyState())
         self.stats.full_round += 1
-        promised = self.acceptor.record(key).promised
-        if promised is None or (above is not None and above > promised):
-            promised = above
-        return make(first_ballot(self.name, self.boot, promised), None)
+        # The local acceptor's promise is only a hint, to skip a likely conflict.
+        hint = self.acceptor.record(key).promised
+        if hint is not None and (above is None or hint > above):
+            above = hint
+        return make(self._ballot(above), None)
 
     async def _drive(self, proposal: Proposal, timeout: float
                      ) -> Decided | Conflict | Premature | None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def dispatch(outgoing: Outgoing) -> None:
+            if done.cancelled():
+                return  # the round was given up: late replies must not drive it on
             for dest, msg in outgoing:
                 try:
                     future = self._send(dest, msg)
@@ -336,10 +465,31 @@ class Node:
             for dest, msg in mine:
                 dispatch(proposal.receive(dest, await self._send(dest, msg)))
             if proposal.outcome is not None:
+                self._announce(proposal)
                 return proposal.outcome
         dispatch(outgoing)
         await wait_until(done, timeout)
+        done.cancel()
+        self._announce(proposal)
         return proposal.outcome
+
+    def _announce(self, proposal: Proposal) -> None:
+        """Tell every acceptor that the proposal's state was chosen: local reads
+        serve only chosen states, and the ones that missed it catch up."""
+        if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
+            return
+        accepted = proposal.accepted_by
+        for dest in self.members:
+            state = None if dest in accepted else proposal.proposed
+            msg = Commit(proposal.key, proposal.ballot, state)
+            if dest == self.name:
+                _, write = self.accept_request(msg)
+                if write is not None:
+                    self.storage.write([write])  # no reply waits for it
+                continue
+            link = self.links.get(dest)
+            if link is not None and link.connected:
+                _quiet(link.call("m", messages.encode(msg)))
 
     async def _quorum_read(self, key: str, timeout: float) -> KeyState | None:
         reader = QuorumRead(key, self.members, self.quorum)
@@ -417,10 +567,23 @@ async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:
     return future.done()
 
 
-def _compose(changes: list[Change]) -> Callable[[KeyState], KeyState]:
-    def apply(state: KeyState) -> KeyState:
-        for change in changes:
-            state = change.apply(state)
-        return state
+def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Mark a future's failure as seen, for calls whose answer may be dropped."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
-    return apply
+
+async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float) -> KeyState:
+    """The first state any of `futures` gives; NoQuorum if none gives one in time."""
+    pending = set(futures)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=max(0.0, end - loop.time()),
+                                           return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            break
+        for future in done:
+            if not future.cancelled() and future.exception() is None:
+                return future.result()
+    raise NoQuorum("no quorum answered in time; the change may or may not have been decided")

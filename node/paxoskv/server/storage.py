@@ -10,6 +10,7 @@ it is durable, which is what a reply must wait for.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
@@ -28,9 +29,31 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WIT
 """
 
 
+class DataDirInUse(Exception):
+    """Another process holds the data directory's lock."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on `data_dir` for this process's lifetime (the
+    kernel drops it when the process dies, however it dies): two nodes sharing
+    one acceptor's state would each promise without the other knowing."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(f"data directory {data_dir} is in use by another node "
+                           f"(pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 class Storage:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_dir(data_dir)
         self.path = data_dir / "acceptor.sqlite3"
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -46,6 +69,25 @@ class Storage:
     def load(self) -> dict[str, Record]:
         rows = self._db.execute("SELECT key, record FROM records")
         return {key: Record.from_json(orjson.loads(raw)) for key, raw in rows}
+
+    def meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        """Durably set (or, with None, remove) entries, in one transaction; start-up only."""
+        self._db.execute("BEGIN")
+        for name, value in values.items():
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE name = ?", (name,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        self._db.execute("COMMIT")
+
+    def is_empty(self) -> bool:
+        """No acceptor record and no identity: a directory that never served."""
+        return (self._db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
+                and self.meta("cluster_id") is None)
 
     def next_boot(self) -> int:
         """Count this start durably: ballots carry it, so none is ever reused."""
@@ -112,6 +154,7 @@ class Storage:
             await asyncio.shield(self.flushed())
         self._thread.shutdown(wait=True)
         self._db.close()
+        os.close(self._lock)
 
 
 class LaggingStorage(Storage):

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from paxoskv.server.identity import IDENTITY_PATH, Identity
+
 log = logging.getLogger("paxoskv.transport")
 
 Envelope = list[Any]
@@ -97,18 +99,24 @@ class PeerLink:
     link is down, so a proposer never waits on a peer it knows is gone.
     """
 
-    def __init__(self, name: str, url: str, session: aiohttp.ClientSession, me: str,
-                 faults: MessageFaults | None = None) -> None:
+    def __init__(self, name: str, url: str, session: aiohttp.ClientSession, identity: Identity,
+                 me: str, faults: MessageFaults | None = None) -> None:
         self._faults = faults
         self.name = name
-        self.url = url.rstrip("/") + "/v1/peer"
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url + "/v1/peer"
         self._session = session
+        self._identity = identity
         self._me = me
+        self._refused: str | None = None  # why the peer was last refused, logged once
         self._writer: FrameWriter | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        # The event loop's time when the peer last sent us anything: a peer that
+        # answers other requests is busy, not stalled (see Node.change).
+        self.last_heard = 0.0
 
     @property
     def connected(self) -> bool:
@@ -139,17 +147,32 @@ class PeerLink:
         delay = 0.05
         while not self._stopped:
             try:
-                async with self._session.ws_connect(
-                    self.url, headers={"X-PaxosKV-Peer": self._me}, heartbeat=2.0,
-                    max_msg_size=MAX_FRAME,
-                ) as ws:
-                    delay = 0.05
-                    log.info("peer connected", extra={"peer": self.name})
-                    await self._serve(ws)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if await self._peer_is_who_it_should_be():
+                    async with self._session.ws_connect(
+                        self.url, headers=self._identity.headers(self._me), heartbeat=2.0,
+                        max_msg_size=MAX_FRAME,
+                    ) as ws:
+                        delay = 0.05
+                        log.info("peer connected", extra={"peer": self.name})
+                        await self._serve(ws)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.debug("peer %s unreachable: %s", self.name, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _peer_is_who_it_should_be(self) -> bool:
+        """Check the peer's cluster and member ids before trusting its acceptor's votes."""
+        async with self._session.get(self.base_url + IDENTITY_PATH,
+                                     timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+            answer = await resp.json() if resp.status == 200 else {}
+        problem = self._identity.peer_problem(self.name, str(answer.get("cluster_id", "")),
+                                              str(answer.get("member_id", "")))
+        if problem is not None and answer.get("state") != "member":
+            problem = f"{self.name!r} is not serving as a member yet"
+        if problem != self._refused and problem is not None:
+            log.warning("refusing peer: %s", problem, extra={"peer": self.name})
+        self._refused = problem
+        return problem is None
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         writer = FrameWriter(ws, self._faults)
@@ -158,6 +181,7 @@ class PeerLink:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
+                self.last_heard = asyncio.get_running_loop().time()
                 for request_id, _kind, body in orjson.loads(msg.data):
                     future = self._pending.pop(request_id, None)
                     if future is not None and not future.done():
