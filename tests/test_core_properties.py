@@ -3,10 +3,12 @@
 3-5 acceptors and 2-3 proposers (one per node, on the first nodes) exchange messages in
 wire form through a multiset of messages in flight. Hypothesis delivers, drops and
 duplicates any of them in any order, crashes and restarts nodes, and lets proposers give
-up on a round (the driver's timeout). Proposers choose ballots as the node's driver does:
-a cached promise from `Decided.promised` first, the ZERO ballot at a key's home when its
-own acceptor has no record of the key (that acceptor handles the accept before anything
-else is sent), otherwise `first_ballot` above everything the proposer knows.
+up on a round (the driver's timeout). Proposers choose ballots with the driver's own
+`core.proposer.Ballots` (cached promises, the ZERO ballot at a key's home, full rounds
+above a conflict's promise), so a bug in the real ballot choice shows here; a restarted
+proposer gets a new `Ballots` with the next boot, as the node does. Acceptors have
+clocks that move forward at random, and the workload includes deadline deletes (refused
+as TooEarly until a clock passes them), deadline-bound puts and renewals.
 
 An acceptor's durable state is exactly the records `Acceptor.handle` returned as writes;
 a reply leaves only together with its write, and a restarted acceptor starts from a copy
@@ -42,7 +44,7 @@ from hypothesis.stateful import (
 )
 
 from paxoskv.core.acceptor import Acceptor, Record
-from paxoskv.core.ballot import ZERO, Ballot, first_ballot
+from paxoskv.core.ballot import ZERO, Ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
@@ -53,11 +55,30 @@ from paxoskv.core.messages import (
     Rejected,
     Reply,
     Request,
+    TooEarly,
     decode,
     encode,
 )
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Proposal, QuorumRead
-from paxoskv.core.state import EMPTY, Change, DeleteIf, KeyState, PutIfAbsent, Read
+from paxoskv.core.proposer import (
+    Ballots,
+    Conflict,
+    Decided,
+    Outgoing,
+    Premature,
+    Proposal,
+    QuorumRead,
+)
+from paxoskv.core.state import (
+    EMPTY,
+    UNTIL,
+    Change,
+    DeleteIf,
+    KeyState,
+    PutIfAbsent,
+    Read,
+    Renew,
+    compose,
+)
 
 KEYS = ("k0", "k1")
 MAX_IN_FLIGHT = 48
@@ -102,16 +123,14 @@ class ProposerNode:
     name: str
     boot: int = 1
     up: bool = True
-    known: dict[str, Ballot] = field(default_factory=dict)
-    cache: dict[str, tuple[Ballot, KeyState]] = field(default_factory=dict)
+    ballots: Ballots = field(init=False)
+    conflicts: dict[str, Ballot] = field(default_factory=dict)  # key -> promise to beat
     proposals: dict[str, Op] = field(default_factory=dict)
     reads: dict[str, Op] = field(default_factory=dict)
     seen: dict[str, KeyState] = field(default_factory=dict)
 
-    def learn(self, key: str, ballot: Ballot) -> None:
-        known = self.known.get(key)
-        if known is None or ballot > known:
-            self.known[key] = ballot
+    def __post_init__(self) -> None:
+        self.ballots = Ballots(self.name, self.boot)
 
 
 class PaxosNetwork(RuleBasedStateMachine):
@@ -123,6 +142,7 @@ class PaxosNetwork(RuleBasedStateMachine):
         self.names: list[str] = []
         self.quorum = 0
         self.acceptors: dict[str, Acceptor | None] = {}
+        self.clocks: dict[str, int] = {}  # each acceptor's wall clock (ms)
         self.durable: dict[str, dict[str, Record]] = {}
         self.proposers: dict[str, ProposerNode] = {}
         self.flight: list[Flight] = []
@@ -140,6 +160,7 @@ class PaxosNetwork(RuleBasedStateMachine):
         self.names = [f"n{i}" for i in range(acceptors)]
         self.quorum = acceptors // 2 + 1
         self.acceptors = {n: Acceptor() for n in self.names}
+        self.clocks = {n: 0 for n in self.names}
         self.durable = {n: {} for n in self.names}
         self.proposers = {n: ProposerNode(n) for n in self.names[:proposers]}
         self.coverage[f"cluster {acceptors}/{proposers}"] += 1
@@ -169,7 +190,11 @@ class PaxosNetwork(RuleBasedStateMachine):
             return
         assert state.token >= floor[1].token, f"{what} {state} is older than chosen {floor}"
         if state.token == floor[1].token:
-            assert state == floor[1], f"{what} {state} differs from chosen {floor} (same token)"
+            assert state.generation() == floor[1].generation(), (
+                f"{what} {state} differs from chosen {floor} (same token)")
+            if UNTIL in floor[1].bindings:
+                assert state.bindings.get(UNTIL, -1) >= floor[1].bindings[UNTIL], (
+                    f"{what} {state} has an earlier deadline than chosen {floor}")
 
     # -- acceptors --------------------------------------------------------------------------
 
@@ -177,7 +202,7 @@ class PaxosNetwork(RuleBasedStateMachine):
         acc = self.acceptors[name]
         assert acc is not None
         before = acc.record(msg.key)
-        reply, write = acc.handle(msg)
+        reply, write = acc.handle(msg, self.clocks[name])
         if write is not None:
             key, rec = write
             assert key == msg.key
@@ -208,6 +233,9 @@ class PaxosNetwork(RuleBasedStateMachine):
             case Observed():
                 assert (reply.accepted, reply.state) == (after.accepted, after.state), where
                 assert after == before, where
+            case TooEarly():
+                assert isinstance(msg, Accept) and after == before, where
+                assert self.clocks[name] < reply.not_before, where
         return reply
 
     # -- proposers --------------------------------------------------------------------------
@@ -243,10 +271,12 @@ class PaxosNetwork(RuleBasedStateMachine):
         self.finish(p, op)
         if isinstance(outcome, Conflict):
             assert outcome.promised > proposal.ballot
-            p.learn(key, outcome.promised)
+            p.conflicts[key] = max(outcome.promised, p.conflicts.get(key, outcome.promised))
             self.coverage["conflict"] += 1
             return
-        # Acceptors here have no clock, so no tombstone is ever refused as premature.
+        if isinstance(outcome, Premature):
+            self.coverage["premature"] += 1
+            return
         assert isinstance(outcome, Decided)
         assert outcome.state == proposal.change(outcome.prior)
         if op.accept_sent:
@@ -270,8 +300,7 @@ class PaxosNetwork(RuleBasedStateMachine):
         p.seen[key] = outcome.state
         if outcome.promised is not None:
             assert outcome.promised >= proposal.ballot
-            p.learn(key, outcome.promised)
-            p.cache[key] = (outcome.promised, outcome.state)
+        p.ballots.remember(key, outcome)
 
     def settle_read(self, p: ProposerNode, op: Op) -> None:
         assert op.read is not None
@@ -296,41 +325,40 @@ class PaxosNetwork(RuleBasedStateMachine):
                 if k not in p.proposals]
 
     def make_change(self, p: ProposerNode, key: str, kind: str, value: int,
-                    token: int) -> Change:
+                    token: int, at: int) -> Change:
+        seen = p.seen.get(key, EMPTY).token
         if kind == "put":
             return PutIfAbsent(value)
+        if kind == "put until":
+            return PutIfAbsent(value, {UNTIL: at})
+        if kind == "renew":
+            return Renew(seen, at)
+        if kind == "expire":  # what a deadline's ending proposes
+            return DeleteIf(seen, not_before=at)
         if kind == "delete":
             return DeleteIf(token)
         if kind == "delete seen":
-            return DeleteIf(p.seen.get(key, EMPTY).token)
+            return DeleteIf(seen)
         return Read()
 
     @precondition(lambda self: bool(self.idle()))
-    @rule(data=st.data(), kind=st.sampled_from(["put", "delete seen", "read", "delete"]),
-          value=st.integers(0, 2), token=st.integers(1, 4))
-    def propose(self, data: st.DataObject, kind: str, value: int, token: int) -> None:
+    @rule(data=st.data(), kind=st.sampled_from(["put", "delete seen", "read", "delete",
+                                                "put until", "renew", "expire"]),
+          value=st.integers(0, 2), token=st.integers(1, 4), at=st.integers(0, 40))
+    def propose(self, data: st.DataObject, kind: str, value: int, token: int,
+                at: int) -> None:
         p, key = data.draw(st.sampled_from(self.idle()), label="proposer, key")
-        change = self.make_change(p, key, kind, value, token)
+        change = self.make_change(p, key, kind, value, token, at)
         own = self.acceptors[p.name]
         assert own is not None  # a proposer is up only while its node is
-        # The ballot, as the node's driver picks it.
-        cached = p.cache.pop(key, None)
-        prepared: KeyState | None
-        if cached is not None:
-            op = self.new_op(p, key, "cached")
-            ballot, prepared = cached
-        elif home(key) == p.name and not own.has_record(key):
-            op = self.new_op(p, key, "zero")
-            ballot, prepared = ZERO, EMPTY
-        else:
-            op = self.new_op(p, key, "full")
-            known = [b for b in (own.record(key).promised, p.known.get(key)) if b is not None]
-            ballot, prepared = first_ballot(p.name, p.boot, max(known, default=None)), None
-        next_promise = Ballot(ballot.round + 1, p.boot, p.name)
-        p.learn(key, ballot)
-        p.learn(key, next_promise)
-        proposal = Proposal(key, change.apply, ballot, self.names, self.quorum,
-                            prepared=prepared, next_promise=next_promise)
+        # The ballot, as the node's driver picks it: with the driver's own class.
+        plan = p.ballots.plan(key, home=home(key) == p.name, known_key=own.has_record(key),
+                              above=p.conflicts.pop(key, None),
+                              hint=own.record(key).promised)
+        op = self.new_op(p, key, plan.path)
+        ballot = plan.ballot
+        proposal = Proposal(key, compose([change]), ballot, self.names, self.quorum,
+                            prepared=plan.prepared, next_promise=plan.next_promise)
         op.proposal = proposal
         p.proposals[key] = op
         outgoing: Outgoing = proposal.start()
@@ -382,7 +410,7 @@ class PaxosNetwork(RuleBasedStateMachine):
                 self.flight.append(Flight(True, msg.proposer, msg.boot, msg.op, msg.acceptor,
                                           encode(reply)))
             return
-        assert isinstance(decoded, (Promise, Accepted, Rejected, Observed))
+        assert isinstance(decoded, (Promise, Accepted, Rejected, Observed, TooEarly))
         p = self.proposers[msg.proposer]
         entry = self.ops.get(msg.op)
         if not p.up or p.boot != msg.boot or entry is None:
@@ -439,8 +467,7 @@ class PaxosNetwork(RuleBasedStateMachine):
             for op in [*p.proposals.values(), *p.reads.values()]:
                 self.finish(p, op)
             p.up = False
-            p.known.clear()
-            p.cache.clear()
+            p.conflicts.clear()
             p.proposals.clear()
             p.reads.clear()
             p.seen.clear()
@@ -456,7 +483,14 @@ class PaxosNetwork(RuleBasedStateMachine):
         if p is not None:
             p.up = True
             p.boot += 1  # the durable restart counter
+            p.ballots = Ballots(p.name, p.boot)  # a new boot remembers no ballot
         self.coverage["restart"] += 1
+
+    @rule(data=st.data(), ms=st.integers(1, 15))
+    def tick(self, data: st.DataObject, ms: int) -> None:
+        """One acceptor's clock moves on (clocks disagree: each moves on its own)."""
+        name = data.draw(st.sampled_from(self.names), label="clock")
+        self.clocks[name] += ms
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -468,10 +502,13 @@ class PaxosNetwork(RuleBasedStateMachine):
                 for b2, s2 in chosen[i + 1:]:
                     # Tokens never decrease along the chosen sequence ...
                     assert s2.token >= s1.token, f"{key}: {s2}@{b2} after {s1}@{b1}"
-                    # ... and one generation has one state: at most one value decided per
-                    # generation, and it never changes while the generation lasts.
+                    # ... and one generation has one value: at most one value decided
+                    # per generation, and it never changes while the generation lasts
+                    # (a renewal may move its deadline, only later).
                     if s2.token == s1.token:
-                        assert s2 == s1, f"{key}: {s1}@{b1} and {s2}@{b2}"
+                        assert s2.generation() == s1.generation(), f"{key}: {s1}@{b1}, {s2}@{b2}"
+                        if s1.live and UNTIL in s1.bindings:
+                            assert s2.bindings[UNTIL] >= s1.bindings[UNTIL], f"{key}: {s2}"
             if chosen:
                 self.coverage[f"chosen tokens {chosen[-1][1].token}"] += 1
 
@@ -492,6 +529,6 @@ def test_paxos_network() -> None:
     seen = PaxosNetwork.coverage
     for path in ("decided full", "decided zero", "decided cached", "decided prepare-only",
                  "conflict", "quorum read", "crash", "restart", "duplicate",
-                 "token >= 3 decided"):
+                 "token >= 3 decided", "premature"):
         assert seen[path] > 0, f"no run took path {path!r}: {dict(seen)}"
     assert any(seen[f"cluster {a}/{p}"] for a in (4, 5) for p in (2, 3))

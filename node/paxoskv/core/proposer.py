@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from paxoskv.core.ballot import Ballot
+from paxoskv.core.ballot import ZERO, Ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
@@ -178,3 +178,74 @@ class QuorumRead:
             self.result = states[0] if best is not None else EMPTY
         elif count + len(self.acceptors) - len(self._replies) < self.quorum:
             self.done = True  # no quorum can agree any more: inconclusive
+
+
+MAX_CACHED_PROMISES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How a proposer starts its next attempt on a key: `path` is "cached", "zero" or
+    "full"; `prepared` is the phase-1 result it already holds (None: run prepare)."""
+
+    path: str
+    ballot: Ballot
+    prepared: KeyState | None
+    next_promise: Ballot
+
+
+class Ballots:
+    """A proposer's ballots, as a pure state machine (the driver and the property
+    tests use this one class).
+
+    Every ballot comes from the proposer's own counter, which is above every
+    ballot and next-promise it issued during this boot, and carries the boot
+    counter, which is durable; so no ballot is ever issued twice, whatever any
+    acceptor (the local one included) saw or forgot. A promise that a quorum
+    made for a decided round is cached and used at most once (it leaves the
+    cache when used). ZERO is used only by the key's home on a key its own
+    acceptor has no record of, and the driver records that use on the home's
+    disk before any peer sees it, so ZERO too is used once per key.
+    """
+
+    def __init__(self, node: str, boot: int) -> None:
+        self.node = node
+        self.boot = boot
+        self._round = 0
+        self._cached: dict[str, tuple[Ballot, KeyState]] = {}
+
+    def issue(self, above: Ballot | None = None) -> Ballot:
+        """A ballot never issued before, higher than `above`."""
+        self._round = max(self._round, 0 if above is None else above.round) + 1
+        return Ballot(self._round, self.boot, self.node)
+
+    def plan(self, key: str, *, home: bool, known_key: bool, above: Ballot | None,
+             hint: Ballot | None = None) -> Plan:
+        """The next attempt on `key`. `home`: this proposer is the key's home;
+        `known_key`: its acceptor has a record of the key; `above`: the highest
+        promise a conflict showed (None on a first attempt); `hint`: a promise
+        seen locally, to skip a likely conflict (never a source of ballots)."""
+        cached = self._cached.pop(key, None)
+        if cached is not None and above is None:
+            ballot, state = cached
+            return Plan("cached", ballot, state, self.issue(ballot))
+        if above is None and home and not known_key:
+            return Plan("zero", ZERO, EMPTY, self.issue())
+        if hint is not None and (above is None or hint > above):
+            above = hint
+        ballot = self.issue(above)
+        return Plan("full", ballot, None, self.issue(ballot))
+
+    def remember(self, key: str, decided: Decided) -> None:
+        """Cache the promise a decided round earned. Only the most recently decided
+        keys are kept: memory stays bounded."""
+        if decided.promised is None:
+            return
+        self._cached.pop(key, None)
+        self._cached[key] = (decided.promised, decided.state)
+        if len(self._cached) > MAX_CACHED_PROMISES:
+            del self._cached[next(iter(self._cached))]
+
+    def forget(self) -> None:
+        """Drop every cached promise (they stay valid; this only costs round trips)."""
+        self._cached.clear()

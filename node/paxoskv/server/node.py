@@ -10,11 +10,10 @@ often it runs: deletes and renewals are conditional on a generation, reads
 change nothing, and puts carry an id that the key remembers (`PutIfAbsent`).
 Reads try a one-round-trip quorum read first.
 
-Ballots belong to the proposer: they come from its own counter, which is above
-every ballot and next-promise it issued during this boot, and carry the boot
-counter, which is durable. So no ballot is ever used twice, whatever the local
-acceptor saw (it records nothing when it answers TooEarly, for instance), and
-each ballot carries one state: `QuorumRead` and the prepare phase rely on that.
+Ballots belong to the proposer (`core.proposer.Ballots`): no ballot is ever
+used twice, whatever the local acceptor saw (it records nothing when it answers
+TooEarly, for instance), so each ballot carries one state: `QuorumRead` and the
+prepare phase rely on that.
 """
 
 from __future__ import annotations
@@ -34,7 +33,15 @@ from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import ZERO, Ballot
 from paxoskv.core.messages import Commit, Inspect, Observed, Promise, Reply, Request
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
+from paxoskv.core.proposer import (
+    Ballots,
+    Conflict,
+    Decided,
+    Outgoing,
+    Premature,
+    Proposal,
+    QuorumRead,
+)
 from paxoskv.core.state import (
     Change,
     KeyState,
@@ -48,8 +55,6 @@ from paxoskv.server.storage import Storage
 from paxoskv.server.transport import Envelope, PeerLink, PeerUnavailable
 
 log = logging.getLogger("paxoskv.node")
-
-MAX_CACHED_PROMISES = 10_000
 
 
 class NoQuorum(Exception):
@@ -108,12 +113,10 @@ class Node:
     def __post_init__(self) -> None:
         self.members = sorted(self.members)
         self.quorum = len(self.members) // 2 + 1
-        # Promises this proposer holds: key -> (ballot, chosen state).
-        self._promises: dict[str, tuple[Ballot, KeyState]] = {}
+        self.ballots = Ballots(self.name, self.boot)
         self._queues: dict[str, list[_Waiter]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
-        self._round = 0  # the highest ballot round this proposer issued in this boot
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
         self.new_id: Callable[[], str] = lambda: os.urandom(12).hex()
@@ -377,8 +380,7 @@ class Node:
             proposal = self._proposal(key, change, above)
             outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
             if isinstance(outcome, Decided):
-                if outcome.promised is not None:
-                    self._remember_promise(key, outcome.promised, outcome.state)
+                self.ballots.remember(key, outcome)
                 return outcome
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
@@ -398,40 +400,19 @@ class Node:
         """Sleep, but not past `deadline` (then the caller's next check gives up)."""
         await asyncio.sleep(max(0.0, min(seconds, deadline - self.clock())))
 
-    def _remember_promise(self, key: str, ballot: Ballot, state: KeyState) -> None:
-        # Keep the most recently decided keys only: memory stays bounded and
-        # the garbage collector does not scan one entry per key.
-        self._promises[key] = (ballot, state)
-        if len(self._promises) > MAX_CACHED_PROMISES:
-            del self._promises[next(iter(self._promises))]
-
-    def _ballot(self, above: Ballot | None = None) -> Ballot:
-        """A ballot never issued before: above every one this proposer issued in
-        this boot (next-promises included) and above `above`."""
-        self._round = max(self._round, 0 if above is None else above.round) + 1
-        return Ballot(self._round, self.boot, self.name)
-
     def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
                   above: Ballot | None) -> Proposal:
-        def make(ballot: Ballot, prepared: KeyState | None) -> Proposal:
-            return Proposal(key, change, ballot, self.members, self.quorum,
-                            prepared=prepared, next_promise=self._ballot(ballot))
-
-        cached = self._promises.pop(key, None)
-        if cached is not None and above is None:
-            # A quorum promised this ballot (issued by us, used at most once:
-            # it has just left the cache) and nothing was accepted since.
+        plan = self.ballots.plan(key, home=self.home(key) == self.name,
+                                 known_key=self.acceptor.has_record(key), above=above,
+                                 hint=self.acceptor.record(key).promised)
+        if plan.path == "cached":
             self.stats.cached_promise += 1
-            return make(*cached)
-        if above is None and self.home(key) == self.name and not self.acceptor.has_record(key):
+        elif plan.path == "zero":
             self.stats.fast_path += 1
-            return make(ZERO, KeyState())
-        self.stats.full_round += 1
-        # The local acceptor's promise is only a hint, to skip a likely conflict.
-        hint = self.acceptor.record(key).promised
-        if hint is not None and (above is None or hint > above):
-            above = hint
-        return make(self._ballot(above), None)
+        else:
+            self.stats.full_round += 1
+        return Proposal(key, change, plan.ballot, self.members, self.quorum,
+                        prepared=plan.prepared, next_promise=plan.next_promise)
 
     async def _drive(self, proposal: Proposal, timeout: float
                      ) -> Decided | Conflict | Premature | None:
