@@ -519,7 +519,10 @@ def _mapped(source: asyncio.Future[Any], fn: Callable[[Any], Any]) -> asyncio.Fu
         elif f.exception() is not None:
             out.set_exception(f.exception())  # type: ignore[arg-type]
         else:
-            out.set_result(fn(f.result()))
+            try:
+                out.set_result(fn(f.result()))
+            except Exception as exc:
+                out.set_exception(exc)
 
     source.add_done_callback(done)
     return out
