@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from availability import PAUSE_S, Availability, etcd_leader, measure_availability
 
 from paxoskv import devcluster
 
@@ -314,7 +315,29 @@ def start_clusters(stack: ExitStack, data_root: Path) -> dict[str, Cluster]:
     return clusters
 
 
-def run_benchmark(duration: int) -> list[Result]:
+def availability(clusters: dict[str, Cluster], run_id: str) -> list[Availability]:
+    """One member paused for PAUSE_S seconds under steady writes, for each store."""
+    found = []
+    for store, cluster in clusters.items():
+        pids = [proc.pid for proc in cluster.procs]
+        if store == "paxoskv":
+            paused, entry, why = 1, 0, "n2 (a third of the keys are homed on it)"
+        else:
+            paused = etcd_leader(cluster.urls)
+            entry, why = (paused + 1) % SIZE, f"e{paused + 1} (the leader)"
+        progress(f"availability: {store}, writes through member {entry + 1} while {why} "
+                 f"is paused for {PAUSE_S:.0f} s")
+        result = measure_availability(store, cluster.urls, pids, paused, entry, why,
+                                      f"{run_id}/avail")
+        progress(f"    longest gap {result.longest_gap_ms:,.0f} ms, {result.failed} of "
+                 f"{result.writes} writes failed, p99 {result.p99_before_ms:.1f} ms before "
+                 f"and {result.p99_paused_ms:.1f} ms during the pause")
+        cluster.check_alive()
+        found.append(result)
+    return found
+
+
+def run_benchmark(duration: int) -> tuple[list[Result], list[Availability]]:
     run_id = f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
     with ExitStack() as stack:
         data_root = Path(stack.enter_context(tempfile.TemporaryDirectory(
@@ -324,8 +347,9 @@ def run_benchmark(duration: int) -> list[Result]:
             progress(f"preloading {GET_KEYS} keys into {cluster.store}")
             asyncio.run(preload(cluster, f"{run_id}/get"))
         results = measure(clusters, run_id, duration)
+        paused = availability(clusters, run_id)
         progress("stopping clusters")
-    return results
+    return results, paused
 
 
 # --- report ----------------------------------------------------------------------------
@@ -374,11 +398,22 @@ RESULT_HEADER = ["store", "workload", "concurrency", "ops/s", "p50 ms", "p99 ms"
 RATIO_HEADER = ["workload", "concurrency", "PaxosKV/etcd ops/s"]
 
 
-def tables(results: list[Result], render: Callable[[list[str], list[list[str]]], str]
-           ) -> str:
+AVAILABILITY_HEADER = ["store", "paused member", "writes", "failed", "longest gap ms",
+                       "p99 ms before", "p99 ms paused"]
+
+
+def availability_cells(a: Availability) -> list[str]:
+    return ["PaxosKV" if a.store == "paxoskv" else "etcd", a.paused, f"{a.writes:,}",
+            str(a.failed), f"{a.longest_gap_ms:,.0f}", f"{a.p99_before_ms:.1f}",
+            f"{a.p99_paused_ms:.1f}"]
+
+
+def tables(results: list[Result], paused: list[Availability],
+           render: Callable[[list[str], list[list[str]]], str]) -> str:
     ratios = [[w, str(c), ratio] for w, c, ratio in ratio_rows(results)]
     return (render(RESULT_HEADER, [result_cells(r) for r in results]) + "\n\n"
-            + render(RATIO_HEADER, ratios))
+            + render(RATIO_HEADER, ratios) + "\n\n"
+            + render(AVAILABILITY_HEADER, [availability_cells(a) for a in paused]))
 
 
 def machine() -> dict[str, Any]:
@@ -391,15 +426,17 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu}
 
 
-def readme_section(results: list[Result], meta: dict[str, Any]) -> str:
+def readme_section(results: list[Result], paused: list[Availability],
+                   meta: dict[str, Any]) -> str:
     m = meta["machine"]
     return (f"Measured {meta['date']} with `{meta['command']}` on {m['nproc']} cores "
             f"({m['cpu']}), Linux {m['kernel']}: a 3-node PaxosKV cluster and a 3-member "
             f"etcd {meta['etcd_version']} cluster on 127.0.0.1, fsync on for both, each "
             f"driven through node 1 by wrk with the same Lua script "
             f"({meta['duration_s']} s per cell, wrk threads = min(concurrency, 2)); "
-            f"1-minute load average before the run: {meta['load_before']}.\n\n"
-            + tables(results, markdown_table))
+            f"1-minute load average before the run: {meta['load_before']}. The last table: "
+            f"{WRITERS_NOTE}\n\n"
+            + tables(results, paused, markdown_table))
 
 
 def update_readme(readme: Path, section: str) -> None:
@@ -426,11 +463,18 @@ def note_node_logs() -> None:
             progress(f"note: {log} has {len(lines)} log lines; first: {lines[0][:200]}")
 
 
-def report(results: list[Result], meta: dict[str, Any], readme: Path | None) -> None:
-    print(tables(results, text_table))
+WRITERS_NOTE = ("8 writers put fresh keys through one member for 3 s, then another "
+                "member is paused with SIGSTOP for 5 s (for etcd, its leader), then 3 s "
+                "more; each write has a 2 s deadline.")
+
+
+def report(results: list[Result], paused: list[Availability], meta: dict[str, Any],
+           readme: Path | None) -> None:
+    print(tables(results, paused, text_table))
     note_node_logs()
     (OUT / "latest.json").write_text(json.dumps(
-        {**meta, "results": [asdict(r) for r in results]}, indent=2) + "\n")
+        {**meta, "results": [asdict(r) for r in results],
+         "availability": [asdict(a) for a in paused]}, indent=2) + "\n")
     failed = [r for r in results if r.failed]
     for r in failed:
         progress(f"ERRORS in {r.store} {WORKLOADS[r.workload]} c={r.concurrency}: "
@@ -438,7 +482,7 @@ def report(results: list[Result], meta: dict[str, Any], readme: Path | None) -> 
     if failed:
         progress("README not updated: a benchmark that measured errors is worthless")
     elif readme is not None:
-        update_readme(readme, readme_section(results, meta))
+        update_readme(readme, readme_section(results, paused, meta))
 
 
 # --- main ------------------------------------------------------------------------------
@@ -481,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"machine skews the figures")
     try:
         ensure_tools()
-        results = run_benchmark(duration)
+        results, paused = run_benchmark(duration)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -491,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "command": command_line(argv),
             "machine": machine(), "etcd_version": etcd_version(), "duration_s": duration,
             "load_before": round(load, 2)}
-    report(results, meta, None if args.quick else args.readme)
+    report(results, paused, meta, None if args.quick else args.readme)
     return 1 if any(r.failed for r in results) else 0
 
 
