@@ -94,6 +94,18 @@ class LocalCluster:
         urls = self.urls if index is None else [self.url(index)]
         return AsyncClient(urls, **options)
 
+    def log_problems(self, expected: tuple[str, ...] = ()) -> list[str]:
+        """Error and critical lines, and tracebacks, in the nodes' logs (they log at
+        warning level), except those containing one of `expected`."""
+        found = []
+        for log in sorted(self.root.glob("n*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                bad = ('"level": "error"' in line or '"level": "critical"' in line
+                       or "Traceback" in line)
+                if bad and not any(e in line for e in expected):
+                    found.append(f"{log.name}: {line[:500]}")
+        return found
+
     def close(self) -> None:
         for proc in self.procs.values():
             proc.kill()

@@ -33,9 +33,14 @@ def _faulty_run(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
     cluster = LocalCluster(tmp_path, 3, env=env, node_env=node_env)
     try:
         cluster.start_all()
-        return asyncio.run(fault_run(cluster, seed, seconds, lifetimes=lifetimes))
+        run = asyncio.run(fault_run(cluster, seed, seconds, lifetimes=lifetimes))
     finally:
         cluster.close()
+    # Nothing a node logs under faults may be an error: each one is a bug or noise
+    # that would hide one (a storage failure, an exception nobody retrieved).
+    problems = cluster.log_problems()
+    assert not problems, "\n".join(problems[:10])
+    return run
 
 
 def _verdict(seed: int, history: list[Op], faults: Counter[str],
@@ -83,16 +88,18 @@ def test_partition_run_history_is_linearizable(tmp_path: Path, netns: str, seed:
                     "--seed", str(seed), "--seconds", str(SECONDS), "--root",
                     str(tmp_path / "data"), "--out", str(out)], check=True, timeout=SECONDS + 120)
     run = json.loads(out.read_text())
+    assert not run["log_problems"], "\n".join(run["log_problems"][:10])
     history = [Op(**op) for op in run["history"]]
     faults = Counter(run["faults"])
     _verdict(seed, history, faults)
 
 
 def test_lifetimes_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
-    """Puts carry deadlines or sessions; node 1's clock runs 1.5 s fast; no key may be
-    reported gone before its deadline (on the test's clock) or while its session surely
-    lived, while the nemesis works."""
-    skew = {0: {"PAXOSKV_TEST_CLOCK_SKEW_MS": "1500"}}
+    """Puts carry deadlines or sessions; node 1's clock runs 3 s fast (more than the 2 s
+    grace after which other members stand in for a key's home); no key may be reported
+    gone before its deadline (on the test's clock) or while its session surely lived,
+    while the nemesis works."""
+    skew = {0: {"PAXOSKV_TEST_CLOCK_SKEW_MS": "3000"}}
     run = _faulty_run(tmp_path, 8, node_env=skew, lifetimes=True)
     assert sum(op.until is not None and op.outcome == "ok" for op in run.history) > 20
     assert sum(op.session is not None and op.outcome == "ok" for op in run.history) > 20

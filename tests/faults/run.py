@@ -74,12 +74,24 @@ def _can_connect(src: str, member: LocalMember) -> bool:
     return True
 
 
+FAILPOINT_EXIT = 86  # the status a node exits with when it crashes at a failpoint
+
+
+class UnexpectedExit(Exception):
+    """A node exited with no fault to explain it: a bug, which the run must not hide."""
+
+
 async def revive(cluster: LocalCluster, faults: Counter[str]) -> None:
-    """All run long: restart the nodes that crash by themselves (at a failpoint)."""
+    """All run long: restart the nodes that crash by themselves at a failpoint (they
+    exit with FAILPOINT_EXIT, only when failpoints are on); any other exit ends the run."""
+    failpoints_on = "PAXOSKV_TEST_FAILPOINTS" in cluster.env
     while True:
         for i, member in enumerate(cluster.members):
             proc = cluster.procs.get(member.name)
             if proc is not None and proc.poll() is not None:
+                if not (failpoints_on and proc.returncode == FAILPOINT_EXIT):
+                    raise UnexpectedExit(f"{member.name} exited with status "
+                                         f"{proc.returncode}; see {cluster.root}")
                 del cluster.procs[member.name]
                 cluster.start(i)
                 faults["failpoint crash"] += 1
@@ -110,9 +122,11 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
             for i in victims:
                 await asyncio.to_thread(cluster.wait_up, i)
         elif kind == "pause":
+            # Up to 3.5 s: past the 2 s after which peers judge a member down and the
+            # key's other members stand in for its home (a GC pause, a throttled pod).
             proc = cluster.procs[cluster.members[victim].name]
             proc.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            await asyncio.sleep(rng.uniform(0.2, 3.5))
             proc.send_signal(signal.SIGCONT)
         else:
             assert partitions is not None
@@ -150,12 +164,18 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     faults: Counter[str] = Counter()
     reviver = asyncio.create_task(revive(cluster, faults))
     try:
-        await nemesis(cluster, rng, seconds, partitions, faults)
+        nemesis_done = asyncio.create_task(nemesis(cluster, rng, seconds, partitions, faults))
+        await asyncio.wait([nemesis_done, reviver], return_when=asyncio.FIRST_COMPLETED)
+        if reviver.done():
+            nemesis_done.cancel()
+            reviver.result()  # raises UnexpectedExit
+        nemesis_done.result()
         stop.set()
         await asyncio.gather(*loops)
         return await _settle(cluster, clients, sessions, keys, history, faults)
     finally:
         reviver.cancel()
+        stop.set()
 
 
 async def _settle(cluster: LocalCluster, clients: list[AsyncClient],
@@ -202,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.close()
         partitions.close()
     args.out.write_text(json.dumps({"faults": dict(run.faults),
-                                    "history": [dataclasses.asdict(op) for op in run.history]}))
+                                    "history": [dataclasses.asdict(op) for op in run.history],
+                                    "log_problems": cluster.log_problems()}))
     return 0
 
 

@@ -318,7 +318,8 @@ class Node:
 
     async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
         """Queue a change; concurrent changes of one key share one round."""
-        future: asyncio.Future[KeyState] = asyncio.get_running_loop().create_future()
+        # Quiet: a caller that gave up (a hedge that lost) never reads its failure.
+        future: asyncio.Future[KeyState] = _quiet(asyncio.get_running_loop().create_future())
         deadline = self.clock() + timeout
         self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
         if key not in self._workers:

@@ -95,7 +95,8 @@ def _operation(summary: str, extra: dict[str, Any], required: list[str],
 def openapi_document() -> dict[str, Any]:
     entry = {"$ref": "#/components/schemas/Entry"}
     deleted = {"allOf": [entry, {"type": "object", "required": ["deleted"], "properties": {
-        "deleted": {"type": "boolean", "description": "The named generation has ended."}}}]}
+        "deleted": {"type": "boolean", "description": "The named generation has ended "
+                    "(by this delete or before it: a retried delete answers true again)."}}}]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "PaxosKV", "version": __version__,
@@ -112,7 +113,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/get": _operation(
                 "Read a key: linearizable by default, or this node's possibly stale copy.",
                 {"consistency": {"type": "string", "enum": list(v.CONSISTENCY),
-                                 "default": "linearizable"}},
+                                 "default": "linearizable",
+                                 "description": "linearizable: a quorum's latest decided "
+                                 "state. local: the latest state this node knows was "
+                                 "chosen, with no round trip; possibly stale (even "
+                                 "not-found for a key it has not learned yet), never a "
+                                 "state that was merely accepted and might not be chosen."}},
                 [], entry),
             "/v1/delete": _operation(
                 "Delete a key if its fencing token still matches.",

@@ -165,10 +165,11 @@ class PeerLink:
         async with self._session.get(self.base_url + IDENTITY_PATH,
                                      timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
             answer = await resp.json() if resp.status == 200 else {}
+        if answer.get("state") != "member":
+            log.debug("peer %s is not serving as a member yet", self.name)
+            return False  # starting, or bootstrapping: ask again
         problem = self._identity.peer_problem(self.name, str(answer.get("cluster_id", "")),
                                               str(answer.get("member_id", "")))
-        if problem is not None and answer.get("state") != "member":
-            problem = f"{self.name!r} is not serving as a member yet"
         if problem != self._refused and problem is not None:
             log.warning("refusing peer: %s", problem, extra={"peer": self.name})
         self._refused = problem
