@@ -20,10 +20,13 @@ class LocalCluster:
 
     def __init__(self, root: Path, size: int, hosts: list[str] | None = None,
                  env: dict[str, str] | None = None,
-                 node_env: dict[int, dict[str, str]] | None = None) -> None:
+                 node_env: dict[int, dict[str, str]] | None = None,
+                 log_dir: Path | None = None) -> None:
         """`hosts`: one loopback address per member (default: all on 127.0.0.1);
-        `env`: test switches for every node, `node_env` for some; kept for restarts."""
+        `env`: test switches for every node, `node_env` for some; kept for restarts;
+        `log_dir`: where the nodes' logs go (default `root`)."""
         self.root = root
+        self.log_dir = log_dir or root
         self.env = env or {}
         self.node_env = node_env or {}
         hosts = hosts or ["127.0.0.1"] * size
@@ -41,7 +44,8 @@ class LocalCluster:
     def start(self, index: int, env: dict[str, str] | None = None) -> None:
         """Start node `index`; `env` adds environment variables (test switches)."""
         member = self.members[index]
-        log = open(self.root / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[member.name] = subprocess.Popen(
             [*serve_command(member, self.members), "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT,
@@ -98,7 +102,7 @@ class LocalCluster:
         """Error and critical lines, and tracebacks, in the nodes' logs (they log at
         warning level), except those containing one of `expected`."""
         found = []
-        for log in sorted(self.root.glob("n*.log")):
+        for log in sorted(self.log_dir.glob("n*.log")):
             for line in log.read_text(errors="replace").splitlines():
                 bad = ('"level": "error"' in line or '"level": "critical"' in line
                        or "Traceback" in line)

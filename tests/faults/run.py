@@ -1,8 +1,10 @@
 """One fault run: a recorded random workload against a local cluster while a nemesis
-injects faults. Used in-process by tests/test_faults.py, and as a program inside a
-network namespace for partitions (nftables rules there must not touch the machine):
+injects faults. tests/test_faults.py runs it as a program inside a private mount
+namespace (the power-loss disk's mounts) and, for partitions, a network namespace
+(nftables rules there must not touch the machine):
 
-    ip netns exec NS python -m tests.faults.run --seed 7 --seconds 8 --out run.json
+    unshare --mount --propagation private python -m tests.faults.run --seed 7 \
+        --seconds 8 --root DIR --out run.json --power-loss
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import httpx
 from paxoskv.client import AsyncClient, AsyncSession, PaxosKVError
 from paxoskv.devcluster import LocalMember
 from tests.faults.checker import Op
+from tests.faults.disk import PowerLossDisk
 from tests.faults.workload import client_loop
 from tests.harness import LocalCluster
 
@@ -99,7 +102,8 @@ async def revive(cluster: LocalCluster, faults: Counter[str]) -> None:
 
 
 async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
-                  partitions: Partitions | None, faults: Counter[str]) -> None:
+                  partitions: Partitions | None, disk: PowerLossDisk | None,
+                  faults: Counter[str]) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     # A power cut stops the whole cluster for a while: rarer than the rest.
@@ -116,6 +120,8 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
             victims = [victim] if kind == "kill" else list(range(3))
             for i in victims:
                 cluster.kill(i)
+            if kind == "power cut" and disk is not None:
+                disk.power_cut()  # and the disk loses what it had not made durable
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             for i in victims:
                 cluster.start(i)
@@ -148,7 +154,8 @@ class Run:
 
 
 async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
-                    partitions: Partitions | None = None, lifetimes: bool = False) -> Run:
+                    partitions: Partitions | None = None, lifetimes: bool = False,
+                    disk: PowerLossDisk | None = None) -> Run:
     """`lifetimes`: puts carry a deadline a few seconds ahead or the client's session."""
     rng = random.Random(seed)
     history: list[Op] = []
@@ -164,7 +171,8 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     faults: Counter[str] = Counter()
     reviver = asyncio.create_task(revive(cluster, faults))
     try:
-        nemesis_done = asyncio.create_task(nemesis(cluster, rng, seconds, partitions, faults))
+        nemesis_done = asyncio.create_task(nemesis(cluster, rng, seconds, partitions, disk,
+                                                   faults))
         await asyncio.wait([nemesis_done, reviver], return_when=asyncio.FIRST_COMPLETED)
         if reviver.done():
             nemesis_done.cancel()
@@ -204,26 +212,56 @@ async def _settle(cluster: LocalCluster, clients: list[AsyncClient],
     return Run(history, faults, alive_until)
 
 
+def _env_items(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="One fault run with partitions, inside "
-                                     "a network namespace; writes the history as JSON.")
+    parser = argparse.ArgumentParser(description="One fault run; writes the history, the "
+                                     "faults and the nodes' log problems as JSON.")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--root", type=Path, required=True, help="data directories")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a test switch for every node")
+    parser.add_argument("--node-env", action="append", default=[], metavar="I:NAME=VALUE",
+                        help="a test switch for node I (0-based)")
+    parser.add_argument("--lifetimes", action="store_true",
+                        help="puts carry deadlines or the client's session")
+    parser.add_argument("--partitions", action="store_true",
+                        help="nodes on 127.0.0.11-13, cut with nftables (in a netns only)")
+    parser.add_argument("--power-loss", action="store_true",
+                        help="data on an ext4 image that power cuts shut down unflushed "
+                        "(in a private mount namespace only)")
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(args.root, 3, hosts=HOSTS)
-    partitions = Partitions(cluster)
+    disk = (PowerLossDisk(args.root / "disk.img", args.root / "disk")
+            if args.power_loss else None)
+    node_env: dict[int, dict[str, str]] = {}
+    for item in args.node_env:
+        index, _, pair = item.partition(":")
+        node_env.setdefault(int(index), {}).update(_env_items([pair]))
+    env = {"PAXOSKV_TEST_SEED": str(args.seed), **_env_items(args.env)}
+    data = args.root / "disk" if disk is not None else args.root / "data"
+    cluster = LocalCluster(data, 3, hosts=HOSTS if args.partitions else None, env=env,
+                           node_env=node_env, log_dir=args.root / "logs")
+    partitions = Partitions(cluster) if args.partitions else None
     try:
         cluster.start_all()
-        run = asyncio.run(fault_run(cluster, args.seed, args.seconds, partitions))
+        run = asyncio.run(fault_run(cluster, args.seed, args.seconds, partitions,
+                                    args.lifetimes, disk))
     finally:
         cluster.close()
-        partitions.close()
+        if partitions is not None:
+            partitions.close()
+        problems = cluster.log_problems()
+        if disk is not None:
+            disk.close()
     args.out.write_text(json.dumps({"faults": dict(run.faults),
                                     "history": [dataclasses.asdict(op) for op in run.history],
-                                    "log_problems": cluster.log_problems()}))
+                                    "sessions_alive_until": run.sessions_alive_until,
+                                    "log_problems": problems}))
     return 0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -23,7 +25,13 @@ from paxoskv.server.api import create_app, identity_app
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Node
-from paxoskv.server.storage import DataDirInUse, LaggingStorage, Storage
+from paxoskv.server.storage import (
+    NO_FSYNC,
+    REPLY_BEFORE_DURABLE,
+    DataDirInUse,
+    LaggingStorage,
+    Storage,
+)
 from paxoskv.server.transport import MessageFaults, PeerLink
 
 log = logging.getLogger("paxoskv.server")
@@ -58,9 +66,12 @@ class JsonFormatter(logging.Formatter):
 CLOCK_SKEW_VARIABLE = "PAXOSKV_TEST_CLOCK_SKEW_MS"
 # Test-only: break safety on purpose, to show that the fault tests' checker notices.
 # "promise-without-accepted": the acceptor answers prepares as if it had accepted nothing;
-# "lose-unsynced-writes": writes are acknowledged before they reach the disk (storage.py).
+# "lose-unsynced-writes": writes are acknowledged and held in memory for seconds before
+# they reach the disk; "no-fsync": commits are never fsynced; "reply-before-durable":
+# replies leave as soon as the write is queued (storage.py).
 BREAK_VARIABLE = "PAXOSKV_TEST_BREAK"
-BREAKS = frozenset({"promise-without-accepted", "lose-unsynced-writes"})
+BREAKS = frozenset({"promise-without-accepted", "lose-unsynced-writes", NO_FSYNC,
+                    REPLY_BEFORE_DURABLE})
 
 
 # Test-only: crash at named points, e.g. "after-persist-before-reply=0.01" (a chance).
@@ -83,14 +94,22 @@ def failpoints() -> dict[str, float]:
 
 
 MESSAGE_FAULTS_VARIABLE = "PAXOSKV_TEST_MESSAGE_FAULTS"
+# Test-only: the seed of a fault run, for the node's own test randomness (failpoints,
+# message faults), so that a run replayed with the same seed draws the same numbers.
+SEED_VARIABLE = "PAXOSKV_TEST_SEED"
 
 
-def message_faults() -> MessageFaults | None:
+def test_rng(name: str, boot: int) -> random.Random:
+    seed = os.environ.get(SEED_VARIABLE)
+    return random.Random(None if seed is None else f"{seed}/{name}/{boot}")
+
+
+def message_faults(rng: random.Random) -> MessageFaults | None:
     spec = os.environ.get(MESSAGE_FAULTS_VARIABLE)
     if not spec:
         return None
     try:
-        faults = MessageFaults.parse(spec)
+        faults = dataclasses.replace(MessageFaults.parse(spec), rng=rng)
     except (TypeError, ValueError):
         raise SystemExit(f"paxoskv: error: {MESSAGE_FAULTS_VARIABLE}: expected e.g. "
                          "'drop=0.05,duplicate=0.05,delay_ms=20'") from None
@@ -151,7 +170,7 @@ async def serve(config: ServerConfig) -> None:
     breaks = safety_breaks()
     try:
         storage = (LaggingStorage if "lose-unsynced-writes" in breaks else Storage)(
-            config.data_dir)
+            config.data_dir, breaks)
     except DataDirInUse as exc:
         raise SystemExit(f"paxoskv: error: {exc}") from None
     # Peer connections leave from this node's own address (not the default
@@ -169,8 +188,8 @@ async def serve(config: ServerConfig) -> None:
     boot = storage.next_boot()
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
-                breaks=breaks, failpoints=failpoints())
-    faults = message_faults()
+                breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot))
+    faults = message_faults(test_rng(config.name + "/network", boot))
     node.links = {name: PeerLink(name, url, session, identity, config.name, faults)
                   for name, url in config.members.items() if name != config.name}
     lifetimes = Lifetimes(node)

@@ -109,6 +109,8 @@ class Node:
     breaks: frozenset[str] = frozenset()
     # Test-only named failpoints: name -> probability of crashing there (see main.py).
     failpoints: dict[str, float] = field(default_factory=dict)
+    # Test randomness (failpoints), seeded by a fault run so that a replay is a replay.
+    rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self.members = sorted(self.members)
@@ -151,7 +153,7 @@ class Node:
     def failpoint(self, name: str) -> None:
         """Crash here (as kill -9 would: no flush, no goodbye) if the test asked for it."""
         chance = self.failpoints.get(name)
-        if chance is not None and random.random() < chance:
+        if chance is not None and self.rng.random() < chance:
             log.warning("failpoint: crashing", extra={"node": f"{self.name} at {name}"})
             os._exit(86)
 

@@ -51,13 +51,22 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+# Test-only planted bugs (PAXOSKV_TEST_BREAK, see main.py), to show that the fault
+# runs' real power loss catches them: commits that never fsync, and replies that
+# leave before their write is committed.
+NO_FSYNC = "no-fsync"
+REPLY_BEFORE_DURABLE = "reply-before-durable"
+
+
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, breaks: frozenset[str] = frozenset()) -> None:
         self._lock = lock_data_dir(data_dir)
+        self._reply_early = REPLY_BEFORE_DURABLE in breaks
         self.path = data_dir / "acceptor.sqlite3"
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit
+        # fsync at every commit (unless a test plants the bug of not doing so)
+        self._db.execute("PRAGMA synchronous=" + ("OFF" if NO_FSYNC in breaks else "FULL"))
         self._db.executescript(SCHEMA)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paxoskv-fsync")
         self._pending: list[Write] = []
@@ -107,6 +116,10 @@ class Storage:
             self._next = asyncio.get_running_loop().create_future()
             if self._inflight is None:
                 asyncio.get_running_loop().call_soon(self._start_commit)
+        if self._reply_early:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         return self._next
 
     def flushed(self) -> asyncio.Future[None]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -38,18 +38,25 @@ class MessageFaults:
     drop: float = 0.0
     duplicate: float = 0.0
     delay_ms: float = 0.0
+    # Seeded from the test run's seed (PAXOSKV_TEST_SEED), so a replay is a replay.
+    rng: random.Random = field(default_factory=random.Random, compare=False)
 
     @staticmethod
     def parse(spec: str) -> MessageFaults:
-        fields = dict(item.split("=", 1) for item in spec.split(",") if item)
-        return MessageFaults(**{name: float(value) for name, value in fields.items()})
+        fields = {name: float(value) for name, value in
+                  (item.split("=", 1) for item in spec.split(",") if item)}
+        unknown = set(fields) - {"drop", "duplicate", "delay_ms"}
+        if unknown:
+            raise ValueError(f"unknown message fault {', '.join(sorted(unknown))}")
+        return MessageFaults(fields.get("drop", 0.0), fields.get("duplicate", 0.0),
+                             fields.get("delay_ms", 0.0))
 
-    def deliveries(self, rng: random.Random) -> list[float]:
+    def deliveries(self) -> list[float]:
         """The delays (seconds) after which one message is delivered: none, one or two."""
-        if rng.random() < self.drop:
+        if self.rng.random() < self.drop:
             return []
-        copies = 2 if rng.random() < self.duplicate else 1
-        return [rng.uniform(0, self.delay_ms) / 1000 for _ in range(copies)]
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        return [self.rng.uniform(0, self.delay_ms) / 1000 for _ in range(copies)]
 
 
 class FrameWriter:
@@ -61,12 +68,11 @@ class FrameWriter:
         self._outbox: list[Envelope] = []
         self._wakeup = asyncio.Event()
         self._faults = faults
-        self._rng = random.Random()
         self._task = asyncio.create_task(self._run())
 
     def send(self, envelope: Envelope) -> None:
         if self._faults is not None:
-            for delay in self._faults.deliveries(self._rng):
+            for delay in self._faults.deliveries():
                 asyncio.get_running_loop().call_later(delay, self._enqueue, envelope)
             return
         self._enqueue(envelope)
