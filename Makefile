@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 run: install  ## a local 3-node cluster on 127.0.0.1:7001-7003 (Ctrl-C stops it)
 	$(BIN)/paxoskv dev
 
-# The fault tests partition nodes with nftables inside a network namespace (iproute2).
+# The fault tests partition nodes with nftables inside a network namespace (iproute2),
+# and cut power to an ext4 image, loop-mounted in a private mount namespace (e2fsprogs,
+# util-linux's mount, unshare and losetup).
 system-deps:
-	@command -v nft >/dev/null && command -v ip >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq nftables iproute2)
+	@for tool in nft ip mkfs.ext4 unshare losetup mount; do command -v $$tool >/dev/null \
+	  || missing=1; done; [ -z "$$missing" ] || (apt-get update -qq && \
+	  apt-get install -y -qq nftables iproute2 e2fsprogs util-linux mount)
 
 lint: install
 	$(BIN)/ruff check .
