@@ -181,7 +181,7 @@ class Lifetimes:
             self._scheduled[key] = (state.token, int(until))
             heapq.heappush(self._deadlines, (int(until), key, state.token, int(until)))
         for parent in parents(key, state.bindings):
-            if not alive(parent, self.node.read_local(parent[0])):
+            if not alive(parent, self._hint(parent[0])):
                 self._suspect(key, parent[0])
 
     def _parent_changed(self, key: str, state: KeyState) -> bool:
@@ -206,16 +206,22 @@ class Lifetimes:
             self._parents[key] = now
             for parent in now:
                 if parent not in self._children:
-                    self._parent_tokens[parent] = self.node.read_local(parent).token
+                    self._parent_tokens[parent] = self._hint(parent).token
                 self._children.setdefault(parent, set()).add(key)
 
     def _suspect(self, child: str, parent: str, delay_ms: int = 0) -> None:
         due = self.node.wall_ms() + delay_ms
         self._suspects[(child, parent)] = min(due, self._suspects.get((child, parent), due))
 
+    def _hint(self, key: str) -> KeyState:
+        """The latest state this node's acceptor holds: accepted, maybe not chosen. Good
+        enough to find work; every ending is checked and decided by consensus."""
+        return self.node.acceptor.record(key).state
+
     def _renewed(self, key: str, token: int, until: int) -> bool:
-        local = self.node.read_local(key)
-        return local.live and local.token == token and int(local.bindings[UNTIL]) > until
+        local = self._hint(key)
+        later = local.bindings.get(UNTIL)
+        return local.live and local.token == token and later is not None and int(later) > until
 
     def _first_in_line(self, key: str) -> bool:
         """The key's home acts at once; the others stand in after GRACE_MS."""

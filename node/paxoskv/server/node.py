@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
@@ -51,8 +51,7 @@ from paxoskv.core.state import (
     change_from_json,
     compose,
 )
-from paxoskv.server.storage import Storage
-from paxoskv.server.transport import Envelope, PeerLink, PeerUnavailable
+from paxoskv.server.transport import Envelope, PeerUnavailable
 
 log = logging.getLogger("paxoskv.node")
 
@@ -70,6 +69,29 @@ class Repeated(NoQuorum):
 # times its usual latency (an average), but never sooner than HEDGE_MIN_S.
 HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
+
+
+class Disk(Protocol):
+    """Where the acceptor's writes become durable (storage.Storage; a simulated disk)."""
+
+    commits: int  # group commits so far (one fsync each)
+    records_written: int
+
+    def write(self, writes: list[Write]) -> asyncio.Future[None]: ...
+    def flushed(self) -> asyncio.Future[None]: ...
+
+
+class Link(Protocol):
+    """This node's connection to one peer (transport.Link; a simulated link)."""
+
+    name: str
+    last_heard: float  # loop time of the peer's latest message
+
+    @property
+    def connected(self) -> bool: ...
+    def call(self, kind: str, body: Any) -> asyncio.Future[Any]: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -96,9 +118,9 @@ class Node:
     name: str
     members: Sequence[str]  # every member's name, this node's included
     acceptor: Acceptor
-    storage: Storage
+    storage: Disk
     boot: int
-    links: dict[str, PeerLink] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
     attempt_timeout: float = 1.0
     clock: Callable[[], float] = time.monotonic  # for timeouts
     wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))  # deadlines
@@ -194,7 +216,7 @@ class Node:
         finally:
             local.cancel()
 
-    async def _home_answers(self, link: PeerLink, forward: asyncio.Future[KeyState],
+    async def _home_answers(self, link: Link, forward: asyncio.Future[KeyState],
                             deadline: float) -> bool:
         """Wait for the home's answer while the home shows signs of life; False when
         it has been silent for a few times its usual latency (stalled, cut off).
@@ -263,7 +285,7 @@ class Node:
                     if not waiting:
                         del self._watchers[key]
 
-    def _forward(self, link: PeerLink, key: str, change: Change, timeout: float, retry: bool
+    def _forward(self, link: Link, key: str, change: Change, timeout: float, retry: bool
                  ) -> asyncio.Future[KeyState]:
         """Ask the key's home to run `change`; the future holds its answer."""
         self.stats.forwarded += 1
@@ -570,7 +592,7 @@ async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float)
                                            return_when=asyncio.FIRST_COMPLETED)
         if not done:
             break
-        for future in done:
-            if not future.cancelled() and future.exception() is None:
+        for future in futures:  # in order, not the set's: deterministic under simulation
+            if future in done and not future.cancelled() and future.exception() is None:
                 return future.result()
     raise NoQuorum("no quorum answered in time; the change may or may not have been decided")

@@ -1,0 +1,3 @@
+from tests.sim.runner import entry
+
+entry()

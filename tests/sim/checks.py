@@ -1,0 +1,66 @@
+"""Checks the simulator adds to tests/faults/checker.py, for what only it records.
+
+- A put takes effect at most once: each put's value is unique, so a value
+  seen in two generations means one request was applied twice.
+- Local reads are outside the real-time rule (stale by design), but must
+  never be dirty: a (token, value) that no put proposed, or that differs from
+  the value the linearizable history shows for that generation.
+- Sessions: a keep-alive must not find a session dead while it surely lived
+  (before its close and before a quorum of clocks passed the latest deadline
+  it was given), and a session found dead must stay dead.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from tests.faults.checker import Op
+from tests.sim.workload import LocalRead, SessionLog
+
+
+def puts_take_effect_once(history: list[Op]) -> list[str]:
+    proposed = {(op.key, op.value) for op in history if op.kind == "put"}
+    generations: dict[tuple[str, Any], set[int]] = defaultdict(set)
+    for op in history:
+        if op.outcome == "ok" and op.found and (op.key, op.seen_value) in proposed:
+            generations[(op.key, op.seen_value)].add(op.token)
+    return [f"{key}: put of {value!r} took effect more than once: generations "
+            f"{sorted(tokens)}" for (key, value), tokens in sorted(generations.items())
+            if len(tokens) > 1]
+
+
+def local_reads_are_clean(history: list[Op], reads: list[LocalRead]) -> list[str]:
+    proposed = {(op.key, op.value) for op in history if op.kind == "put"}
+    decided: dict[tuple[str, int], Any] = {}
+    for op in history:
+        if op.outcome == "ok" and op.found:
+            decided.setdefault((op.key, op.token), op.seen_value)
+    anomalies = []
+    for r in reads:
+        if not r.found:
+            continue
+        where = f"{r.key}: local read by p{r.process} at {r.complete:.3f}"
+        if (r.key, r.value) not in proposed:
+            anomalies.append(f"{where} saw {r.value!r}, which no put proposed")
+        elif (r.key, r.token) in decided and decided[(r.key, r.token)] != r.value:
+            anomalies.append(f"{where} saw {r.value!r} at generation {r.token}, which "
+                             f"was decided as {decided[(r.key, r.token)]!r} (a dirty read)")
+    return anomalies
+
+
+def sessions_live_while_promised(sessions: dict[str, SessionLog],
+                                 alive_until: dict[str, float]) -> list[str]:
+    anomalies = []
+    for sid, log in sorted(sessions.items()):
+        dead_at = min((c for _, c, until in log.keep_alives if until is None), default=None)
+        if dead_at is None:
+            continue
+        if dead_at < alive_until[sid]:
+            anomalies.append(f"session {sid}: a keep-alive found it gone at {dead_at:.3f}, "
+                             f"but it surely lived until {alive_until[sid]:.3f}")
+        for invoke, _, until in log.keep_alives:
+            if until is not None and invoke > dead_at:
+                anomalies.append(f"session {sid}: found gone at {dead_at:.3f}, then renewed "
+                                 f"by a keep-alive invoked at {invoke:.3f}")
+    return anomalies

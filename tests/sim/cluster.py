@@ -1,0 +1,157 @@
+"""The simulated machines: per-node disks, wall clocks and node processes.
+
+Each member runs the real Node, Lifetimes and Liveness, wired as
+paxoskv.server.main.serve wires them, but on a SimStorage, SimLinks and the
+virtual clock. The monotonic clock (`Node.clock`) is the loop's time, which a
+stall does not stop (as with SIGSTOP); the wall clock (`Node.wall_ms`) is
+virtual time plus the node's skew and drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from paxoskv.core.acceptor import Acceptor
+from paxoskv.server.lifetimes import Lifetimes
+from paxoskv.server.liveness import Liveness
+from paxoskv.server.node import Link, Node
+from tests.sim.loop import Proc, SimLoop
+from tests.sim.network import Network
+from tests.sim.storage import DiskTiming, SimDisk, SimStorage
+
+EPOCH_S = 1_700_000_000.0  # virtual time 0, as a wall clock reads it (the test's clock)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """A node's wall clock: off by `skew_s`, running `drift` faster (a fraction)."""
+
+    skew_s: float = 0.0
+    drift: float = 0.0
+
+    def wall_ms(self, t: float) -> int:
+        return int((EPOCH_S + t * (1 + self.drift) + self.skew_s) * 1000)
+
+    def reaches(self, ms: int) -> float:
+        """The virtual time at which this clock first reads `ms`."""
+        return (ms / 1000 - EPOCH_S - self.skew_s) / (1 + self.drift)
+
+
+@dataclass
+class Member:
+    name: str
+    clock: Clock
+    disk: SimDisk = field(default_factory=SimDisk)
+    incarnations: int = 0
+    proc: Proc | None = None  # None while down
+    node: Node | None = None
+    lifetimes: Lifetimes | None = None
+    liveness: Liveness | None = None
+    storage: SimStorage | None = None
+
+
+class SimCluster:
+    def __init__(self, loop: SimLoop, network: Network, clocks: dict[str, Clock],
+                 rng: random.Random, disk_timing: DiskTiming,
+                 storage_class: type[SimStorage] = SimStorage,
+                 breaks: frozenset[str] = frozenset()) -> None:
+        self.loop = loop
+        self.network = network
+        self.names = sorted(clocks)
+        self.quorum = len(self.names) // 2 + 1
+        self.members = {name: Member(name, clocks[name]) for name in self.names}
+        self.rng = rng
+        self.disk_timing = disk_timing
+        self.storage_class = storage_class
+        self.breaks = breaks
+
+    def now(self) -> float:
+        """The test's clock (seconds since the epoch): one clock for the whole history."""
+        return EPOCH_S + self.loop.time()
+
+    def earliest_end(self, until_ms: int) -> float:
+        """The test-clock time before which no quorum of clocks has reached `until_ms`:
+        a key bound to that deadline must not be gone before it."""
+        times = sorted(m.clock.reaches(until_ms) for m in self.members.values())
+        return EPOCH_S + times[self.quorum - 1]
+
+    def new_id(self, hex_digits: int) -> str:
+        return f"{self.rng.getrandbits(4 * hex_digits):0{hex_digits}x}"
+
+    # -- a member's process --------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start a process on the member's disk (a restart: a new boot)."""
+        member = self.members[name]
+        assert member.proc is None, f"{name} is running"
+        member.incarnations += 1
+        proc = Proc(name, member.incarnations)
+        proc.context.run(self._boot, member, proc)
+
+    def _boot(self, member: Member, proc: Proc) -> None:
+        """Wired as paxoskv.server.main.serve does; runs in the new process's context."""
+        storage = self.storage_class(member.disk, proc, self.rng, self.disk_timing)
+        acceptor = Acceptor(storage.load())
+        clock = member.clock
+        node = Node(member.name, self.names, acceptor, storage,
+                    storage.next_boot(), clock=self.loop.time,
+                    wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
+        node.new_id = lambda: self.new_id(24)  # put ids, instead of os.urandom
+        peers = [n for n in self.names if n != member.name]
+        links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))
+        node.links = links
+        lifetimes = Lifetimes(node)
+        lifetimes.new_id = lambda: self.new_id(32)  # session ids, instead of uuid4
+        liveness = Liveness(node)
+        member.proc, member.node, member.storage = proc, node, storage
+        member.lifetimes, member.liveness = lifetimes, liveness
+        node.start()
+        lifetimes.start()
+        liveness.start()
+
+    def crash(self, name: str) -> None:
+        """kill -9: unsynced writes are lost, tasks end, connections drop."""
+        member = self.members[name]
+        assert member.proc is not None and member.storage is not None
+        self.network.detach(name)
+        member.storage.kill()
+        self.loop.kill(member.proc)
+        member.proc = member.node = member.storage = None
+        member.lifetimes = member.liveness = None
+
+    def stall(self, name: str) -> Proc | None:
+        proc = self.members[name].proc
+        if proc is None or proc.stalled:
+            return None
+        self.loop.stall(proc)
+        self.network.stalled(name, proc)
+        return proc
+
+    def resume(self, proc: Proc) -> bool:
+        """Resume a stalled process; False if it is gone (crashed meanwhile)."""
+        if not (proc.alive and proc.stalled):
+            return False
+        self.loop.resume(proc)
+        return True
+
+    async def stop(self) -> list[str]:
+        """Stop every running member cleanly, as on SIGTERM; what went wrong."""
+        errors = []
+        for member in self.members.values():
+            if member.proc is None:
+                continue
+            self.resume(member.proc)
+            assert member.node and member.lifetimes and member.liveness and member.storage
+            for part in (member.liveness, member.lifetimes, member.node, member.storage):
+                stopping = part.close() if isinstance(part, SimStorage) else part.stop()
+                task = self.loop.create_task(stopping, context=member.proc.context.copy())
+                await asyncio.wait([task])
+                if task.exception() is not None:
+                    errors.append(f"{member.name}: {type(part).__name__} stopped with "
+                                  f"{task.exception()!r}")
+            self.network.detach(member.name)
+            self.loop.kill(member.proc)  # whatever is left (requests being served)
+            member.proc = member.node = member.storage = None
+        return errors
