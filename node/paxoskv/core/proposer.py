@@ -95,6 +95,11 @@ class Proposal:
         return set(self._accepted)
 
     @property
+    def prior(self) -> KeyState:
+        """The state the proposed one derives from (EMPTY before the accept phase)."""
+        return EMPTY if self._prior is None else self._prior
+
+    @property
     def proposed(self) -> KeyState | None:
         """The state sent in the accept phase, once there is one."""
         return self._proposed

@@ -143,6 +143,11 @@ class Node:
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
+        # Writes no reply waits for (commit marks, catch-ups): they ride along with the
+        # next durable write instead of costing an fsync of their own. Losing them in a
+        # crash only makes local reads staler. They are older than any later write of
+        # the same key, which always takes them along first, so none can roll one back.
+        self._unhurried: list[Write] = []
         self.new_id: Callable[[], str] = lambda: os.urandom(12).hex()
 
     # -- membership view ------------------------------------------------------
@@ -172,6 +177,13 @@ class Node:
                     waiter.set_result(None)
         return reply, write
 
+    def _persist(self, writes: list[Write]) -> asyncio.Future[None]:
+        """Make `writes` durable; the future resolves once they are (and everything
+        written before them). Unhurried writes go along, ahead of them."""
+        if self._unhurried:
+            writes, self._unhurried = [*self._unhurried, *writes], []
+        return self.storage.write(writes) if writes else self.storage.flushed()
+
     def failpoint(self, name: str) -> None:
         """Crash here (as kill -9 would: no flush, no goodbye) if the test asked for it."""
         chance = self.failpoints.get(name)
@@ -184,7 +196,7 @@ class Node:
         if dest == self.name:
             # This node's own acceptor: its reply, too, waits for the disk.
             reply, write = self.accept_request(msg)
-            durable = self.storage.write([write]) if write else self.storage.flushed()
+            durable = self._persist([write] if write else [])
             return _mapped(durable, lambda _: reply)
         return _mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
 
@@ -318,14 +330,22 @@ class Node:
         replies, writes = [], []
         for request_id, kind, body in envelopes:
             if kind == "m":
-                reply, write = self.accept_request(messages.decode(body))  # type: ignore[arg-type]
-                replies.append([request_id, kind, messages.encode(reply)])
+                request = messages.decode(body)
+                reply, write = self.accept_request(request)  # type: ignore[arg-type]
+                envelope = [request_id, kind, messages.encode(reply)]
+                if isinstance(request, Commit):
+                    # Nothing waits on a commit mark: it needs no fsync of its own.
+                    if write is not None:
+                        self._unhurried.append(write)
+                    send(envelope)
+                    continue
+                replies.append(envelope)
                 if write is not None:
                     writes.append(write)
             elif kind == "p":
                 spawn(self._serve_forwarded(request_id, body, send))
         if replies:
-            durable = self.storage.write(writes) if writes else self.storage.flushed()
+            durable = self._persist(writes)
 
             def send_replies(_: asyncio.Future[None]) -> None:
                 self.failpoint("after-persist-before-reply")
@@ -365,7 +385,8 @@ class Node:
                 deadline = max(w.deadline for w in batch)
                 changes = [w.change for w in batch]
                 try:
-                    decided = await self._decide(key, compose(changes), deadline)
+                    attempts: list[tuple[KeyState, KeyState]] = []
+                    decided = await self._decide(key, compose(changes), deadline, attempts)
                 except NoQuorum as exc:
                     now = self.clock()
                     again = [w for w in batch if w.retry and w.deadline > now]
@@ -377,7 +398,8 @@ class Node:
                         await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                         backoff = min(backoff * 2, 1.0)
                     continue
-                for w, state in zip(batch, answers(decided.prior, changes), strict=True):
+                for w, state in zip(batch, answers(_base(decided, attempts), changes),
+                                    strict=True):
                     if w.future.done():
                         continue
                     if state is None:
@@ -391,8 +413,11 @@ class Node:
     # -- consensus rounds ---------------------------------------------------------
 
     async def _decide(
-        self, key: str, change: Callable[[KeyState], KeyState], deadline: float
+        self, key: str, change: Callable[[KeyState], KeyState], deadline: float,
+        attempts: list[tuple[KeyState, KeyState]] | None = None,
     ) -> Decided:
+        """Decide `change`, retrying until `deadline`. Each attempt that reached its
+        accept phase is noted in `attempts` as (prior, proposed state)."""
         backoff = 0.002
         above: Ballot | None = None  # the highest promise a conflict showed us
         while True:
@@ -404,6 +429,8 @@ class Node:
                 raise NoQuorum("deadline passed under contention")
             proposal = self._proposal(key, change, above)
             outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
+            if attempts is not None and proposal.proposed is not None:
+                attempts.append((proposal.prior, proposal.proposed))
             if isinstance(outcome, Decided):
                 self.ballots.remember(key, outcome)
                 return outcome
@@ -491,7 +518,7 @@ class Node:
             if dest == self.name:
                 _, write = self.accept_request(msg)
                 if write is not None:
-                    self.storage.write([write])  # no reply waits for it
+                    self._unhurried.append(write)
                 continue
             link = self.links.get(dest)
             if link is not None and link.connected:
@@ -574,6 +601,20 @@ async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:
             timer.cancel()
             future.remove_done_callback(wake)
     return future.done()
+
+
+def _base(decided: Decided, attempts: list[tuple[KeyState, KeyState]]) -> KeyState:
+    """The state a batch's changes were applied to, for their answers.
+
+    When an attempt's outcome was unknown (a conflict after its accepts left) and a
+    later attempt finds exactly the state that attempt proposed, that attempt was
+    chosen: the batch took effect there, and its answers derive from that attempt's
+    prior. (From the state itself every put would look repeated: its ids are in it.)
+    """
+    for prior, proposed in attempts[:-1]:
+        if proposed == decided.prior:
+            return prior
+    return decided.prior
 
 
 def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
