@@ -28,10 +28,12 @@ once a quorum of acceptors accepted it. Checked after every step or outcome:
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -84,7 +86,10 @@ KEYS = ("k0", "k1")
 MAX_IN_FLIGHT = 48
 MAX_CRASHES = 3  # per run, so that most steps move the protocol forward
 STEPS = 100
-EXAMPLES = 300
+# CI: a fixed set of examples (derandomised), the same on every run. `make torture`
+# sets PAXOSKV_PROPERTY_EXAMPLES: many more, drawn at random.
+TORTURE_EXAMPLES = int(os.environ.get("PAXOSKV_PROPERTY_EXAMPLES", "0"))
+EXAMPLES = TORTURE_EXAMPLES or 500
 
 
 def home(key: str) -> str:
@@ -519,10 +524,14 @@ class PaxosNetwork(RuleBasedStateMachine):
                 assert acc.records == self.durable[name]
 
 
+# Its own time budget, well above a normal run (about 15 s here), so that a failure
+# has the time to print its shrunk counterexample instead of hitting the default limit.
+@pytest.mark.timeout(900 if TORTURE_EXAMPLES else 600)
 def test_paxos_network() -> None:
     PaxosNetwork.coverage.clear()
     run_state_machine_as_test(PaxosNetwork, settings=settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+        derandomize=not TORTURE_EXAMPLES, database=None,
         report_multiple_bugs=False,  # shrink one failure only: much faster
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
     # The runs went down every path the invariants are meant to guard.

@@ -60,6 +60,54 @@ def test_a_seed_replays_byte_for_byte() -> None:
     assert run_seed(12).serialised() != first.serialised()
 
 
+# Each fix of issue 8 reverted (tests/sim/plants.py): the kinds of anomaly that show it.
+REVERTED_FIXES = {
+    "ballot-from-acceptor": ("carried two states", "decided twice"),
+    "put-runs-twice": ("took effect more than once",),
+    "wiped-votes": ("decided twice", "acknowledged state lost", "carried two states"),
+    "delete-drops-guard": ("reported gone",),
+    "renew-backwards": ("a keep-alive found it gone", "reported gone"),
+}
+PLANT_SEEDS = 300
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("plant", list(REVERTED_FIXES))
+def test_random_seeds_find_each_fix_reverted(plant: str) -> None:
+    """With one safety fix reverted, some seed of 1-300 (run in order, in the plant's
+    scenario) finds its violation; the first that does is printed (issue 8's note)."""
+    run = subprocess.run([sys.executable, "-m", "tests.sim", "--seeds", f"1-{PLANT_SEEDS}",
+                          "--plant", plant, "--first", "--json"], cwd=ROOT,
+                         capture_output=True, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": "0"}, check=False)
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    failed = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    found = [f for f in failed
+             if any(kind in a for a in f["anomalies"] for kind in REVERTED_FIXES[plant])]
+    assert found, f"no seed of 1-{PLANT_SEEDS} found {plant}: " + \
+        "; ".join(f"seed {f['seed']}: {(f['anomalies'] + f['problems'])[:2]}" for f in failed)
+    print(f"{plant}: first found by seed {found[0]['seed']}: {found[0]['anomalies'][0]}\n"
+          f"  replay: {found[0]['replay']}")
+
+
+def test_a_member_restarted_on_a_wiped_disk_is_refused_and_the_run_checks_clean() -> None:
+    """The wipes scenario's first seed that wipes a member: the restart is refused
+    (IdentityError from the real identity.decide), the member stays down, and the
+    history checks clean."""
+    for seed in range(1, 51):
+        result = run_seed(seed, scenario="wipes")
+        refused = [line for line in result.trace if "refused (IdentityError" in line]
+        if refused:
+            break
+    else:
+        pytest.fail("no seed of 1-50 wiped a member and restarted it")
+    assert "it may rejoin only as a new member" in refused[0]
+    victim = refused[0].split()[2].rstrip(":")
+    assert not any(f"restart {victim}" in line and "refused" not in line
+                   for line in result.trace[result.trace.index(refused[0]):])
+    assert not result.anomalies and not result.problems, result.replay()
+
+
 def test_the_simulator_finds_acceptors_that_forget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Acceptor, "handle", forgetful(Acceptor.handle))
     _assert_found(lambda seed: run_seed(seed).anomalies)

@@ -8,15 +8,24 @@
 - Sessions: a keep-alive must not find a session dead while it surely lived
   (before its close and before a quorum of clocks passed the latest deadline
   it was given), and a session found dead must stay dead.
+- One state per ballot (white-box, from every acceptor's writes as they
+  happen): quorum reads and the prepare phase rely on a ballot carrying one
+  state, so two acceptors holding different states at one ballot of a key is
+  a violation even before any client sees it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from paxoskv.core.ballot import Ballot
+from paxoskv.core.state import KeyState
+from paxoskv.server.node import Node
 from tests.faults.checker import Op
-from tests.sim.workload import LocalRead, SessionLog
+
+if TYPE_CHECKING:  # workload.py imports cluster.py, which imports this module
+    from tests.sim.workload import LocalRead, SessionLog
 
 
 def puts_take_effect_once(history: list[Op]) -> list[str]:
@@ -64,3 +73,28 @@ def sessions_live_while_promised(sessions: dict[str, SessionLog],
                 anomalies.append(f"session {sid}: found gone at {dead_at:.3f}, then renewed "
                                  f"by a keep-alive invoked at {invoke:.3f}")
     return anomalies
+
+
+class BallotLedger:
+    """Every (key, accepted ballot) -> the state an acceptor recorded with it."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, Ballot], tuple[str, KeyState]] = {}
+        self.anomalies: list[str] = []
+        self._reported: set[tuple[str, Ballot]] = set()
+
+    def watch(self, node: Node) -> None:
+        """Record what `node`'s acceptor writes (its observers see every write)."""
+
+        def saw(key: str, state: KeyState) -> None:
+            ballot = node.acceptor.record(key).accepted
+            if ballot is None:
+                return
+            first = self.states.setdefault((key, ballot), (node.name, state))
+            if first[1] != state and (key, ballot) not in self._reported:
+                self._reported.add((key, ballot))
+                self.anomalies.append(
+                    f"{key}: ballot {tuple(ballot)} carried two states: {first[1].generation()} "
+                    f"at {first[0]}, {state.generation()} at {node.name}")
+
+        node.observers.append(saw)

@@ -5,6 +5,14 @@ paxoskv.server.main.serve wires them, but on a SimStorage, SimLinks and the
 virtual clock. The monotonic clock (`Node.clock`) is the loop's time, which a
 stall does not stop (as with SIGSTOP); the wall clock (`Node.wall_ms`) is
 virtual time plus the node's skew and drift.
+
+Identity, as paxoskv.server.identity keeps it: the cluster is bootstrapped
+once (every disk records the cluster id, its member id and the members'
+table, settled by the real `identity.decide`). A member restarted on a wiped
+disk asks the running peers, as a node started with --bootstrap does, and the
+real `identity.decide` refuses it (IdentityError): it stays down. Under the
+planted bug "wiped-votes" (`amnesia`) it is let in anyway, with a fresh
+acceptor and boot 1.
 """
 
 from __future__ import annotations
@@ -12,11 +20,16 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from paxoskv.core.acceptor import Acceptor
+from paxoskv.server import identity
+from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Link, Node
+from paxoskv.server.storage import Storage
+from tests.sim import checks
 from tests.sim.loop import Proc, SimLoop
 from tests.sim.network import Network
 from tests.sim.storage import DiskTiming, SimDisk, SimStorage
@@ -50,13 +63,36 @@ class Member:
     lifetimes: Lifetimes | None = None
     liveness: Liveness | None = None
     storage: SimStorage | None = None
+    wiped: bool = False  # its disk was wiped at least once
+    refused: list[str] = field(default_factory=list)  # why restarts were refused
+
+
+class _Meta:
+    """A disk's metadata behind the two Storage methods identity.py uses."""
+
+    def __init__(self, disk: SimDisk) -> None:
+        self.disk = disk
+
+    def meta(self, name: str) -> str | None:
+        return self.disk.meta.get(name)
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            if value is None:
+                self.disk.meta.pop(name, None)
+            else:
+                self.disk.meta[name] = value
+
+
+def _storage(disk: SimDisk) -> Storage:
+    return cast(Storage, _Meta(disk))  # identity.py reads and writes only the metadata
 
 
 class SimCluster:
     def __init__(self, loop: SimLoop, network: Network, clocks: dict[str, Clock],
                  rng: random.Random, disk_timing: DiskTiming,
                  storage_class: type[SimStorage] = SimStorage,
-                 breaks: frozenset[str] = frozenset()) -> None:
+                 breaks: frozenset[str] = frozenset(), amnesia: bool = False) -> None:
         self.loop = loop
         self.network = network
         self.names = sorted(clocks)
@@ -66,6 +102,9 @@ class SimCluster:
         self.disk_timing = disk_timing
         self.storage_class = storage_class
         self.breaks = breaks
+        self.amnesia = amnesia
+        self.ledger = checks.BallotLedger()
+        self._bootstrap()
 
     def now(self) -> float:
         """The test's clock (seconds since the epoch): one clock for the whole history."""
@@ -80,12 +119,56 @@ class SimCluster:
     def new_id(self, hex_digits: int) -> str:
         return f"{self.rng.getrandbits(4 * hex_digits):0{hex_digits}x}"
 
+    # -- identity ------------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        """Every member's first start with --bootstrap on an empty disk: each makes
+        a member id, and the real `identity.decide`, given every peer's answer,
+        settles the cluster, which each disk records."""
+        for name in self.names:
+            self.members[name].disk.meta["member_id"] = self.new_id(16)
+        for name, member in self.members.items():
+            answers = {peer: self._answer(peer) for peer in self.names if peer != name}
+            settled = identity.decide(name, member.disk.meta["member_id"], self.names, answers)
+            assert settled is not None
+            identity.record(_storage(member.disk), settled)
+
+    def _answer(self, name: str) -> dict[str, Any]:
+        """What member `name` answers on /v1/identity."""
+        disk = self.members[name].disk
+        return identity.describe(name, self.names, identity.load(_storage(disk), self.names),
+                                 disk.meta.get("member_id"))
+
+    def _admit(self, member: Member) -> None:
+        """As main.establish with --bootstrap: a disk that records the cluster starts;
+        one that does not asks the peers that are up, and gets IdentityError if the
+        cluster knows this member by another id (its data was lost), or while no
+        peer answers (a real node would wait; here it stays down)."""
+        meta = _storage(member.disk)
+        if self.amnesia or identity.load(meta, self.names) is not None:
+            return
+        member_id = meta.meta("member_id") or self.new_id(16)
+        meta.set_meta({"member_id": member_id})
+        answers = {peer: self._answer(peer) for peer, m in self.members.items()
+                   if peer != member.name and m.proc is not None and not m.proc.stalled}
+        settled = identity.decide(member.name, member_id, self.names, answers)
+        if settled is None:
+            raise IdentityError("bootstrapping: no peer answers (it would keep waiting)")
+        identity.record(meta, settled)
+
     # -- a member's process --------------------------------------------------------
 
     def start(self, name: str) -> None:
-        """Start a process on the member's disk (a restart: a new boot)."""
+        """Start a process on the member's disk (a restart: a new boot). Raises
+        IdentityError if the disk holds no cluster and the peers refuse it; the
+        member then stays down."""
         member = self.members[name]
         assert member.proc is None, f"{name} is running"
+        try:
+            self._admit(member)
+        except IdentityError as exc:
+            member.refused.append(str(exc))
+            raise
         member.incarnations += 1
         proc = Proc(name, member.incarnations)
         proc.context.run(self._boot, member, proc)
@@ -99,6 +182,7 @@ class SimCluster:
                     storage.next_boot(), clock=self.loop.time,
                     wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
         node.new_id = lambda: self.new_id(24)  # put ids, instead of os.urandom
+        self.ledger.watch(node)
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))
         node.links = links
@@ -120,6 +204,15 @@ class SimCluster:
         self.loop.kill(member.proc)
         member.proc = member.node = member.storage = None
         member.lifetimes = member.liveness = None
+
+    def wipe(self, name: str) -> None:
+        """The member's data directory is lost (a pod back with an empty volume):
+        crash it if it runs, and give it an empty disk."""
+        member = self.members[name]
+        if member.proc is not None:
+            self.crash(name)
+        member.disk = SimDisk()
+        member.wiped = True
 
     def stall(self, name: str) -> Proc | None:
         proc = self.members[name].proc
@@ -155,3 +248,4 @@ class SimCluster:
             self.loop.kill(member.proc)  # whatever is left (requests being served)
             member.proc = member.node = member.storage = None
         return errors
+

@@ -8,6 +8,16 @@ Clocks: a majority of the members keep good time (within 20 ms, 100 ppm), as
 the deadline guarantee assumes ("a majority of clocks must pass a deadline");
 the others may be off by 0.5-6 s, beyond lifetimes.GRACE_MS, and drift by up
 to 1 %.
+
+Scenarios: "mixed" (the default) draws every kind of fault, a wipe rarely.
+The others lean the same random draws towards one kind of schedule, so that a
+planted bug of that kind is found in few seeds:
+- "deadlines": a minority of clocks 2-6 s off (slow or fast), lost and late
+  messages, stalls and cuts (so stand-ins act and rounds half-fail), and a
+  workload of short deadlines (the schedules of violations 1 and 4);
+- "wipes": a member's disk wiped and crashes and cuts around it, over many
+  keys (so some key was decided without a member that is then asked again).
+A wipe happens at most once per run: a wiped member is refused and stays down.
 """
 
 from __future__ import annotations
@@ -15,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from paxoskv.server.identity import IdentityError
 from tests.sim.cluster import Clock, SimCluster
 from tests.sim.network import MessageFaults
+from tests.sim.workload import Mix
 
 KINDS = {  # kind -> (weight, duration range in seconds)
     "stall": (3.0, (0.5, 6.0)),
@@ -28,6 +40,49 @@ KINDS = {  # kind -> (weight, duration range in seconds)
     "one-way-in": (1.0, (0.5, 6.0)),  # the others cannot reach the victim
     "link": (1.0, (0.5, 6.0)),  # one pair cut both ways
     "power": (0.3, (0.1, 3.0)),  # every node crashes at once
+    "wipe": (0.15, (0.1, 3.0)),  # the victim crashes and restarts on an empty disk
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How one scenario draws its profile (see the module docstring)."""
+
+    skewed: int | None = None  # bad clocks: None, 0 to a minority at random; else the
+    # first `skewed` members
+    skew_s: tuple[float, float] = (0.5, 6.0)  # how far off a bad clock is
+    skew_signs: tuple[int, ...] = (-1, 1)  # -1: slow, 1: fast
+    quiet: float = 0.3  # chance of a network without message faults
+    drop: float = 0.05  # the most a network drops (a share of messages)
+    delay: float = 0.1  # the most a network delays long
+    latency_s: tuple[float, float] = MessageFaults.latency_s  # every message's, at random
+    weights: dict[str, float] = field(default_factory=dict)  # differing from KINDS'
+    lasts: dict[str, tuple[float, float]] = field(default_factory=dict)  # differing
+    mix: Mix = field(default_factory=Mix)
+
+
+SCENARIOS = {
+    "mixed": Scenario(),
+    # Violation 1: the key's home (n1) runs slow, so its acceptor answers TooEarly to
+    # deadline tombstones that stand-ins decide without it; messages are lost or late.
+    "slow-home": Scenario(skewed=1, skew_s=(2.5, 5.0), skew_signs=(-1,), quiet=0.0, drop=0.3,
+                          delay=0.3, latency_s=(0.0002, 0.02), weights={"crash": 0.0, "power": 0.0, "wipe": 0.0,
+                                              "partition": 0.0, "one-way-out": 0.0,
+                                              "one-way-in": 0.0, "link": 0.0},
+                          lasts={"stall": (0.2, 1.5)},
+                          mix=Mix(keys=3, home="n1", put=0.4, get=0.3, delete=0.05,
+                                  watch=0.05, until=0.8, until_ms=(300, 3000))),
+    # Violation 4: a member (n1) runs fast, so it stands in for the expiry of keys
+    # (homed on n2) early, with tombstones only it accepts, and puts with shorter
+    # deadlines build on them.
+    "fast-clock": Scenario(skewed=1, skew_s=(4.0, 8.0), skew_signs=(1,), quiet=0.0, drop=0.1,
+                           latency_s=(0.0002, 0.01),
+                           weights={"crash": 0.3, "power": 0.0, "wipe": 0.0, "stall": 1.0},
+                           mix=Mix(keys=3, home="n2", put=0.45, get=0.25, delete=0.05,
+                                   watch=0.05, until=0.8, until_ms=(300, 8000))),
+    # Violation 3: a member's disk wiped, with crashes and cuts around it, over many keys.
+    "wipes": Scenario(weights={"wipe": 3.0, "crash": 3.0, "power": 0.0, "partition": 2.0},
+                      mix=Mix(keys=24, put=0.5, get=0.3, delete=0.1, watch=0.05)),
 }
 
 
@@ -50,9 +105,12 @@ class Profile:
     clocks: dict[str, Clock]
     messages: MessageFaults
     faults: list[Fault]
+    scenario: str = "mixed"
+    mix: Mix = field(default_factory=Mix)
 
     def describe(self) -> list[str]:
-        lines = [f"clock {name}: skew {c.skew_s * 1000:+.0f} ms, drift {c.drift * 1e6:+.0f} ppm"
+        lines = [f"scenario {self.scenario}: {self.mix}"] if self.scenario != "mixed" else []
+        lines += [f"clock {name}: skew {c.skew_s * 1000:+.0f} ms, drift {c.drift * 1e6:+.0f} ppm"
                  for name, c in self.clocks.items()]
         m = self.messages
         lines.append(f"messages: drop {m.drop:.3f}, duplicate {m.duplicate:.3f}, "
@@ -60,35 +118,41 @@ class Profile:
         return lines + [f"fault {f}" for f in self.faults]
 
 
-def draw_profile(rng: random.Random, names: list[str], duration: float) -> Profile:
+def draw_profile(rng: random.Random, names: list[str], duration: float,
+                 scenario: str = "mixed") -> Profile:
+    plan = SCENARIOS[scenario]
     minority = (len(names) - 1) // 2
-    bad = set(rng.sample(names, rng.randint(0, minority)))
+    if plan.skewed is None:
+        bad = set(rng.sample(names, rng.randint(0, minority)))
+    else:
+        bad = set(names[:plan.skewed])
     clocks = {}
     for name in names:
         if name in bad:
-            clocks[name] = Clock(rng.choice([-1, 1]) * rng.uniform(0.5, 6.0),
+            clocks[name] = Clock(rng.choice(plan.skew_signs) * rng.uniform(*plan.skew_s),
                                  rng.uniform(-0.01, 0.01))
         else:
             clocks[name] = Clock(rng.uniform(-0.02, 0.02), rng.uniform(-1e-4, 1e-4))
-    if rng.random() < 0.3:
+    if rng.random() < plan.quiet:
         messages = MessageFaults()
     else:
-        messages = MessageFaults(drop=rng.uniform(0, 0.05), duplicate=rng.uniform(0, 0.05),
-                                 delay=rng.uniform(0, 0.1),
+        messages = MessageFaults(plan.latency_s, drop=rng.uniform(0, plan.drop),
+                                 duplicate=rng.uniform(0, 0.05),
+                                 delay=rng.uniform(0, plan.delay),
                                  delay_s=(0.005, rng.choice([0.05, 0.5, 1.5])))
     faults: list[Fault] = []
     mean_gap = rng.uniform(0.5, 3.0)
     t = rng.uniform(0.5, 2.0)
-    kinds = list(KINDS)
-    weights = [KINDS[k][0] for k in kinds]
+    kinds = [k for k in KINDS if plan.weights.get(k, KINDS[k][0]) > 0]
+    weights = [plan.weights.get(k, KINDS[k][0]) for k in kinds]
     while t < duration - 0.5:
         kind = rng.choices(kinds, weights)[0]
         victim, other = rng.sample(names, 2)
-        lasts = min(rng.uniform(*KINDS[kind][1]), duration - t)
+        lasts = min(rng.uniform(*plan.lasts.get(kind, KINDS[kind][1])), duration - t)
         faults.append(Fault(round(t, 6), kind, victim, round(lasts, 6),
                             other if kind == "link" else ""))
         t += rng.expovariate(1 / mean_gap)
-    return Profile(clocks, messages, faults)
+    return Profile(clocks, messages, faults, scenario, plan.mix)
 
 
 async def inflict(cluster: SimCluster, faults: list[Fault],
@@ -118,8 +182,15 @@ async def _one(cluster: SimCluster, fault: Fault, trace: Callable[[str], None]) 
         await asyncio.sleep(fault.lasts)
         for name in down:
             if cluster.members[name].proc is None:
-                cluster.start(name)
-                trace(f"restart {name}")
+                _restart(cluster, name, trace)
+    elif kind == "wipe":
+        if any(m.wiped for m in cluster.members.values()):
+            return trace(f"wipe {victim}: skipped (a member was wiped already)")
+        cluster.wipe(victim)
+        trace(f"wipe {victim}: crash, data directory lost")
+        await asyncio.sleep(fault.lasts)
+        if cluster.members[victim].proc is None:
+            _restart(cluster, victim, trace)
     else:
         others = [n for n in names if n != victim]
         paths = {
@@ -133,3 +204,13 @@ async def _one(cluster: SimCluster, fault: Fault, trace: Callable[[str], None]) 
         await asyncio.sleep(fault.lasts)
         net.heal(paths)
         trace(f"heal {' '.join(f'{a}->{b}' for a, b in paths)}")
+
+
+def _restart(cluster: SimCluster, name: str, trace: Callable[[str], None]) -> None:
+    """Restart a member; one whose disk holds no cluster is refused and stays down."""
+    try:
+        cluster.start(name)
+    except IdentityError as exc:
+        return trace(f"restart {name}: refused (IdentityError: {exc})")
+    trace(f"restart {name}" + (" on a wiped disk: admitted, with amnesia"
+                               if cluster.members[name].wiped and cluster.amnesia else ""))

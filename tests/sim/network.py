@@ -17,6 +17,10 @@ a heartbeat's time. A dropped connection fails its pending calls with
 PeerUnavailable and `connected` turns False until a redial succeeds, as with
 PeerLink. Deliveries run in the receiver's process, so a stalled receiver
 holds them until it resumes.
+
+A scripted test (tests/test_regressions.py) can also lose chosen messages:
+`Network.lose`, if set, is asked about every message (sender, receiver,
+envelope) and those it returns True for are lost.
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ class Network:
         self._connections: dict[int, Connection] = {}  # live ones, in dial order
         self._links: dict[str, list[SimLink]] = {}  # node name -> its process's links
         self._numbers = 0
+        self.lose: Callable[[str, str, Envelope], bool] | None = None
+        self.heartbeat_s = HEARTBEAT_S  # a scripted test may fix it
 
     # -- nodes come and go ---------------------------------------------------------
 
@@ -198,7 +204,7 @@ class Network:
         """A stalled node stops answering heartbeats: its connections drop after a while."""
         for conn in list(self._connections.values()):
             if name in conn.path:
-                after = self.rng.uniform(*HEARTBEAT_S)
+                after = self.rng.uniform(*self.heartbeat_s)
                 asyncio.get_running_loop().call_later(after, self._heartbeat, conn, proc,
                                                       context=NO_PROC)
 
@@ -234,7 +240,7 @@ class Network:
             self.cuts[path] += 1
         for conn in list(self._connections.values()):
             if conn.path in paths:
-                after = self.rng.uniform(*HEARTBEAT_S)
+                after = self.rng.uniform(*self.heartbeat_s)
                 asyncio.get_running_loop().call_later(after, self._cut_noticed, conn,
                                                       context=NO_PROC)
 
@@ -254,6 +260,11 @@ class Network:
     # -- messages ------------------------------------------------------------------------
 
     def transmit(self, conn: Connection, to_dst: bool, envelope: Envelope) -> None:
+        if self.lose is not None:
+            src, dst = conn.path if to_dst else conn.path[::-1]
+            if self.lose(src, dst, envelope):
+                self.trace(f"lost {src}->{dst}: {envelope[1]} {envelope[2]!r:.120}")
+                return
         body = orjson.dumps(envelope)
         if self.cuts[conn.path]:
             conn.waiting.append((to_dst, body, envelope[1]))

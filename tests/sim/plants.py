@@ -1,9 +1,29 @@
 """Bugs planted on purpose, to show that the simulator notices them.
 
+Each plant is applied by patching the real code for the length of a run (never
+a switch in the product). The first two break basic durability; the other five
+each revert one of the safety fixes of issue 8, to show that random seeds find
+the violation that fix prevents:
+
 - "forget-accepted": acceptors answer a prepare as if they had accepted
   nothing (patched into the real `Acceptor.handle`).
 - "ack-before-durable": the disk acknowledges writes before they are durable,
   so a crash loses acknowledged writes (storage.AckBeforeDurable).
+- "ballot-from-acceptor" (fix 1 reverted): a full round takes its ballot from
+  the local acceptor's promise and every next promise is the ballot's round
+  plus one, as `Node._proposal` did at 6056439; the local acceptor records
+  nothing when it answers TooEarly, so a ballot can be used twice.
+- "put-runs-twice" (fix 2 reverted): puts carry no id, so a put that runs at
+  the home and again as a hedge (or after the home resumes) can take effect
+  twice.
+- "wiped-votes" (fix 3 reverted): a member restarted on a wiped disk is not
+  refused (cluster.py): it votes with a fresh acceptor and boot 1 (amnesia).
+- "delete-drops-guard" (fix 4 reverted): a change does not carry forward the
+  NOT_BEFORE guard of the state it builds on (`state.step` is plain `apply`),
+  so a delete or an expiry built on a not-yet-chosen deadline tombstone can
+  end a key before a majority of clocks reached its deadline.
+- "renew-backwards" (fix 5 reverted): a renewal sets the deadline even if it
+  moves it back.
 """
 
 from __future__ import annotations
@@ -13,11 +33,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
+from paxoskv.core import state as core_state
 from paxoskv.core.acceptor import Acceptor, Write
+from paxoskv.core.ballot import ZERO, Ballot, first_ballot
 from paxoskv.core.messages import Promise, Reply, Request
-from paxoskv.core.state import EMPTY
+from paxoskv.core.proposer import Ballots, Plan
+from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew
 
-PLANTS = ("forget-accepted", "ack-before-durable")
+PLANTS = ("forget-accepted", "ack-before-durable", "ballot-from-acceptor", "put-runs-twice",
+          "wiped-votes", "delete-drops-guard", "renew-backwards")
 Handle = Callable[[Acceptor, Request, Any], tuple[Reply, Write | None]]
 
 
@@ -34,11 +58,59 @@ def forgetful(handle: Handle) -> Handle:
     return forgetful_handle
 
 
+def plan_from_acceptor(self: Ballots, key: str, *, home: bool, known_key: bool,
+                       above: Ballot | None, hint: Ballot | None = None) -> Plan:
+    """`Ballots.plan` as the driver chose ballots at 6056439: a full round starts
+    just above the local acceptor's promise (`hint`) or the conflict's (`above`),
+    and the next promise is always the ballot's round plus one."""
+
+    def make(path: str, ballot: Ballot, prepared: KeyState | None) -> Plan:
+        return Plan(path, ballot, prepared, Ballot(ballot.round + 1, self.boot, self.node))
+
+    cached = self._cached.pop(key, None)
+    if cached is not None and above is None:
+        return make("cached", *cached)
+    if above is None and home and not known_key:
+        return make("zero", ZERO, EMPTY)
+    promised = hint
+    if promised is None or (above is not None and above > promised):
+        promised = above
+    return make("full", first_ballot(self.node, self.boot, promised), None)
+
+
+class NotAPut:
+    """Stands in for PutIfAbsent in node.py's namespace, so that `Node.change`'s
+    `isinstance(change, PutIfAbsent)` is never true: puts go out without an id."""
+
+
+def unguarded_step(change: Change, state: KeyState) -> KeyState:
+    """`state.step` without carrying the NOT_BEFORE guard forward (6056439).
+    (`DeleteIf.apply` itself already drops the bindings of the generation it
+    ends, as it did then: the fix lives in `step`.)"""
+    return change.apply(state)
+
+
+def renew_backwards(self: Renew, state: KeyState) -> KeyState:
+    """`Renew.apply` as at 6056439: the deadline is set, even if that moves it back."""
+    if not state.live or state.token != self.token:
+        return state
+    return state._replace(bindings={**state.bindings, UNTIL: self.until})
+
+
 @contextlib.contextmanager
 def planted(name: str | None) -> Iterator[None]:
-    """Patch the real code for plants that live there (the others are sim options)."""
-    if name == "forget-accepted":
-        with mock.patch.object(Acceptor, "handle", forgetful(Acceptor.handle)):
-            yield
-    else:
+    """Patch the real code for plants that live there (the others are sim options:
+    "ack-before-durable" in storage.py, "wiped-votes" in cluster.py)."""
+    with contextlib.ExitStack() as stack:
+        if name == "forget-accepted":
+            stack.enter_context(mock.patch.object(Acceptor, "handle",
+                                                  forgetful(Acceptor.handle)))
+        elif name == "ballot-from-acceptor":
+            stack.enter_context(mock.patch.object(Ballots, "plan", plan_from_acceptor))
+        elif name == "put-runs-twice":
+            stack.enter_context(mock.patch("paxoskv.server.node.PutIfAbsent", NotAPut))
+        elif name == "delete-drops-guard":
+            stack.enter_context(mock.patch.object(core_state, "step", unguarded_step))
+        elif name == "renew-backwards":
+            stack.enter_context(mock.patch.object(Renew, "apply", renew_backwards))
         yield

@@ -1,6 +1,6 @@
 """One simulated run per seed, its checks, and the command line.
 
-    python -m tests.sim --seeds 1-2000 [--nodes 3|5] [--plant NAME]
+    python -m tests.sim --seeds 1-2000 [--nodes 3|5] [--plant NAME] [--scenario NAME]
     python -m tests.sim --seed 17 --verbose      # replays one seed, prints everything
 
 A run: start the members, let random clients work for `duration` virtual
@@ -32,7 +32,7 @@ from tests.faults.checker import Op, check
 from tests.sim import checks
 from tests.sim.cluster import SimCluster
 from tests.sim.loop import SimLoop
-from tests.sim.nemesis import Profile, draw_profile, inflict
+from tests.sim.nemesis import SCENARIOS, Profile, draw_profile, inflict
 from tests.sim.network import Network
 from tests.sim.plants import PLANTS, planted
 from tests.sim.storage import AckBeforeDurable, DiskTiming, SimStorage
@@ -41,6 +41,10 @@ from tests.sim.workload import Client, LocalRead, Recorder, SessionLog, final_re
 DURATION_S = 15.0  # virtual seconds of faults and clients per run (then settling, final reads)
 CLIENTS = 4
 SETTLE_S = 3.0
+# The scenario (nemesis.py) each planted bug's test runs by default: the
+# schedule its violation needs is then common (for the others, "mixed" is).
+PLANT_SCENARIOS = {"ballot-from-acceptor": "slow-home", "delete-drops-guard": "fast-clock",
+                   "wiped-votes": "wipes"}
 
 
 @dataclass
@@ -59,12 +63,14 @@ class Result:
     real_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     duration: float = DURATION_S
+    scenario: str = "mixed"
 
     def replay(self) -> str:
         plant = f" --plant {self.plant}" if self.plant else ""
         duration = f" --duration {self.duration:g}" if self.duration != DURATION_S else ""
+        scenario = f" --scenario {self.scenario}" if self.scenario != "mixed" else ""
         return f"PYTHONHASHSEED=0 .venv/bin/python -m tests.sim --seed {self.seed} " \
-               f"--nodes {self.nodes}{plant}{duration} --verbose"
+               f"--nodes {self.nodes}{plant}{scenario}{duration} --verbose"
 
     def serialised(self) -> str:
         """Everything a run produced, for comparing two runs of one seed."""
@@ -86,7 +92,9 @@ class _Collect(logging.Handler):
 
 
 def run_seed(seed: int, nodes: int = 3, plant: str | None = None,
-             duration: float = DURATION_S) -> Result:
+             duration: float = DURATION_S, scenario: str | None = None) -> Result:
+    """One seeded run; `scenario` defaults to the plant's (PLANT_SCENARIOS) or "mixed"."""
+    scenario = scenario or PLANT_SCENARIOS.get(plant or "", "mixed")
     started = time.perf_counter()
     problems: list[str] = []
     logger = logging.getLogger("paxoskv")
@@ -104,8 +112,8 @@ def run_seed(seed: int, nodes: int = 3, plant: str | None = None,
     try:
         with planted(plant):
             result = loop.run_until_complete(_simulate(loop, seed, nodes, plant, duration,
-                                                       problems))
-            _finish(loop)
+                                                       scenario, problems))
+            finish(loop)
     finally:
         loop.close()
         if gc_was_enabled:
@@ -116,11 +124,12 @@ def run_seed(seed: int, nodes: int = 3, plant: str | None = None,
     # Problems repeat (one per callback that failed): each once, with its count.
     result.problems = [f"{n}x {p}" if n > 1 else p for p, n in Counter(problems).items()]
     result.duration = duration
+    result.scenario = scenario
     result.real_s = time.perf_counter() - started
     return result
 
 
-def _finish(loop: SimLoop) -> None:
+def finish(loop: SimLoop) -> None:
     """End whatever is left (clients' abandoned requests), then surface asyncio's
     complaints about futures and tasks left behind while the handler listens."""
     left = asyncio.all_tasks(loop)
@@ -133,10 +142,10 @@ def _finish(loop: SimLoop) -> None:
 
 
 async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
-                    duration: float, problems: list[str]) -> Result:
+                    duration: float, scenario: str, problems: list[str]) -> Result:
     rng = random.Random(seed)
     names = [f"n{i + 1}" for i in range(nodes)]
-    profile = draw_profile(random.Random(rng.getrandbits(64)), names, duration)
+    profile = draw_profile(random.Random(rng.getrandbits(64)), names, duration, scenario)
     trace: list[str] = []
 
     def note(line: str) -> None:
@@ -145,19 +154,19 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     network = Network(random.Random(rng.getrandbits(64)), profile.messages, note)
     storage = AckBeforeDurable if plant == "ack-before-durable" else SimStorage
     cluster = SimCluster(loop, network, profile.clocks, random.Random(rng.getrandbits(64)),
-                         DiskTiming(), storage)
+                         DiskTiming(), storage, amnesia=plant == "wiped-votes")
     for name in names:
         cluster.start(name)
     recorder = Recorder()
     stop_at = cluster.now() + duration
     clients = [Client(i, names[i % nodes], cluster, random.Random(rng.getrandbits(64)),
-                      recorder) for i in range(CLIENTS)]
+                      recorder, profile.mix) for i in range(CLIENTS)]
     work = [loop.create_task(c.run(stop_at)) for c in clients]
     work += [loop.create_task(c.sessions(stop_at)) for c in clients[:2]]
     await inflict(cluster, profile.faults, note)
     await asyncio.gather(*work)
     await asyncio.sleep(SETTLE_S)
-    await final_reads(cluster, recorder)
+    await final_reads(cluster, recorder, profile.mix)
     problems.extend(await cluster.stop())
 
     alive_until = {sid: min(log.closed_at, cluster.earliest_end(log.until_ms))
@@ -166,7 +175,8 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     report = check(history, bindings_end_keys=True, sessions_alive_until=alive_until)
     anomalies = [*report.anomalies, *checks.puts_take_effect_once(history),
                  *checks.local_reads_are_clean(history, recorder.local_reads),
-                 *checks.sessions_live_while_promised(recorder.sessions, alive_until)]
+                 *checks.sessions_live_while_promised(recorder.sessions, alive_until),
+                 *cluster.ledger.anomalies]
     counts = Counter(f"{op.kind} {op.outcome}" for op in history)
     counts["local read"] = len(recorder.local_reads)
     counts["sessions"] = len(recorder.sessions)
@@ -215,34 +225,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="one seed (overrides --seeds)")
     parser.add_argument("--nodes", type=int, default=3, choices=[3, 5])
     parser.add_argument("--plant", choices=PLANTS, help="a planted bug the run must find")
+    parser.add_argument("--scenario", choices=SCENARIOS,
+                        help="the nemesis scenario (default: the plant's, else mixed)")
     parser.add_argument("--duration", type=float, default=DURATION_S,
                         help="virtual seconds of faults and clients")
     parser.add_argument("--verbose", action="store_true",
                         help="print the fault schedule and the history of each run")
+    parser.add_argument("--first", action="store_true",
+                        help="stop at the first seed that finds an anomaly")
     parser.add_argument("--json", action="store_true",
                         help="one JSON line per failing seed (for tests/test_sim.py)")
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else _seeds(args.seeds)
     failed, started, operations = 0, time.perf_counter(), 0
     for seed in seeds:
-        result = run_seed(seed, args.nodes, args.plant, args.duration)
+        result = run_seed(seed, args.nodes, args.plant, args.duration, args.scenario)
         operations += len(result.history)
         bad = bool(result.anomalies or result.problems)
         failed += bad
         if args.json:
             if bad:
                 print(json.dumps({"seed": seed, "anomalies": result.anomalies,
-                                  "problems": result.problems, "replay": result.replay()}))
-            continue
-        if bad or args.verbose:
+                                  "problems": result.problems, "replay": result.replay()}),
+                      flush=True)
+        elif bad or args.verbose:
             print(f"seed {seed}: {len(result.anomalies)} anomalies, {len(result.problems)} "
                   f"problems; {len(result.history)} ops {result.counts}; "
                   f"{result.virtual_s:.1f} virtual s in {result.real_s * 1000:.0f} ms")
             for line in result.anomalies[:20] + result.problems[:20]:
                 print(f"  {line}")
             print(f"  replay: {result.replay()}")
-        if args.verbose:
+        if args.verbose and not args.json:
             _print_run(result)
+        if args.first and result.anomalies:
+            seeds = seeds[:seeds.index(seed) + 1]
+            break
     elapsed = time.perf_counter() - started
     if not args.json:
         print(f"{len(seeds)} seeds, {failed} failed, {operations} operations, "

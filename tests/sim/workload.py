@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,10 +32,35 @@ from tests.sim.cluster import Member, SimCluster
 
 T = TypeVar("T")
 BUCKET = "default"
-KEYS = ["k0", "k1", "k2", "k3"]
 TTLS_MS = [1000, 1500, 2000, 3000, 5000]
 TIMEOUTS_S = [0.5, 1.0, 2.0, 5.0]
 THINK_S = 0.3  # a client waits up to this long between requests
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What the clients do: over how many keys, which share of requests are puts,
+    gets, deletes and watches (the rest are local reads), which share of puts
+    carry a deadline, and how far ahead (ms)."""
+
+    keys: int = 4
+    home: str | None = None  # only keys whose home is this member
+    put: float = 0.35
+    get: float = 0.25
+    delete: float = 0.15
+    watch: float = 0.1
+    until: float = 0.25
+    until_ms: tuple[int, int] = (200, 4000)
+
+    def names(self, members: list[str]) -> list[str]:
+        """The client keys (`keys` of them)."""
+        candidates = (f"k{i}" for i in range(1000))
+        if self.home is not None:
+            # As Node.home picks a key's home.
+            members = sorted(members)
+            candidates = (k for k in candidates if members[
+                zlib.crc32(f"{BUCKET}/{k}".encode()) % len(members)] == self.home)
+        return list(itertools.islice(candidates, self.keys))
 
 
 @dataclass(frozen=True)
@@ -80,8 +107,10 @@ Work = Callable[[Node, Lifetimes], Coroutine[Any, Any, T]]
 
 class Client:
     def __init__(self, process: int, home: str, cluster: SimCluster, rng: random.Random,
-                 recorder: Recorder) -> None:
+                 recorder: Recorder, mix: Mix = Mix()) -> None:
         self.process = process
+        self.mix = mix
+        self.keys = mix.names(cluster.names)
         self.home = home
         self.cluster = cluster
         self.rng = rng
@@ -146,17 +175,18 @@ class Client:
     # -- the workload ------------------------------------------------------------------
 
     async def run(self, stop_at: float) -> None:
+        mix = self.mix
         while self.cluster.now() < stop_at:
-            key = self.rng.choice(KEYS)
+            key = self.rng.choice(self.keys)
             roll = self.rng.random()
             timeout = self.rng.choice(TIMEOUTS_S)
-            if roll < 0.35:
+            if roll < mix.put:
                 await self.put(key, timeout)
-            elif roll < 0.6:
+            elif roll < mix.put + mix.get:
                 await self.get(key, timeout, retry=self.rng.random() < 0.2)
-            elif roll < 0.75:
+            elif roll < mix.put + mix.get + mix.delete:
                 await self.delete(key, timeout)
-            elif roll < 0.85:
+            elif roll < mix.put + mix.get + mix.delete + mix.watch:
                 await self.watch(key, self.rng.uniform(0.1, 2.0))
             else:
                 await self.read_local(key)
@@ -183,15 +213,17 @@ class Client:
         wanted: dict[str, Any] = {}
         until = session = None
         roll = self.rng.random()
-        if roll < 0.25:
-            wanted["until"] = int(self.cluster.now() * 1000) + self.rng.randrange(200, 4000)
+        share = self.mix.until
+        if roll < share:
+            wanted["until"] = int(self.cluster.now() * 1000) + self.rng.randrange(
+                *self.mix.until_ms)
             # The checker's deadline: when a quorum of clocks first reads `until`.
             until = int(self.cluster.earliest_end(wanted["until"]) * 1000)
-        elif roll < 0.45 and self.session is not None:
+        elif roll < share + 0.2 and self.session is not None:
             session = wanted["pid"] = self.session.id
-        elif roll < 0.55:
-            wanted["key"] = self.rng.choice([k for k in KEYS if k != key])
-        elif roll < 0.65:
+        elif roll < share + 0.3:
+            wanted["key"] = self.rng.choice([k for k in self.keys if k != key])
+        elif roll < share + 0.4:
             wanted["node"] = self.rng.choice(self.cluster.names)
         target = v.Target(BUCKET, key, "return", timeout)
 
@@ -270,9 +302,9 @@ class Client:
             await self.on_node(lambda _, lt: lt.close_session(log.id, 1.0, retry=False))
 
 
-async def final_reads(cluster: SimCluster, recorder: Recorder) -> None:
+async def final_reads(cluster: SimCluster, recorder: Recorder, mix: Mix = Mix()) -> None:
     """After the faults: every key read through every node (processes 100+)."""
     for i, name in enumerate(cluster.names):
-        reader = Client(100 + i, name, cluster, random.Random(i), recorder)
-        for key in KEYS:
+        reader = Client(100 + i, name, cluster, random.Random(i), recorder, mix)
+        for key in reader.keys:
             await reader.get(key, 10.0, retry=True, member=cluster.members[name])
