@@ -149,14 +149,26 @@ def test_openapi_document_describes_every_client_route(cluster: LocalCluster) ->
             assert httpx.post(cluster.url(0) + path, content=b"{}").status_code == expected, path
 
 
+def _metric(cluster: LocalCluster, line_start: str) -> float:
+    for line in httpx.get(cluster.url(0) + "/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric {line_start}")
+
+
 def test_health_readiness_and_metrics(cluster: LocalCluster) -> None:
     assert httpx.get(cluster.url(0) + "/healthz").status_code == 200
     assert httpx.get(cluster.url(0) + "/readyz").json() == {"status": "ready"}
-    post(cluster, "/v1/put", {"key": "metered", "value": 1})
-    text = httpx.get(cluster.url(0) + "/metrics").text
-    assert 'paxoskv_requests_total{code="ok",op="put"}' in text
-    assert "paxoskv_quorate 1.0" in text
-    assert "paxoskv_storage_commits" in text
+    ok_puts = 'paxoskv_requests_total{code="ok",op="put"}'
+    before = _metric(cluster, ok_puts) if ok_puts in httpx.get(
+        cluster.url(0) + "/metrics").text else 0.0
+    commits = _metric(cluster, "paxoskv_storage_commits")
+    for n in range(3):
+        post(cluster, "/v1/put", {"key": f"metered-{n}", "value": n})
+    assert _metric(cluster, ok_puts) == before + 3
+    assert _metric(cluster, "paxoskv_quorate") == 1.0
+    assert _metric(cluster, "paxoskv_peers_connected") == 2.0
+    assert _metric(cluster, "paxoskv_storage_commits") > commits
 
 
 def cli(*args: str, cluster: LocalCluster | None = None) -> subprocess.CompletedProcess[str]:

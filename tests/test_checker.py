@@ -95,3 +95,25 @@ def test_a_key_gone_while_its_session_lived_is_found() -> None:
     assert any("while its bindings lived" in a for a in early.anomalies)
     later = check(history, bindings_end_keys=True, sessions_alive_until={"s1": 4.0})
     assert later.ok, later.anomalies
+
+
+def test_a_generation_skipped_without_a_delete_is_found() -> None:
+    # put a -> token 1, then put b -> token 3 with nothing deleted in between.
+    history = [put(1, 0.0, 1.0, "a", "a", 1), put(2, 2.0, 3.0, "b", "b", 3)]
+    assert any("could have ended generation 1" in a for a in check(history).anomalies)
+
+
+def test_a_tombstone_is_not_explained_by_a_failed_or_refused_delete() -> None:
+    refused = Op(3, "delete", "k", 1.5, 1.6, "ok", token_arg=1, token=1, found=True,
+                 seen_value="a", deleted=False)
+    failed = Op(4, "delete", "k", 1.5, 1.6, "fail", token_arg=1)
+    for delete_op in (refused, failed):
+        history = [put(1, 0.0, 1.0, "a", "a", 1), delete_op, get(2, 2.0, 2.1, None, 2)]
+        assert any("could have created" in a for a in check(history).anomalies), delete_op
+
+
+def test_a_delete_answer_that_contradicts_itself_is_found() -> None:
+    lying = Op(1, "delete", "k", 1.5, 1.6, "ok", token_arg=1, token=1, found=True,
+               seen_value="a", deleted=True)
+    history = [put(1, 0.0, 1.0, "a", "a", 1), lying]
+    assert any("answered deleted=True" in a for a in check(history).anomalies)

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from paxoskv.client import Entry, NoQuorum
@@ -77,7 +78,12 @@ def test_no_quorum_policies(cluster3: LocalCluster) -> None:
         assert kv.put("before", 1).ok
     cluster3.stop(1)
     cluster3.stop(2)
-    time.sleep(0.3)
+    # /readyz says so: 503 with the no_quorum error, once node 0 has seen both go.
+    deadline = time.monotonic() + 10
+    while (ready := httpx.get(cluster3.url(0) + "/readyz")).status_code == 200:
+        assert time.monotonic() < deadline, "readyz still 200 without a quorum"
+        time.sleep(0.05)
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "no_quorum"
     with cluster3.client(0, timeout=2.0) as kv:
         started = time.monotonic()
         entry = kv.put("x", 1)  # "return" is the default
@@ -128,13 +134,19 @@ def test_full_restart_keeps_every_acknowledged_key(cluster3: LocalCluster) -> No
 
 def test_sigterm_under_load_stops_every_node_promptly(cluster3: LocalCluster) -> None:
     stop = threading.Event()
+    acknowledged: dict[str, int] = {}
 
     async def load() -> None:
         async def writer(w: int) -> None:
             async with cluster3.async_client(w % 3, timeout=2.0) as kv:
                 n = 0
                 while not stop.is_set():
-                    await kv.put(f"load-{w}-{n}", n)
+                    try:
+                        entry = await kv.put(f"load-{w}-{n}", n)
+                    except Exception:
+                        break
+                    if entry.ok:
+                        acknowledged[entry.key] = entry.token
                     n += 1
 
         await asyncio.gather(*(writer(w) for w in range(48)))
@@ -142,7 +154,11 @@ def test_sigterm_under_load_stops_every_node_promptly(cluster3: LocalCluster) ->
     loader = threading.Thread(target=lambda: asyncio.run(load()))
     loader.start()
     try:
-        time.sleep(1.5)  # requests, peer frames and commits are in flight now
+        # Requests, peer frames and commits are in flight once puts are answered.
+        deadline = time.monotonic() + 20
+        while len(acknowledged) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(acknowledged) >= 200, "the load did not run"
         for i in range(3):
             started = time.monotonic()
             assert cluster3.stop(i) == 0
@@ -150,6 +166,12 @@ def test_sigterm_under_load_stops_every_node_promptly(cluster3: LocalCluster) ->
     finally:
         stop.set()
         loader.join(timeout=30)
+    # Every acknowledged put survived the graceful stop.
+    cluster3.start_all()
+    with cluster3.client() as kv:
+        for key, token in sorted(acknowledged.items()):
+            entry = kv.get(key)
+            assert entry.found and entry.token == token, (key, entry)
 
 
 def _tcp_connections() -> set[tuple[str, int, str, int]]:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.faults.checker import Op, check
 from tests.faults.run import Run
+from tests.faults.workload import UNKNOWN_OUTCOME
 
 SECONDS = float(os.environ.get("PAXOSKV_FAULT_SECONDS", "8"))  # `make torture` raises it
 PLANTED_BUG_SECONDS = 8.0  # a planted bug shows at once; longer runs prove nothing more
@@ -62,6 +63,17 @@ def _verdict(seed: int, history: list[Op], faults: Counter[str],
           f"real processes): PAXOSKV_FAULT_SECONDS={SECONDS:g} .venv/bin/pytest -s '{test}'")
     assert sum(faults.values()) >= 2 and outcomes["ok"] > 100, (faults, outcomes)
     assert report.ok, f"seed {seed}: " + "\n".join(report.anomalies[:10])
+    # Errors that no fault explains: an internal error, or a refusal other than a put
+    # bound to what just died (every request the workload sends is well formed).
+    errors = Counter(op.error for op in history if op.error is not None)
+    assert not errors["internal"], errors
+    unexpected = {code: n for code, n in errors.items()
+                  if code not in UNKNOWN_OUTCOME and code != "invalid_value"}
+    assert not unexpected, errors
+    # invalid_value: a put whose binding had died (a deadline passed on the clock of the
+    # node that served it, a session that expired during a pause), nothing else.
+    assert all(op.kind == "put" and (op.until is not None or op.session is not None)
+               for op in history if op.error == "invalid_value"), errors
 
 
 FAILPOINTS = {"PAXOSKV_TEST_FAILPOINTS": "after-persist-before-reply=0.002"}

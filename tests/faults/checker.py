@@ -11,6 +11,11 @@ when
    that observer completed (nothing read from the future or out of thin air);
 3. generations never go back in real time: if A completed before B was invoked,
    B saw a token at least A's (so no acknowledged put is lost);
+4. the chain has no gap: a token seen implies every tombstone below it, and each of
+   those needs a delete that could have made it (as in 2), unless bindings end keys;
+5. a delete's answer agrees with itself: `deleted` is true exactly when the answer's
+   token is past the generation it named; and a delete answered `deleted: false` did
+   not end that generation, so it explains no tombstone;
 
 where an operation whose outcome is unknown counts as invoked but never
 completed. Deadlines are checked too: no read completed before a key's `until`
@@ -47,6 +52,7 @@ class Op:
     seen_value: Any = None
     token: int = 0
     deleted: bool = False
+    error: str | None = None  # the error code of a failed or unknown operation, if any
 
 
 @dataclass
@@ -100,7 +106,8 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
             for token, value in values.items():
                 if value == op.value:
                     creators[token] = min(creators.get(token, math.inf), op.invoke)
-        if op.kind == "delete" and op.outcome != "fail" and op.token_arg % 2 == 1:
+        if (op.kind == "delete" and op.outcome != "fail" and op.token_arg % 2 == 1
+                and not (op.outcome == "ok" and not op.deleted)):
             token = op.token_arg + 1  # only a live generation can be ended
             creators[token] = min(creators.get(token, math.inf), op.invoke)
     for op in observed:
@@ -109,6 +116,22 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
         if creators.get(op.token, math.inf) >= op.complete:
             anomalies.append(f"{key}: {op.kind} by p{op.process} saw generation {op.token} "
                              "that no operation invoked before it could have created")
+
+    # 4. No gap in the chain: every tombstone below a token seen was made by a delete.
+    if not bindings_end_keys:
+        for op in observed:
+            for tomb in range(2, op.token + 1, 2):
+                if creators.get(tomb, math.inf) >= op.complete:
+                    anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token}, "
+                                     f"but no delete invoked before it could have ended "
+                                     f"generation {tomb - 1}")
+                    break
+
+    # 5. A delete's answer agrees with itself.
+    for op in observed:
+        if op.kind == "delete" and op.deleted != (op.token > op.token_arg):
+            anomalies.append(f"{key}: delete({op.token_arg}) by p{op.process} answered "
+                             f"deleted={op.deleted} with token {op.token}")
 
     # 3. Real-time monotonicity: sweep by invocation; everything completed before an
     #    invocation must have seen a token no larger than what that op sees.
