@@ -31,8 +31,15 @@ lint: install
 test: lint system-deps  ## lint, type-check, then every test
 	$(BIN)/pytest
 
-torture: install system-deps  ## the fault runs of the test suite, 200 s each instead of 8 s (about 30 minutes)
+SIM_SEEDS ?= 100000
+
+torture: install system-deps  ## long runs: fault runs of 200 s, 100,000 simulator seeds, a long property run
 	PAXOSKV_FAULT_SECONDS=200 $(BIN)/pytest tests/test_faults.py -s -o timeout=900
+	PAXOSKV_PROPERTY_EXAMPLES=20000 $(BIN)/pytest tests/test_core_properties.py -q
+	@# the simulator's seeds, split over both cores; each half prints its failing seeds
+	$(BIN)/python -m tests.sim --seeds 1-$$(( $(SIM_SEEDS) / 2 )) & first=$$!; \
+	  $(BIN)/python -m tests.sim --seeds $$(( $(SIM_SEEDS) / 2 + 1 ))-$(SIM_SEEDS); second=$$?; \
+	  wait $$first && [ $$second -eq 0 ]
 
 bench: install  ## PaxosKV vs etcd on this machine; writes the figures into README.md
 	$(BIN)/python bench/run.py

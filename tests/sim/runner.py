@@ -2,11 +2,13 @@
 
     python -m tests.sim --seeds 1-2000 [--nodes 3|5] [--plant NAME] [--scenario NAME]
     python -m tests.sim --seed 17 --verbose      # replays one seed, prints everything
+    python -m tests.sim --seeds 1-300 --plant put-runs-twice --first   # until one finds it
 
 A run: start the members, let random clients work for `duration` virtual
 seconds while the nemesis injects faults, undo every fault, let the cluster
 settle, close the sessions, read every key through every node, stop. Then the
-history is checked (tests/faults/checker.py, and tests/sim/checks.py).
+history is checked (tests/faults/checker.py, and tests/sim/checks.py, whose
+ballot ledger also watches every acceptor write during the run).
 
 Determinism: one seed gives one run, byte for byte, within one interpreter
 and across interpreters with the same PYTHONHASHSEED (the node code iterates
