@@ -385,8 +385,7 @@ class Node:
                 deadline = max(w.deadline for w in batch)
                 changes = [w.change for w in batch]
                 try:
-                    attempts: list[tuple[KeyState, KeyState]] = []
-                    decided = await self._decide(key, compose(changes), deadline, attempts)
+                    prior = await self._decide(key, compose(changes), deadline)
                 except NoQuorum as exc:
                     now = self.clock()
                     again = [w for w in batch if w.retry and w.deadline > now]
@@ -398,8 +397,7 @@ class Node:
                         await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                         backoff = min(backoff * 2, 1.0)
                     continue
-                for w, state in zip(batch, answers(_base(decided, attempts), changes),
-                                    strict=True):
+                for w, state in zip(batch, answers(prior, changes), strict=True):
                     if w.future.done():
                         continue
                     if state is None:
@@ -414,10 +412,9 @@ class Node:
 
     async def _decide(
         self, key: str, change: Callable[[KeyState], KeyState], deadline: float,
-        attempts: list[tuple[KeyState, KeyState]] | None = None,
-    ) -> Decided:
-        """Decide `change`, retrying until `deadline`. Each attempt that reached its
-        accept phase is noted in `attempts` as (prior, proposed state)."""
+    ) -> KeyState:
+        """Decide `change`, retrying until `deadline`; the state it took effect on."""
+        attempts: list[Attempt] = []  # each one that got past its prepare phase
         backoff = 0.002
         above: Ballot | None = None  # the highest promise a conflict showed us
         while True:
@@ -429,11 +426,11 @@ class Node:
                 raise NoQuorum("deadline passed under contention")
             proposal = self._proposal(key, change, above)
             outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
-            if attempts is not None and proposal.proposed is not None:
-                attempts.append((proposal.prior, proposal.proposed))
+            if proposal.prior is not None:
+                attempts.append(Attempt(proposal.ballot, proposal.prior_ballot, proposal.prior))
             if isinstance(outcome, Decided):
                 self.ballots.remember(key, outcome)
-                return outcome
+                return _base(attempts)
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
             if isinstance(outcome, Premature):
@@ -603,18 +600,35 @@ async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:
     return future.done()
 
 
-def _base(decided: Decided, attempts: list[tuple[KeyState, KeyState]]) -> KeyState:
-    """The state a batch's changes were applied to, for their answers.
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a batch: its ballot, and the prior its phase 1 settled on (found
+    accepted at `prior_ballot`)."""
 
-    When an attempt's outcome was unknown (a conflict after its accepts left) and a
-    later attempt finds exactly the state that attempt proposed, that attempt was
-    chosen: the batch took effect there, and its answers derive from that attempt's
-    prior. (From the state itself every put would look repeated: its ids are in it.)
+    ballot: Ballot
+    prior_ballot: Ballot | None
+    prior: KeyState
+
+
+def _base(attempts: list[Attempt]) -> KeyState:
+    """The state a batch's changes took effect on, for their answers: the deciding
+    attempt's prior, unless that prior is the batch's own earlier attempt.
+
+    An attempt whose outcome was unknown (a conflict after its accepts left) may still
+    be chosen: a later attempt then finds it, accepted at that attempt's own ballot, as
+    the prior, and re-proposes it. The batch took effect there, so its answers derive
+    from the earlier attempt's prior (from its own result, every put would look
+    repeated). The ballot, unique to this attempt, is what says so; equal states do not
+    (two deletes of one generation make the same tombstone). Between an attempt's prior
+    and its state nothing else can be chosen: its prepare quorum promised its ballot.
+    Applying the batch again to its own result changes nothing (every change is
+    idempotent), so a chain of such attempts leads back to the first one's prior.
     """
-    for prior, proposed in attempts[:-1]:
-        if proposed == decided.prior:
-            return prior
-    return decided.prior
+    earlier = {a.ballot: a for a in attempts[:-1]}
+    current = attempts[-1]
+    while current.prior_ballot in earlier:
+        current = earlier.pop(current.prior_ballot)
+    return current.prior
 
 
 def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
