@@ -595,7 +595,7 @@ MESSAGES: list[Request | Reply] = [
     Rejected(K, b(5), b(6, "q", 2)),
     Observed(K, None, EMPTY),
     Observed(K, b(7), KeyState(9, True, "x", {"deadline": 12.5})),
-    Observed(K, b(7), KeyState(1, True, "x", {}, (("id-1", 5_000),), 4_000)),
+    Observed(K, b(7), KeyState(1, True, "x", {}, (("id-1", 5_000, 1, True),), 4_000)),
     TooEarly(K, b(8), 1_234),
     Commit(K, b(9)),
     Commit(K, b(9), KeyState(3, True, "caught up")),
@@ -711,7 +711,8 @@ def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> Non
     assert deleted.generation() == (2, False, None)
     again = step(put, deleted)
     assert again == deleted  # the repeat changes nothing
-    assert answers(deleted, [put]) == [None]  # and has no answer of its own
+    # ... and answers as the first run did: it created generation 1.
+    assert answers(deleted, [put]) == [KeyState(1, True, "v", {})]
 
 
 def test_a_losing_put_is_remembered_too() -> None:
@@ -720,18 +721,22 @@ def test_a_losing_put_is_remembered_too() -> None:
     after = step(loser, held)
     assert after.generation() == held.generation()
     assert answers(held, [loser]) == [after]
+    # A repeat answers as the first run did while the generation it lost to lasts ...
+    assert answers(after, [loser]) == [after]
     tomb = step(DeleteIf(1), after)
     assert step(loser, tomb) == tomb  # it lost once: it never wins later
+    assert answers(tomb, [loser]) == [None]  # ... and is unknown once that one ended
 
 
 def test_forgotten_ids_raise_the_horizon_and_older_puts_are_refused() -> None:
     state = EMPTY
     state = step(PutIfAbsent("a", {}, "old", expires=1_000), state)
     state = step(PutIfAbsent("b", {}, "new", expires=1_000 + FORGET_AFTER_MS + 1), state)
-    assert [i for i, _ in state.applied] == ["new"]
+    assert [a[0] for a in state.applied] == ["new"]
     assert state.horizon == 1_000
     stale = PutIfAbsent("c", {}, "never-seen", expires=999)
     assert stale.repeated(state) and step(stale, state) == state
+    assert answers(state, [stale]) == [None]  # it may have run: its outcome is unknown
 
 
 def test_the_id_table_is_bounded() -> None:

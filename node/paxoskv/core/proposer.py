@@ -88,19 +88,11 @@ class Proposal:
         self._too_early: set[str] = set()
         self._prior = prepared
         self._proposed: KeyState | None = None
-        # The ballot at which the prior was accepted, when the prepare phase found it
-        # (None on a fresh key, or when the caller held the phase-1 result).
-        self.prior_ballot: Ballot | None = None
 
     @property
     def accepted_by(self) -> set[str]:
         """The acceptors that accepted this proposal's state."""
         return set(self._accepted)
-
-    @property
-    def prior(self) -> KeyState | None:
-        """The state the proposed one derives from, once phase 1 is done."""
-        return self._prior
 
     @property
     def proposed(self) -> KeyState | None:
@@ -139,7 +131,6 @@ class Proposal:
         promises = list(self._promises.values())
         latest = max(promises, key=lambda p: (p.accepted is not None, p.accepted or self.ballot))
         prior = latest.state if latest.accepted is not None else EMPTY
-        self.prior_ballot = latest.accepted
         new = self.change(prior)
         if new == prior and all(p.accepted == latest.accepted for p in promises):
             # A quorum holds the same ballot, so `prior` is chosen, and the

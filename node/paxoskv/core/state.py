@@ -12,21 +12,23 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 Json = Any
+# A put that ran on a key: (its id, its expiry in ms, the token it created or found, won).
+Applied = tuple[str, int, int, bool]
 
 
 class KeyState(NamedTuple):
     """A register's value. Treat `bindings` as read-only: states are shared.
 
     `applied` and `horizon` make puts take effect at most once (see
-    `PutIfAbsent`): the ids of recent puts that ran on this key, with their
-    expiry, and the latest expiry among the ids forgotten since.
+    `PutIfAbsent`): the recent puts that ran on this key, each as (id, expiry,
+    token, won), and the latest expiry among the ids forgotten since.
     """
 
     token: int = 0
     live: bool = False
     value: Json = None
     bindings: dict[str, Json] = {}  # noqa: RUF012 - never mutated
-    applied: tuple[tuple[str, int], ...] = ()
+    applied: tuple[Applied, ...] = ()
     horizon: int = 0
 
     def to_json(self) -> dict[str, Json]:
@@ -41,7 +43,8 @@ class KeyState(NamedTuple):
     def from_json(raw: dict[str, Json]) -> KeyState:
         return KeyState(int(raw["token"]), bool(raw["live"]), raw["value"],
                         dict(raw["bindings"]),
-                        tuple((str(i), int(e)) for i, e in raw.get("applied", ())),
+                        tuple((str(i), int(e), int(t), bool(w))
+                              for i, e, t, w in raw.get("applied", ())),
                         int(raw.get("horizon", 0)))
 
     def generation(self) -> tuple[int, bool, Json]:
@@ -95,9 +98,11 @@ class PutIfAbsent:
 
     A put with an `id` takes effect at most once, however often it runs (a
     request forwarded, hedged, retried or duplicated by the network): the key
-    remembers the ids of the puts that ran on it, winners and losers, so a
-    repeat changes nothing, even after the key was deleted and could be put
-    again. An id is forgotten only after its `expires` (ms, the latest time at
+    remembers the puts that ran on it, winners and losers, so a repeat changes
+    nothing, even after the key was deleted and could be put again. A repeat
+    answers as the run that took effect did (`answer`): a winner with the
+    generation it created, a loser with the generation it found, while that one
+    lasts. An id is forgotten only after its `expires` (ms, the latest time at
     which the node that issued it could still be running it, on that node's
     clock) is FORGET_AFTER_MS older than a newer put's, or when more than
     MAX_APPLIED are held; `horizon` then records the latest forgotten expiry,
@@ -114,30 +119,43 @@ class PutIfAbsent:
     def repeated(self, state: KeyState) -> bool:
         """Whether this put may have run on `state`'s key before (then it does nothing)."""
         return bool(self.id) and (self.expires < state.horizon
-                                  or any(i == self.id for i, _ in state.applied))
+                                  or any(a[0] == self.id for a in state.applied))
+
+    def answer(self, state: KeyState) -> KeyState | None:
+        """What a repeat of this put on `state` answers: what its first run did, as far
+        as `state` tells (None: unknown, the id was forgotten or the generation it
+        lost to has ended)."""
+        for id_, _, token, won in state.applied:
+            if id_ == self.id:
+                if won:
+                    return KeyState(token, True, self.value, self.bindings)
+                return state if state.live and state.token == token else None
+        return None
 
     def apply(self, state: KeyState) -> KeyState:
-        if self.id:
-            if self.repeated(state):
-                return state
-            state = self._remember(state)
-        if state.live:
+        if self.id and self.repeated(state):
             return state
+        if state.live:
+            return self._remember(state, state.token, won=False)
         bindings = dict(self.bindings)
         if NOT_BEFORE in state.bindings:
             # Built on a deadline's tombstone: no acceptor may take this state
             # before that deadline either, or a fast clock could replace the
             # key early (the tombstone alone would be refused, this would not).
             bindings[NOT_BEFORE] = state.bindings[NOT_BEFORE]
-        return KeyState(state.token + 1, True, self.value, bindings, state.applied,
-                        state.horizon)
+        won = KeyState(state.token + 1, True, self.value, bindings, state.applied,
+                       state.horizon)
+        return self._remember(won, won.token, won=True)
 
-    def _remember(self, state: KeyState) -> KeyState:
+    def _remember(self, state: KeyState, token: int, won: bool) -> KeyState:
+        if not self.id:
+            return state
         cutoff = self.expires - FORGET_AFTER_MS
-        applied = sorted([*state.applied, (self.id, self.expires)], key=lambda a: a[1])
+        applied = sorted([*state.applied, (self.id, self.expires, token, won)],
+                         key=lambda a: a[1])
         keep = [a for a in applied if a[1] >= cutoff][-MAX_APPLIED:]
         forgotten = applied[:len(applied) - len(keep)]
-        horizon = max([state.horizon, *(e for _, e in forgotten)])
+        horizon = max([state.horizon, *(a[1] for a in forgotten)])
         return state._replace(applied=tuple(keep), horizon=horizon)
 
     def to_json(self) -> dict[str, Json]:
@@ -248,11 +266,13 @@ def compose(changes: list[Change]) -> Callable[[KeyState], KeyState]:
 
 def answers(state: KeyState, changes: list[Change]) -> list[KeyState | None]:
     """Apply changes in order to the decided prior `state`; element i is what change i
-    answers: the state right after it, or None for a put that may have run before
-    (its answer was given by the run that took effect, if any)."""
+    answers: the state right after it, or, for a put that ran before, what that run
+    answered (None when the state no longer tells)."""
     results: list[KeyState | None] = []
     for change in changes:
-        repeat = isinstance(change, PutIfAbsent) and change.repeated(state)
+        if isinstance(change, PutIfAbsent) and change.repeated(state):
+            results.append(change.answer(state))
+            continue
         state = step(change, state)
-        results.append(None if repeat else state)
+        results.append(state)
     return results

@@ -1,8 +1,8 @@
 """The node: drives the pure core over the network and the disk.
 
-Routing: every change of a key goes to the key's *home* member, which queues
-concurrent changes per key and decides them together in one CASPaxos round
-(so contention stays live and cheap). If the home is unreachable, or has not
+Routing: every change of a key goes to the key's *home* member, whose proposer
+(`rounds.Rounds`) queues concurrent changes per key and decides them together in
+one CASPaxos round (so contention stays live and cheap). If the home is unreachable, or has not
 answered within a few times its usual latency (stalled, overloaded), the node
 that got the request proposes too (a hedge), with full rounds and randomised
 backoff. That is safe because every change takes effect at most once however
@@ -19,7 +19,6 @@ prepare phase rely on that.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import random
@@ -31,38 +30,16 @@ from typing import Any, Protocol
 
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
-from paxoskv.core.ballot import ZERO, Ballot
-from paxoskv.core.messages import Commit, Inspect, Observed, Promise, Reply, Request
-from paxoskv.core.proposer import (
-    Ballots,
-    Conflict,
-    Decided,
-    Outgoing,
-    Premature,
-    Proposal,
-    QuorumRead,
-)
-from paxoskv.core.state import (
-    Change,
-    KeyState,
-    PutIfAbsent,
-    Read,
-    answers,
-    change_from_json,
-    compose,
-)
+from paxoskv.core.messages import Commit, Promise, Reply, Request
+from paxoskv.core.proposer import Ballots
+from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
+from paxoskv.server.aio import mapped, quiet, wait_until
+from paxoskv.server.rounds import NoQuorum, Repeated, Rounds
 from paxoskv.server.transport import Envelope, PeerUnavailable
 
+__all__ = ["Disk", "Link", "NoQuorum", "Node", "Repeated", "Stats"]
+
 log = logging.getLogger("paxoskv.node")
-
-
-class NoQuorum(Exception):
-    """No quorum answered in time. The change may or may not have been decided."""
-
-
-class Repeated(NoQuorum):
-    """This run of a put found that the put may have run before: its answer is
-    the other run's, which this one cannot give."""
 
 
 # Hedging: propose here too if the home has not answered within HEDGE_FACTOR
@@ -106,14 +83,6 @@ class Stats:
 
 
 @dataclass
-class _Waiter:
-    change: Change
-    future: asyncio.Future[KeyState]
-    deadline: float
-    retry: bool
-
-
-@dataclass
 class Node:
     name: str
     members: Sequence[str]  # every member's name, this node's included
@@ -138,8 +107,7 @@ class Node:
         self.members = sorted(self.members)
         self.quorum = len(self.members) // 2 + 1
         self.ballots = Ballots(self.name, self.boot)
-        self._queues: dict[str, list[_Waiter]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        self.rounds = Rounds(self)
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
@@ -177,6 +145,11 @@ class Node:
                     waiter.set_result(None)
         return reply, write
 
+    def persist_later(self, write: Write | None) -> None:
+        """Make `write` durable with the next write that must be (nothing waits on it)."""
+        if write is not None:
+            self._unhurried.append(write)
+
     def _persist(self, writes: list[Write]) -> asyncio.Future[None]:
         """Make `writes` durable; the future resolves once they are (and everything
         written before them). Unhurried writes go along, ahead of them."""
@@ -191,14 +164,14 @@ class Node:
             log.warning("failpoint: crashing", extra={"node": f"{self.name} at {name}"})
             os._exit(86)
 
-    def _send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
+    def send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
         """Send an acceptor request; the future holds the reply."""
         if dest == self.name:
             # This node's own acceptor: its reply, too, waits for the disk.
             reply, write = self.accept_request(msg)
             durable = self._persist([write] if write else [])
-            return _mapped(durable, lambda _: reply)
-        return _mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
+            return mapped(durable, lambda _: reply)
+        return mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
 
     # -- client operations ------------------------------------------------------
 
@@ -260,7 +233,7 @@ class Node:
     async def read(self, key: str, timeout: float, retry: bool) -> KeyState:
         """A linearizable read."""
         if self.has_quorum():
-            state = await self._quorum_read(key, min(timeout, self.attempt_timeout))
+            state = await self.rounds.quorum_read(key, min(timeout, self.attempt_timeout))
             if state is not None:
                 self.stats.quorum_reads += 1
                 return state
@@ -308,7 +281,7 @@ class Node:
                 raise NoQuorum(reply["error"])
             return KeyState.from_json(reply["state"])
 
-        return _quiet(_mapped(link.call("p", body), answer))
+        return quiet(mapped(link.call("p", body), answer))
 
     async def handle_forwarded(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -335,8 +308,7 @@ class Node:
                 envelope = [request_id, kind, messages.encode(reply)]
                 if isinstance(request, Commit):
                     # Nothing waits on a commit mark: it needs no fsync of its own.
-                    if write is not None:
-                        self._unhurried.append(write)
+                    self.persist_later(write)
                     send(envelope)
                     continue
                 replies.append(envelope)
@@ -358,190 +330,9 @@ class Node:
                                send: Callable[[Envelope], None]) -> None:
         send([request_id, "p", await self.handle_forwarded(body)])
 
-    # -- per-key queues ---------------------------------------------------------
-
     async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
-        """Queue a change; concurrent changes of one key share one round."""
-        # Quiet: a caller that gave up (a hedge that lost) never reads its failure.
-        future: asyncio.Future[KeyState] = _quiet(asyncio.get_running_loop().create_future())
-        deadline = self.clock() + timeout
-        self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
-        if key not in self._workers:
-            self._workers[key] = asyncio.create_task(self._work(key))
-        try:
-            done = await wait_until(future, timeout)
-        finally:
-            if not future.done():
-                future.cancel()  # the worker skips it from now on
-        if not done:
-            raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
-                           "the change may or may not have been decided")
-        return future.result()
-
-    async def _work(self, key: str) -> None:
-        backoff = 0.05
-        try:
-            while batch := [w for w in self._queues.pop(key, []) if not w.future.done()]:
-                deadline = max(w.deadline for w in batch)
-                changes = [w.change for w in batch]
-                try:
-                    prior = await self._decide(key, compose(changes), deadline)
-                except NoQuorum as exc:
-                    now = self.clock()
-                    again = [w for w in batch if w.retry and w.deadline > now]
-                    for w in batch:
-                        if w not in again and not w.future.done():
-                            w.future.set_exception(NoQuorum(str(exc)))
-                    if again:
-                        self._queues.setdefault(key, [])[:0] = again
-                        await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                        backoff = min(backoff * 2, 1.0)
-                    continue
-                for w, state in zip(batch, answers(prior, changes), strict=True):
-                    if w.future.done():
-                        continue
-                    if state is None:
-                        w.future.set_exception(Repeated("this put may have run already; "
-                                                        "its outcome is unknown here"))
-                    else:
-                        w.future.set_result(state)
-        finally:
-            del self._workers[key]
-
-    # -- consensus rounds ---------------------------------------------------------
-
-    async def _decide(
-        self, key: str, change: Callable[[KeyState], KeyState], deadline: float,
-    ) -> KeyState:
-        """Decide `change`, retrying until `deadline`; the state it took effect on."""
-        attempts: list[Attempt] = []  # each one that got past its prepare phase
-        backoff = 0.002
-        above: Ballot | None = None  # the highest promise a conflict showed us
-        while True:
-            if not self.has_quorum():
-                raise NoQuorum(f"{self.reachable()} of {len(self.members)} members reachable, "
-                               f"{self.quorum} needed")
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                raise NoQuorum("deadline passed under contention")
-            proposal = self._proposal(key, change, above)
-            outcome = await self._drive(proposal, min(remaining, self.attempt_timeout))
-            if proposal.prior is not None:
-                attempts.append(Attempt(proposal.ballot, proposal.prior_ballot, proposal.prior))
-            if isinstance(outcome, Decided):
-                self.ballots.remember(key, outcome)
-                return _base(attempts)
-            if outcome is None:
-                raise NoQuorum("no quorum answered in time")
-            if isinstance(outcome, Premature):
-                # A deadline that passed on our clock has not on a majority's
-                # yet: wait for their clocks (a "not before" is never early).
-                wait = (outcome.not_before - self.wall_ms()) / 1000
-                await self._pause(max(wait, backoff * random.random()), deadline)
-                backoff = min(backoff * 2, 0.5)
-                continue
-            self.stats.conflicts += 1
-            above = outcome.promised if above is None else max(above, outcome.promised)
-            await self._pause(backoff * random.random(), deadline)
-            backoff = min(backoff * 2, 0.5)
-
-    async def _pause(self, seconds: float, deadline: float) -> None:
-        """Sleep, but not past `deadline` (then the caller's next check gives up)."""
-        await asyncio.sleep(max(0.0, min(seconds, deadline - self.clock())))
-
-    def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
-                  above: Ballot | None) -> Proposal:
-        plan = self.ballots.plan(key, home=self.home(key) == self.name,
-                                 known_key=self.acceptor.has_record(key), above=above,
-                                 hint=self.acceptor.record(key).promised)
-        if plan.path == "cached":
-            self.stats.cached_promise += 1
-        elif plan.path == "zero":
-            self.stats.fast_path += 1
-        else:
-            self.stats.full_round += 1
-        return Proposal(key, change, plan.ballot, self.members, self.quorum,
-                        prepared=plan.prepared, next_promise=plan.next_promise)
-
-    async def _drive(self, proposal: Proposal, timeout: float
-                     ) -> Decided | Conflict | Premature | None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def dispatch(outgoing: Outgoing) -> None:
-            if done.cancelled():
-                return  # the round was given up: late replies must not drive it on
-            for dest, msg in outgoing:
-                try:
-                    future = self._send(dest, msg)
-                except PeerUnavailable:
-                    continue
-                future.add_done_callback(functools.partial(on_reply, dest))
-
-        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return
-            dispatch(proposal.receive(sender, future.result()))
-            if proposal.outcome is not None and not done.done():
-                done.set_result(None)
-
-        outgoing = proposal.start()
-        if proposal.ballot == ZERO:
-            # The ZERO ballot may be used once per key: record its use on this
-            # node's disk before any peer can see it. (Sending in parallel is not
-            # safe, even with a per-boot ballot: a home that lost an unsynced
-            # accept which peers had chosen could start over on a higher one.)
-            mine = [(d, m) for d, m in outgoing if d == self.name]
-            outgoing = [(d, m) for d, m in outgoing if d != self.name]
-            for dest, msg in mine:
-                dispatch(proposal.receive(dest, await self._send(dest, msg)))
-            if proposal.outcome is not None:
-                self._announce(proposal)
-                return proposal.outcome
-        dispatch(outgoing)
-        await wait_until(done, timeout)
-        done.cancel()
-        self._announce(proposal)
-        return proposal.outcome
-
-    def _announce(self, proposal: Proposal) -> None:
-        """Tell every acceptor that the proposal's state was chosen: local reads
-        serve only chosen states, and the ones that missed it catch up."""
-        if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
-            return
-        accepted = proposal.accepted_by
-        for dest in self.members:
-            state = None if dest in accepted else proposal.proposed
-            msg = Commit(proposal.key, proposal.ballot, state)
-            if dest == self.name:
-                _, write = self.accept_request(msg)
-                if write is not None:
-                    self._unhurried.append(write)
-                continue
-            link = self.links.get(dest)
-            if link is not None and link.connected:
-                _quiet(link.call("m", messages.encode(msg)))
-
-    async def _quorum_read(self, key: str, timeout: float) -> KeyState | None:
-        reader = QuorumRead(key, self.members, self.quorum)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return
-            reply = future.result()
-            if isinstance(reply, Observed):
-                reader.receive(sender, reply)
-            if reader.done and not done.done():
-                done.set_result(None)
-
-        for dest in self.members:
-            try:
-                future = self._send(dest, Inspect(key))
-            except PeerUnavailable:
-                continue
-            future.add_done_callback(functools.partial(on_reply, dest))
-        await wait_until(done, timeout)
-        return reader.result
+        """Decide `change` with this node as the proposer."""
+        return await self.rounds.submit(key, change, timeout, retry)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -552,89 +343,7 @@ class Node:
     async def stop(self) -> None:
         for link in self.links.values():
             await link.stop()
-        for task in list(self._workers.values()):
-            task.cancel()
-
-
-def _mapped(source: asyncio.Future[Any], fn: Callable[[Any], Any]) -> asyncio.Future[Any]:
-    """A future of `fn(source's result)`, without a task."""
-    out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    def done(f: asyncio.Future[Any]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif f.exception() is not None:
-            out.set_exception(f.exception())  # type: ignore[arg-type]
-        else:
-            try:
-                out.set_result(fn(f.result()))
-            except Exception as exc:
-                out.set_exception(exc)
-
-    source.add_done_callback(done)
-    return out
-
-
-async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:
-    """Wait at most `timeout` seconds for `future`, without cancelling it; True if done.
-
-    Cheaper than asyncio.wait_for, which wraps every wait in a task.
-    """
-    if not future.done():
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        timer = loop.call_later(max(timeout, 0.0), wake)
-        future.add_done_callback(wake)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            future.remove_done_callback(wake)
-    return future.done()
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt of a batch: its ballot, and the prior its phase 1 settled on (found
-    accepted at `prior_ballot`)."""
-
-    ballot: Ballot
-    prior_ballot: Ballot | None
-    prior: KeyState
-
-
-def _base(attempts: list[Attempt]) -> KeyState:
-    """The state a batch's changes took effect on, for their answers: the deciding
-    attempt's prior, unless that prior is the batch's own earlier attempt.
-
-    An attempt whose outcome was unknown (a conflict after its accepts left) may still
-    be chosen: a later attempt then finds it, accepted at that attempt's own ballot, as
-    the prior, and re-proposes it. The batch took effect there, so its answers derive
-    from the earlier attempt's prior (from its own result, every put would look
-    repeated). The ballot, unique to this attempt, is what says so; equal states do not
-    (two deletes of one generation make the same tombstone). Between an attempt's prior
-    and its state nothing else can be chosen: its prepare quorum promised its ballot.
-    Applying the batch again to its own result changes nothing (every change is
-    idempotent), so a chain of such attempts leads back to the first one's prior.
-    """
-    earlier = {a.ballot: a for a in attempts[:-1]}
-    current = attempts[-1]
-    while current.prior_ballot in earlier:
-        current = earlier.pop(current.prior_ballot)
-    return current.prior
-
-
-def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
-    """Mark a future's failure as seen, for calls whose answer may be dropped."""
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
+        self.rounds.stop()
 
 
 async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float) -> KeyState:

@@ -1,0 +1,237 @@
+"""A node's proposer: per-key queues and the consensus rounds that decide them.
+
+Concurrent changes of one key queue up and are decided together in one CASPaxos
+round (so contention stays live and cheap). A round takes its ballot from the
+proposer's own `Ballots`, runs the pure `Proposal` over the node's acceptor
+transport (`Node.send`), retries with backoff on conflicts and premature
+deadlines, and tells every acceptor what was chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from paxoskv.core import messages
+from paxoskv.core.ballot import ZERO, Ballot
+from paxoskv.core.messages import Commit, Inspect, Observed
+from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
+from paxoskv.core.state import Change, KeyState, answers, compose
+from paxoskv.server.aio import quiet, wait_until
+from paxoskv.server.transport import PeerUnavailable
+
+if TYPE_CHECKING:
+    from paxoskv.server.node import Node
+
+
+class NoQuorum(Exception):
+    """No quorum answered in time. The change may or may not have been decided."""
+
+
+class Repeated(NoQuorum):
+    """This run of a put found that the put may have run before: its answer is
+    the other run's, which this one cannot give."""
+
+
+@dataclass
+class _Waiter:
+    change: Change
+    future: asyncio.Future[KeyState]
+    deadline: float
+    retry: bool
+
+
+class Rounds:
+    """The proposer of `node`: it decides the changes `submit` queues."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._queues: dict[str, list[_Waiter]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
+        """Queue a change; concurrent changes of one key share one round."""
+        # Quiet: a caller that gave up (a hedge that lost) never reads its failure.
+        future: asyncio.Future[KeyState] = quiet(asyncio.get_running_loop().create_future())
+        deadline = self.node.clock() + timeout
+        self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._work(key))
+        try:
+            done = await wait_until(future, timeout)
+        finally:
+            if not future.done():
+                future.cancel()  # the worker skips it from now on
+        if not done:
+            raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
+                           "the change may or may not have been decided")
+        return future.result()
+
+    async def _work(self, key: str) -> None:
+        backoff = 0.05
+        try:
+            while batch := [w for w in self._queues.pop(key, []) if not w.future.done()]:
+                deadline = max(w.deadline for w in batch)
+                changes = [w.change for w in batch]
+                try:
+                    prior = await self._decide(key, compose(changes), deadline)
+                except NoQuorum as exc:
+                    now = self.node.clock()
+                    again = [w for w in batch if w.retry and w.deadline > now]
+                    for w in batch:
+                        if w not in again and not w.future.done():
+                            w.future.set_exception(NoQuorum(str(exc)))
+                    if again:
+                        self._queues.setdefault(key, [])[:0] = again
+                        await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                        backoff = min(backoff * 2, 1.0)
+                    continue
+                for w, state in zip(batch, answers(prior, changes), strict=True):
+                    if w.future.done():
+                        continue
+                    if state is None:
+                        w.future.set_exception(Repeated("this put may have run already; "
+                                                        "its outcome is unknown here"))
+                    else:
+                        w.future.set_result(state)
+        finally:
+            del self._workers[key]
+
+    # -- consensus rounds ---------------------------------------------------------
+
+    async def _decide(
+        self, key: str, change: Callable[[KeyState], KeyState], deadline: float,
+    ) -> KeyState:
+        """Decide `change`, retrying until `deadline`; the state it took effect on."""
+        backoff = 0.002
+        above: Ballot | None = None  # the highest promise a conflict showed us
+        while True:
+            if not self.node.has_quorum():
+                raise NoQuorum(f"{self.node.reachable()} of {len(self.node.members)} members "
+                               f"reachable, {self.node.quorum} needed")
+            remaining = deadline - self.node.clock()
+            if remaining <= 0:
+                raise NoQuorum("deadline passed under contention")
+            proposal = self._proposal(key, change, above)
+            outcome = await self._drive(proposal, min(remaining, self.node.attempt_timeout))
+            if isinstance(outcome, Decided):
+                self.node.ballots.remember(key, outcome)
+                return outcome.prior
+            if outcome is None:
+                raise NoQuorum("no quorum answered in time")
+            if isinstance(outcome, Premature):
+                # A deadline that passed on our clock has not on a majority's
+                # yet: wait for their clocks (a "not before" is never early).
+                wait = (outcome.not_before - self.node.wall_ms()) / 1000
+                await self._pause(max(wait, backoff * random.random()), deadline)
+                backoff = min(backoff * 2, 0.5)
+                continue
+            self.node.stats.conflicts += 1
+            above = outcome.promised if above is None else max(above, outcome.promised)
+            await self._pause(backoff * random.random(), deadline)
+            backoff = min(backoff * 2, 0.5)
+
+    async def _pause(self, seconds: float, deadline: float) -> None:
+        """Sleep, but not past `deadline` (then the caller's next check gives up)."""
+        await asyncio.sleep(max(0.0, min(seconds, deadline - self.node.clock())))
+
+    def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
+                  above: Ballot | None) -> Proposal:
+        plan = self.node.ballots.plan(key, home=self.node.home(key) == self.node.name,
+                                 known_key=self.node.acceptor.has_record(key), above=above,
+                                 hint=self.node.acceptor.record(key).promised)
+        if plan.path == "cached":
+            self.node.stats.cached_promise += 1
+        elif plan.path == "zero":
+            self.node.stats.fast_path += 1
+        else:
+            self.node.stats.full_round += 1
+        return Proposal(key, change, plan.ballot, self.node.members, self.node.quorum,
+                        prepared=plan.prepared, next_promise=plan.next_promise)
+
+    async def _drive(self, proposal: Proposal, timeout: float
+                     ) -> Decided | Conflict | Premature | None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def dispatch(outgoing: Outgoing) -> None:
+            if done.cancelled():
+                return  # the round was given up: late replies must not drive it on
+            for dest, msg in outgoing:
+                try:
+                    future = self.node.send(dest, msg)
+                except PeerUnavailable:
+                    continue
+                future.add_done_callback(functools.partial(on_reply, dest))
+
+        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            dispatch(proposal.receive(sender, future.result()))
+            if proposal.outcome is not None and not done.done():
+                done.set_result(None)
+
+        outgoing = proposal.start()
+        if proposal.ballot == ZERO:
+            # The ZERO ballot may be used once per key: record its use on this
+            # node's disk before any peer can see it. (Sending in parallel is not
+            # safe, even with a per-boot ballot: a home that lost an unsynced
+            # accept which peers had chosen could start over on a higher one.)
+            mine = [(d, m) for d, m in outgoing if d == self.node.name]
+            outgoing = [(d, m) for d, m in outgoing if d != self.node.name]
+            for dest, msg in mine:
+                dispatch(proposal.receive(dest, await self.node.send(dest, msg)))
+            if proposal.outcome is not None:
+                self._announce(proposal)
+                return proposal.outcome
+        dispatch(outgoing)
+        await wait_until(done, timeout)
+        done.cancel()
+        self._announce(proposal)
+        return proposal.outcome
+
+    def _announce(self, proposal: Proposal) -> None:
+        """Tell every acceptor that the proposal's state was chosen: local reads
+        serve only chosen states, and the ones that missed it catch up."""
+        if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
+            return
+        accepted = proposal.accepted_by
+        for dest in self.node.members:
+            state = None if dest in accepted else proposal.proposed
+            msg = Commit(proposal.key, proposal.ballot, state)
+            if dest == self.node.name:
+                self.node.persist_later(self.node.accept_request(msg)[1])
+                continue
+            link = self.node.links.get(dest)
+            if link is not None and link.connected:
+                quiet(link.call("m", messages.encode(msg)))
+
+    async def quorum_read(self, key: str, timeout: float) -> KeyState | None:
+        """The key's state if a quorum agrees on one accepted ballot (None: inconclusive)."""
+        reader = QuorumRead(key, self.node.members, self.node.quorum)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            reply = future.result()
+            if isinstance(reply, Observed):
+                reader.receive(sender, reply)
+            if reader.done and not done.done():
+                done.set_result(None)
+
+        for dest in self.node.members:
+            try:
+                future = self.node.send(dest, Inspect(key))
+            except PeerUnavailable:
+                continue
+            future.add_done_callback(functools.partial(on_reply, dest))
+        await wait_until(done, timeout)
+        return reader.result
+
+    def stop(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
