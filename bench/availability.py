@@ -16,6 +16,7 @@ import itertools
 import os
 import signal
 import time
+import zlib
 from dataclasses import dataclass
 
 import httpx
@@ -34,6 +35,8 @@ class Availability:
     longest_gap_ms: float  # between two successful writes
     p99_before_ms: float
     p99_paused_ms: float
+    # PaxosKV: the p99 during the pause of the writes to keys homed on the paused member
+    p99_paused_home_ms: float | None = None
 
 
 def _b64(text: str) -> str:
@@ -64,22 +67,26 @@ def _p99(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
-async def _measure(store: str, url: str, pid: int, prefix: str) -> tuple[list[tuple[
-        float, float, bool]], float, float]:
-    done: list[tuple[float, float, bool]] = []  # (start, end, ok)
+Write = tuple[float, float, bool, str]  # (start, end, ok, key)
+
+
+async def _measure(store: str, url: str, pid: int, prefix: str
+                   ) -> tuple[list[Write], float, float]:
+    done: list[Write] = []
     stop = asyncio.Event()
 
     async def writer(client: httpx.AsyncClient, w: int) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            path, body = _request(store, f"{prefix}/{w}/{n}")
+            key = f"{prefix}/{w}/{n}"
+            path, body = _request(store, key)
             start = time.monotonic()
             try:
                 ok = (await client.post(url + path, json=body)).status_code == 200
             except httpx.HTTPError:
                 ok = False
-            done.append((start, time.monotonic(), ok))
+            done.append((start, time.monotonic(), ok, key))
             if not ok:
                 await asyncio.sleep(0.01)
 
@@ -100,16 +107,25 @@ async def _measure(store: str, url: str, pid: int, prefix: str) -> tuple[list[tu
     return done, paused_at, resumed_at
 
 
+def paxoskv_home(key: str, members: int) -> int:
+    """The index of a default-bucket key's home member (node.py `Node.home`)."""
+    return zlib.crc32(f"default/{key}".encode()) % members
+
+
 def measure_availability(store: str, urls: list[str], pids: list[int], paused: int,
                          entry: int, why: str, prefix: str) -> Availability:
     done, paused_at, resumed_at = asyncio.run(_measure(store, urls[entry], pids[paused],
                                                        prefix))
-    ok_ends = sorted(end for _, end, ok in done if ok)
+    ok_ends = sorted(end for _, end, ok, _ in done if ok)
     gaps = [b - a for a, b in itertools.pairwise(ok_ends)]
+    during = [(e - s, key) for s, e, ok, key in done
+              if ok and paused_at <= s and e <= resumed_at]
     return Availability(
         store=store, paused=why, writes=len(done),
-        failed=sum(not ok for _, _, ok in done),
+        failed=sum(not ok for _, _, ok, _ in done),
         longest_gap_ms=max(gaps, default=float("nan")) * 1000,
-        p99_before_ms=_p99([e - s for s, e, ok in done if ok and e < paused_at]),
-        p99_paused_ms=_p99([e - s for s, e, ok in done
-                            if ok and paused_at <= s and e <= resumed_at]))
+        p99_before_ms=_p99([e - s for s, e, ok, _ in done if ok and e < paused_at]),
+        p99_paused_ms=_p99([latency for latency, _ in during]),
+        p99_paused_home_ms=_p99([latency for latency, key in during
+                                 if paxoskv_home(key, len(urls)) == paused])
+        if store == "paxoskv" else None)

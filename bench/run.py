@@ -399,13 +399,14 @@ RATIO_HEADER = ["workload", "concurrency", "PaxosKV/etcd ops/s"]
 
 
 AVAILABILITY_HEADER = ["store", "paused member", "writes", "failed", "longest gap ms",
-                       "p99 ms before", "p99 ms paused"]
+                       "p99 ms before", "p99 ms paused", "p99 ms paused, its keys"]
 
 
 def availability_cells(a: Availability) -> list[str]:
+    home = "n/a" if a.p99_paused_home_ms is None else f"{a.p99_paused_home_ms:.1f}"
     return ["PaxosKV" if a.store == "paxoskv" else "etcd", a.paused, f"{a.writes:,}",
             str(a.failed), f"{a.longest_gap_ms:,.0f}", f"{a.p99_before_ms:.1f}",
-            f"{a.p99_paused_ms:.1f}"]
+            f"{a.p99_paused_ms:.1f}", home]
 
 
 def tables(results: list[Result], paused: list[Availability],
@@ -465,7 +466,8 @@ def note_node_logs() -> None:
 
 WRITERS_NOTE = ("8 writers put fresh keys through one member for 3 s, then another "
                 "member is paused with SIGSTOP for 5 s (for etcd, its leader), then 3 s "
-                "more; each write has a 2 s deadline.")
+                "more; each write has a 2 s deadline. The last column: PaxosKV's writes "
+                "to the keys homed on the paused member.")
 
 
 def report(results: list[Result], paused: list[Availability], meta: dict[str, Any],
