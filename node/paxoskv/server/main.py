@@ -94,6 +94,9 @@ def failpoints() -> dict[str, float]:
 
 
 MESSAGE_FAULTS_VARIABLE = "PAXOSKV_TEST_MESSAGE_FAULTS"
+# Test-only: how often a watch re-reads its key (default 1 s); a test sets it long to
+# show that a change seen by the node's acceptor wakes its watchers at once.
+WATCH_REREAD_VARIABLE = "PAXOSKV_TEST_WATCH_REREAD_S"
 # Test-only: the seed of a fault run, for the node's own test randomness (failpoints,
 # message faults), so that a run replayed with the same seed draws the same numbers.
 SEED_VARIABLE = "PAXOSKV_TEST_SEED"
@@ -188,7 +191,8 @@ async def serve(config: ServerConfig) -> None:
     boot = storage.next_boot()
     node = Node(config.name, list(config.members), acceptor, storage, boot,
                 wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
-                breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot))
+                breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot),
+                watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")))
     faults = message_faults(test_rng(config.name + "/network", boot))
     node.links = {name: PeerLink(name, url, session, identity, config.name, faults)
                   for name, url in config.members.items() if name != config.name}

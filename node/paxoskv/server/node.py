@@ -100,6 +100,7 @@ class Node:
     breaks: frozenset[str] = frozenset()
     # Test-only named failpoints: name -> probability of crashing there (see main.py).
     failpoints: dict[str, float] = field(default_factory=dict)
+    watch_reread_s: float = 1.0  # how often a watch re-reads its key (see watch)
     # Test randomness (failpoints), seeded by a fault run so that a replay is a replay.
     rng: random.Random = field(default_factory=random.Random)
 
@@ -248,7 +249,7 @@ class Node:
 
         Returns the key's state (read linearizably) and whether it changed. A
         change this node's acceptor sees wakes the watcher at once; it also
-        re-reads every second, for changes decided without this node.
+        re-reads every `watch_reread_s` seconds, for changes decided without this node.
         """
         deadline = self.clock() + timeout
         while True:
@@ -262,7 +263,7 @@ class Node:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._watchers.setdefault(key, []).append(waiter)
             try:
-                await wait_until(waiter, min(remaining, 1.0))
+                await wait_until(waiter, min(remaining, self.watch_reread_s))
             finally:
                 waiting = self._watchers.get(key)
                 if waiting is not None and waiter in waiting:
