@@ -171,3 +171,29 @@ def test_skewed_clock_on_one_node_never_ends_a_key_early(tmp_path: Any) -> None:
     finally:
         skewed.close()
 
+
+
+def test_bindings_end_after_a_full_restart_even_when_due_while_down(tmp_path: Any) -> None:
+    """A deadline and a session that pass while every node is down still end their keys
+    once the cluster is back (lifetimes are rebuilt from the acceptors' records), and a
+    key whose deadline is still ahead survives the restart."""
+    restarted = LocalCluster(tmp_path, 3)
+    try:
+        restarted.start_all()
+        session = call(restarted, "session/open", {"ttl_ms": 2000}).json()["session"]
+        soon, later = now_ms() + 1500, now_ms() + 60_000
+        for key, bindings in (("due-while-down", {"until": soon}),
+                              ("bound-to-session", {"pid": session}),
+                              ("still-ahead", {"until": later}),
+                              ("child", {"key": "due-while-down"})):
+            put = call(restarted, "put", {"key": key, "value": 1, "bindings": bindings})
+            assert put.status_code == 200 and put.json()["token"] == 1, put.text
+        for i in range(3):
+            restarted.stop(i)
+        time.sleep(2.5)  # the deadline and the session's TTL pass while all are down
+        restarted.start_all()
+        for key in ("due-while-down", "bound-to-session", "child"):
+            wait_gone(restarted, key, 10.0)
+        assert found_everywhere(restarted, "still-ahead") == [True] * 3
+    finally:
+        restarted.close()
