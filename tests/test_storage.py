@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,31 @@ def test_a_second_storage_on_one_directory_is_refused(tmp_path: Path) -> None:
         Storage(tmp_path)
     asyncio.run(first.close())
     asyncio.run(Storage(tmp_path).close())  # free again once the first is closed
+
+
+FAILING_COMMIT = """
+import asyncio, sys
+from pathlib import Path
+from paxoskv.core.acceptor import Record
+from paxoskv.server.storage import Storage
+
+def broken(batch):
+    raise OSError("disk full")
+
+async def main():
+    storage = Storage(Path(sys.argv[1]))
+    storage._commit = broken
+    await storage.write([("b/k", Record())])
+    print("replied after a failed commit")
+
+asyncio.run(main())
+"""
+
+
+def test_a_failed_commit_stops_the_node_at_once(tmp_path: Path) -> None:
+    """Fail-stop: memory ahead of the disk must never answer anyone."""
+    done = subprocess.run([sys.executable, "-c", FAILING_COMMIT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70, done
+    assert "replied after a failed commit" not in done.stdout
+    assert "storage commit failed: disk full" in done.stderr
