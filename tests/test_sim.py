@@ -70,7 +70,7 @@ def test_the_targeted_scenarios_check_clean() -> None:
     """The scenarios the plants run in find nothing on the current code (so what they
     find under a plant is the plant's doing)."""
     jobs = [((first, first + 49), "--scenario", scenario)
-            for scenario in ("slow-home", "fast-clock", "wipes")
+            for scenario in ("slow-home", "fast-clock", "sessions", "wipes")
             for first in range(1, SCENARIO_SEEDS + 1, 50)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         failed = [f for chunk in pool.map(lambda job: _run_chunk(*job), jobs) for f in chunk]

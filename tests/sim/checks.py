@@ -8,8 +8,8 @@
 - Sessions: a keep-alive must not find a session dead while it surely lived
   (before its close and before a quorum of clocks passed the latest deadline
   it was given), and a session found dead must stay dead.
-- One state per ballot (white-box, from every acceptor's writes as they
-  happen): quorum reads and the prepare phase rely on a ballot carrying one
+- One state per ballot (white-box, from every durable acceptor write as it
+  happens): quorum reads and the prepare phase rely on a ballot carrying one
   state, so two acceptors holding different states at one ballot of a key is
   a violation even before any client sees it.
 """
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from paxoskv.core.acceptor import Record
 from paxoskv.core.ballot import Ballot
 from paxoskv.core.state import KeyState
-from paxoskv.server.node import Node
 from tests.faults.checker import Op
 
 if TYPE_CHECKING:  # workload.py imports cluster.py, which imports this module
@@ -76,25 +76,24 @@ def sessions_live_while_promised(sessions: dict[str, SessionLog],
 
 
 class BallotLedger:
-    """Every (key, accepted ballot) -> the state an acceptor recorded with it."""
+    """Every (key, accepted ballot) -> the state an acceptor made durable with it.
+
+    Durable writes only: a write that a crash lost was never answered, so its
+    ballot may carry another state later (a home that lost its unsynced use of
+    ZERO before telling anyone uses it again)."""
 
     def __init__(self) -> None:
         self.states: dict[tuple[str, Ballot], tuple[str, KeyState]] = {}
         self.anomalies: list[str] = []
         self._reported: set[tuple[str, Ballot]] = set()
 
-    def watch(self, node: Node) -> None:
-        """Record what `node`'s acceptor writes (its observers see every write)."""
-
-        def saw(key: str, state: KeyState) -> None:
-            ballot = node.acceptor.record(key).accepted
-            if ballot is None:
-                return
-            first = self.states.setdefault((key, ballot), (node.name, state))
-            if first[1] != state and (key, ballot) not in self._reported:
-                self._reported.add((key, ballot))
-                self.anomalies.append(
-                    f"{key}: ballot {tuple(ballot)} carried two states: {first[1].generation()} "
-                    f"at {first[0]}, {state.generation()} at {node.name}")
-
-        node.observers.append(saw)
+    def saw(self, node: str, key: str, record: Record) -> None:
+        """`node`'s disk made `record` of `key` durable."""
+        if record.accepted is None:
+            return
+        first = self.states.setdefault((key, record.accepted), (node, record.state))
+        if first[1] != record.state and (key, record.accepted) not in self._reported:
+            self._reported.add((key, record.accepted))
+            self.anomalies.append(
+                f"{key}: ballot {tuple(record.accepted)} carried two states: "
+                f"{first[1].generation()} at {first[0]}, {record.state.generation()} at {node}")

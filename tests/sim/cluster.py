@@ -18,6 +18,7 @@ acceptor and boot 1.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -182,7 +183,7 @@ class SimCluster:
                     storage.next_boot(), clock=self.loop.time,
                     wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
         node.new_id = lambda: self.new_id(24)  # put ids, instead of os.urandom
-        self.ledger.watch(node)
+        storage.on_durable = functools.partial(self.ledger.saw, member.name)
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))
         node.links = links

@@ -16,9 +16,13 @@ fix is found in few seeds (still random: nothing is scripted):
 - "slow-home": n1 runs 2.5-5 s slow and is the home of every client key;
   messages are often lost or late; short stalls. Stand-ins then decide
   expiries that n1's acceptor refused as too early (violation 1);
-- "fast-clock": n1 runs 4-8 s fast; the keys live on n2 and mostly carry
-  deadlines, short and long, so n1 expires keys early with tombstones only it
-  accepts, and other changes build on them (violation 4);
+- "fast-clock": n1 runs 6-10 s fast and is often cut off from n2, where the
+  keys live; they mostly carry deadlines, short and long, so n1 expires keys
+  early with tombstones only it accepts, and other changes build on them
+  (violation 4);
+- "sessions": every client keeps sessions, binds puts to them and sends half
+  its requests to any member, while members stall (so keep-alives are hedged
+  and also run late at the home) and some clocks are off (violation 5);
 - "wipes": a member's disk is wiped, with crashes and cuts around it, over
   many keys, so some key was decided without a member that is asked again.
 A wipe happens at most once per run: a wiped member is refused and stays down.
@@ -78,11 +82,23 @@ SCENARIOS = {
     # Violation 4: a member (n1) runs fast, so it stands in for the expiry of keys
     # (homed on n2) early, with tombstones only it accepts, and puts with shorter
     # deadlines build on them.
-    "fast-clock": Scenario(skewed=1, skew_s=(4.0, 8.0), skew_signs=(1,), quiet=0.0, drop=0.1,
+    "fast-clock": Scenario(skewed=1, skew_s=(6.0, 10.0), skew_signs=(1,), quiet=0.0, drop=0.1,
                            latency_s=(0.0002, 0.01),
-                           weights={"crash": 0.3, "power": 0.0, "wipe": 0.0, "stall": 1.0},
+                           weights={"crash": 0.3, "power": 0.0, "wipe": 0.0, "stall": 0.5,
+                                    "partition": 0.5, "one-way-in": 0.5, "one-way-out": 3.0,
+                                    "link": 3.0},
+                           lasts={"one-way-out": (1.0, 8.0), "link": (1.0, 8.0)},
                            mix=Mix(keys=3, home="n2", put=0.45, get=0.25, delete=0.05,
-                                   watch=0.05, until=0.8, until_ms=(300, 8000))),
+                                   watch=0.05, until=0.8, until_ms=(300, 10000))),
+    # Violation 5: every client keeps sessions and sends half its requests to any
+    # member; members stall past the hedge delay (renewals run twice: hedged at once,
+    # late at the home) and clocks are off (a keep-alive served by another member
+    # computes another deadline).
+    "sessions": Scenario(skew_s=(0.5, 3.0), drop=0.05,
+                         weights={"stall": 4.0, "crash": 1.0, "power": 0.0, "wipe": 0.0},
+                         lasts={"stall": (0.3, 3.0)},
+                         mix=Mix(put=0.35, get=0.35, delete=0.1, watch=0.1, until=0.1,
+                                 roam=0.5, sessions=4, session=0.5)),
     # Violation 3: a member's disk wiped, with crashes and cuts around it, over many keys.
     "wipes": Scenario(weights={"wipe": 3.0, "crash": 3.0, "power": 0.0, "partition": 2.0},
                       mix=Mix(keys=24, put=0.5, get=0.3, delete=0.1, watch=0.05)),

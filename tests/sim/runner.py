@@ -46,7 +46,7 @@ SETTLE_S = 3.0
 # The scenario (nemesis.py) each planted bug's test runs by default: the
 # schedule its violation needs is then common (for the others, "mixed" is).
 PLANT_SCENARIOS = {"ballot-from-acceptor": "slow-home", "delete-drops-guard": "fast-clock",
-                   "wiped-votes": "wipes"}
+                   "wiped-votes": "wipes", "renew-backwards": "sessions"}
 
 
 @dataclass
@@ -164,7 +164,7 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     clients = [Client(i, names[i % nodes], cluster, random.Random(rng.getrandbits(64)),
                       recorder, profile.mix) for i in range(CLIENTS)]
     work = [loop.create_task(c.run(stop_at)) for c in clients]
-    work += [loop.create_task(c.sessions(stop_at)) for c in clients[:2]]
+    work += [loop.create_task(c.sessions(stop_at)) for c in clients[:profile.mix.sessions]]
     await inflict(cluster, profile.faults, note)
     await asyncio.gather(*work)
     await asyncio.sleep(SETTLE_S)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from paxoskv.core.acceptor import Record, Write
@@ -56,6 +57,8 @@ class SimStorage:
         self._next: asyncio.Future[None] | None = None  # resolves when _pending is durable
         self._inflight: asyncio.Future[None] | None = None
         self.dead = False
+        # Told of every record as it becomes durable (the simulator's ballot ledger).
+        self.on_durable: Callable[[str, Record], None] | None = None
         self.commits = 0
         self.records_written = 0
 
@@ -118,6 +121,8 @@ class SimStorage:
             return  # the crash came first: this commit never happened
         for key, record in batch:
             self.disk.records[key] = record
+            if self.on_durable is not None:
+                self.on_durable(key, record)
         self.commits += 1
         self.records_written += len(batch)
         # The process hears of it when it next runs (held while it is stalled).
@@ -163,3 +168,5 @@ class AckBeforeDurable(SimStorage):
         if not self.dead:
             for key, record in writes:
                 self.disk.records[key] = record
+                if self.on_durable is not None:
+                    self.on_durable(key, record)

@@ -1,6 +1,8 @@
 """Random clients that call the node objects as the HTTP handlers do, and record it.
 
-A client is attached to one node (failing over to another while it is down).
+A client is attached to one node (failing over to another while it is down,
+or, with `Mix.roam`, sending some requests to any member, as through a load
+balancer).
 Each request runs as a task in the node's process, as a request handler would:
 a stalled node answers late, a crashed one never (the op is then unknown).
 Times come from the test's clock (`SimCluster.now`), not the nodes' skewed ones.
@@ -51,6 +53,9 @@ class Mix:
     watch: float = 0.1
     until: float = 0.25
     until_ms: tuple[int, int] = (200, 4000)
+    roam: float = 0.0  # the chance that a request goes to any member (a load balancer)
+    sessions: int = 2  # how many of the clients also keep sessions
+    session: float = 0.2  # the share of puts bound to the client's session, if it has one
 
     def names(self, members: list[str]) -> list[str]:
         """The client keys (`keys` of them)."""
@@ -123,7 +128,7 @@ class Client:
 
     def _member(self) -> Member | None:
         member = self.cluster.members[self.home]
-        if member.proc is None:
+        if member.proc is None or (self.mix.roam and self.rng.random() < self.mix.roam):
             up = [m for m in self.cluster.members.values() if m.proc is not None]
             return self.rng.choice(up) if up else None
         return member
@@ -219,11 +224,11 @@ class Client:
                 *self.mix.until_ms)
             # The checker's deadline: when a quorum of clocks first reads `until`.
             until = int(self.cluster.earliest_end(wanted["until"]) * 1000)
-        elif roll < share + 0.2 and self.session is not None:
+        elif roll < (share := share + self.mix.session) and self.session is not None:
             session = wanted["pid"] = self.session.id
-        elif roll < share + 0.3:
+        elif roll < share + 0.1:
             wanted["key"] = self.rng.choice([k for k in self.keys if k != key])
-        elif roll < share + 0.4:
+        elif roll < share + 0.2:
             wanted["node"] = self.rng.choice(self.cluster.names)
         target = v.Target(BUCKET, key, "return", timeout)
 
