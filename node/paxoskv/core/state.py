@@ -150,6 +150,8 @@ class PutIfAbsent:
     def _remember(self, state: KeyState, token: int, won: bool) -> KeyState:
         if not self.id:
             return state
+        if not state.applied:  # the common case: a key's first put in a while
+            return state._replace(applied=((self.id, self.expires, token, won),))
         cutoff = self.expires - FORGET_AFTER_MS
         applied = sorted([*state.applied, (self.id, self.expires, token, won)],
                          key=lambda a: a[1])

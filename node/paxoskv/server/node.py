@@ -139,8 +139,12 @@ class Node:
             reply = Promise(reply.key, reply.ballot, None, KeyState())  # forget what it took
         if write is not None:
             key, record = write
-            for observe in self.observers:
-                observe(key, record.state)
+            if not (isinstance(msg, Commit) and msg.state is None):
+                # (A bare commit mark changes no state: the observers saw it accepted.)
+                for observe in self.observers:
+                    observe(key, record.state)
+            # Watchers wake on commits too: a read right after the accept may not
+            # have found it chosen yet.
             for waiter in self._watchers.pop(key, ()):
                 if not waiter.done():
                     waiter.set_result(None)

@@ -185,12 +185,13 @@ class Rounds:
             for dest, msg in mine:
                 dispatch(proposal.receive(dest, await self.node.send(dest, msg)))
             if proposal.outcome is not None:
-                self._announce(proposal)
+                asyncio.get_running_loop().call_soon(self._announce, proposal)
                 return proposal.outcome
         dispatch(outgoing)
         await wait_until(done, timeout)
         done.cancel()
-        self._announce(proposal)
+        # After the answers have gone out: nobody waits for the commit marks.
+        asyncio.get_running_loop().call_soon(self._announce, proposal)
         return proposal.outcome
 
     def _announce(self, proposal: Proposal) -> None:
