@@ -21,7 +21,7 @@ import asyncio
 import functools
 import random
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from paxoskv.core.acceptor import Acceptor
 from paxoskv.server import identity
@@ -29,11 +29,10 @@ from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.node import Link, Node
-from paxoskv.server.storage import Storage
 from tests.sim import checks
 from tests.sim.loop import Proc, SimLoop
 from tests.sim.network import Network
-from tests.sim.storage import DiskTiming, SimDisk, SimStorage
+from tests.sim.storage import DiskMeta, DiskTiming, SimDisk, SimStorage
 
 EPOCH_S = 1_700_000_000.0  # virtual time 0, as a wall clock reads it (the test's clock)
 
@@ -66,27 +65,6 @@ class Member:
     storage: SimStorage | None = None
     wiped: bool = False  # its disk was wiped at least once
     refused: list[str] = field(default_factory=list)  # why restarts were refused
-
-
-class _Meta:
-    """A disk's metadata behind the two Storage methods identity.py uses."""
-
-    def __init__(self, disk: SimDisk) -> None:
-        self.disk = disk
-
-    def meta(self, name: str) -> str | None:
-        return self.disk.meta.get(name)
-
-    def set_meta(self, values: dict[str, str | None]) -> None:
-        for name, value in values.items():
-            if value is None:
-                self.disk.meta.pop(name, None)
-            else:
-                self.disk.meta[name] = value
-
-
-def _storage(disk: SimDisk) -> Storage:
-    return cast(Storage, _Meta(disk))  # identity.py reads and writes only the metadata
 
 
 class SimCluster:
@@ -132,12 +110,12 @@ class SimCluster:
             answers = {peer: self._answer(peer) for peer in self.names if peer != name}
             settled = identity.decide(name, member.disk.meta["member_id"], self.names, answers)
             assert settled is not None
-            identity.record(_storage(member.disk), settled)
+            identity.record(DiskMeta(member.disk), settled)
 
     def _answer(self, name: str) -> dict[str, Any]:
         """What member `name` answers on /v1/identity."""
         disk = self.members[name].disk
-        return identity.describe(name, self.names, identity.load(_storage(disk), self.names),
+        return identity.describe(name, self.names, identity.load(DiskMeta(disk), self.names),
                                  disk.meta.get("member_id"))
 
     def _admit(self, member: Member) -> None:
@@ -145,7 +123,7 @@ class SimCluster:
         one that does not asks the peers that are up, and gets IdentityError if the
         cluster knows this member by another id (its data was lost), or while no
         peer answers (a real node would wait; here it stays down)."""
-        meta = _storage(member.disk)
+        meta = DiskMeta(member.disk)
         if self.amnesia or identity.load(meta, self.names) is not None:
             return
         member_id = meta.meta("member_id") or self.new_id(16)

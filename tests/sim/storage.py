@@ -44,12 +44,29 @@ class DiskTiming:
         return rng.uniform(low, high)
 
 
-class SimStorage:
+class DiskMeta:
+    """A SimDisk's metadata, as identity.py reads and writes it (identity.Meta)."""
+
+    def __init__(self, disk: SimDisk) -> None:
+        self.disk = disk
+
+    def meta(self, name: str) -> str | None:
+        return self.disk.meta.get(name)
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            if value is None:
+                self.disk.meta.pop(name, None)
+            else:
+                self.disk.meta[name] = value
+
+
+class SimStorage(DiskMeta):
     """The surface of paxoskv.server.storage.Storage, on a SimDisk."""
 
     def __init__(self, disk: SimDisk, proc: Proc, rng: random.Random,
                  timing: DiskTiming) -> None:
-        self.disk = disk
+        super().__init__(disk)
         self._proc = proc
         self._rng = rng
         self._timing = timing
@@ -72,15 +89,6 @@ class SimStorage:
         self.disk.meta["boot"] = str(boot)
         return boot
 
-    def meta(self, name: str) -> str | None:
-        return self.disk.meta.get(name)
-
-    def set_meta(self, values: dict[str, str | None]) -> None:
-        for name, value in values.items():
-            if value is None:
-                self.disk.meta.pop(name, None)
-            else:
-                self.disk.meta[name] = value
 
     def is_empty(self) -> bool:
         return not self.disk.records and "cluster_id" not in self.disk.meta

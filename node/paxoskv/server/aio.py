@@ -55,3 +55,10 @@ def quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
     """Mark a future's failure as seen, for calls whose answer may be dropped."""
     future.add_done_callback(lambda f: f.cancelled() or f.exception())
     return future
+
+
+def resolved() -> asyncio.Future[None]:
+    """A future that is already done: "nothing to wait for"."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done

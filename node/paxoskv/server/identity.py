@@ -33,17 +33,22 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
-
-from paxoskv.server.storage import Storage
 
 log = logging.getLogger("paxoskv.identity")
 
 IDENTITY_PATH = "/v1/identity"
 POLL_S = 0.2
 LOG_EVERY_S = 5.0
+
+
+class Meta(Protocol):
+    """Where a data directory keeps its identity (storage.Storage's metadata table)."""
+
+    def meta(self, name: str) -> str | None: ...
+    def set_meta(self, values: dict[str, str | None]) -> None: ...
 
 
 class IdentityError(Exception):
@@ -79,7 +84,7 @@ def cluster_id_of(members: Mapping[str, str]) -> str:
     return digest[:16]
 
 
-def load(storage: Storage, names: list[str]) -> Identity | None:
+def load(storage: Meta, names: list[str]) -> Identity | None:
     """The identity this directory recorded, checked against the configured member names."""
     cluster_id = storage.meta("cluster_id")
     if cluster_id is None:
@@ -93,7 +98,7 @@ def load(storage: Storage, names: list[str]) -> Identity | None:
     return Identity(cluster_id, str(storage.meta("member_id")), members)
 
 
-def pending_member_id(storage: Storage) -> str:
+def pending_member_id(storage: Meta) -> str:
     """This directory's member id while bootstrapping: made once, kept on disk."""
     member_id = storage.meta("member_id")
     if member_id is None:
@@ -102,7 +107,7 @@ def pending_member_id(storage: Storage) -> str:
     return member_id
 
 
-def record(storage: Storage, identity: Identity) -> None:
+def record(storage: Meta, identity: Identity) -> None:
     storage.set_meta({"cluster_id": identity.cluster_id, "member_id": identity.member_id,
                       "members": json.dumps(identity.members, sort_keys=True)})
 

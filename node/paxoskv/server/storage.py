@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from paxoskv.core.acceptor import Record, Write
+from paxoskv.server.aio import resolved
 
 log = logging.getLogger("paxoskv.storage")
 
@@ -117,9 +118,7 @@ class Storage:
             if self._inflight is None:
                 asyncio.get_running_loop().call_soon(self._start_commit)
         if self._reply_early:
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
+            return resolved()
         return self._next
 
     def flushed(self) -> asyncio.Future[None]:
@@ -128,9 +127,7 @@ class Storage:
             return self._next
         if self._inflight is not None:
             return self._inflight
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return resolved()
 
     def _start_commit(self) -> None:
         if self._next is None or self._inflight is not None:
@@ -184,9 +181,7 @@ class LaggingStorage(Storage):
         return self.flushed()
 
     def flushed(self) -> asyncio.Future[None]:
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return resolved()
 
     def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
