@@ -25,7 +25,7 @@ from paxoskv.core.messages import Accept, Promise
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
 from paxoskv.server.identity import IdentityError
-from paxoskv.server.lifetimes import Lifetimes, session_key
+from paxoskv.server.lifetimes import Lifetimes, node_key, session_key
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.transport import Envelope
 from tests.faults.checker import Kind, Op, Outcome, check
@@ -388,6 +388,33 @@ def test_5_a_stale_keep_alive_never_moves_a_session_deadline_back(plant: str | N
 
     anomalies = _run_under(plant and "renew-backwards", schedule)
     _assert_outcome(plant, anomalies, "a keep-alive found it gone")
+
+
+# -- found later: a peer that reconnects late ends a restarted member ---------------------
+
+
+def test_a_restarted_member_is_not_ended_by_a_peer_whose_link_is_still_down() -> None:
+    """n3 crashes and n1 and n2 end its incarnation; n3 restarts and starts a new one
+    through n1 while n2 still cannot reach it (a CI run saw this: n2's link came back a
+    little late). n2's wait was measured from when it lost the old incarnation, so it
+    ended the new one at once, and keys bound to n3 then failed ("not alive")."""
+    key = node_key("n3")
+    seen: list[KeyState] = []
+
+    async def schedule(w: World) -> None:
+        w.crash("n3")
+        w.network.cut([("n2", "n3")])
+        await w.at(4.0)  # both judged n3 down at 2.5 s
+        assert not (await w.call("n1", lambda n, _: n.read(key, 1.0, retry=True))).live
+        w.start("n3")
+        for t in (4.5, 5.5, 6.5, 7.5, 8.5):  # n2 cannot reach n3 until 4.5 s
+            await w.at(t)
+            seen.append(await w.call("n1", lambda n, _: n.read(key, 1.0, retry=True)))
+            if t == 4.5:
+                w.network.heal([("n2", "n3")])
+
+    assert not World().run(schedule)
+    assert all(s.live for s in seen) and len({s.token for s in seen}) == 1, seen
 
 
 def _run_under(plant: str | None, schedule: Callable[[World], Coroutine[Any, Any, None]],

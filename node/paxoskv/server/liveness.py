@@ -8,7 +8,10 @@ stay gone, as in PaxosKV where a node going down ends its keys.
 Two sources say which nodes are alive:
 - The cluster's own members. Each member keeps its own key alive (and starts a
   new incarnation when it starts); a member whose peer link has been down for
-  DOWN_AFTER_MS is ended by the members that lost it.
+  DOWN_AFTER_MS is ended by the members that lost it. The wait is for one
+  incarnation: a member that restarts while our link to it is still down writes
+  a new one through the others, and that restarts our wait (else a peer that
+  reconnects a little late would end the fresh incarnation at once).
 - An external reporter (the Kubernetes operator reporting pods), through
   `report`: a full, level-triggered list of the nodes it vouches for. Resending
   the same report changes nothing.
@@ -36,7 +39,9 @@ ROUND_TIMEOUT = 2.0
 class Liveness:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._down_since: dict[str, float] = {}  # member -> monotonic time its link dropped
+        # member -> (monotonic time its link was first seen down, the incarnation
+        # this acceptor held for it then): what the wait to end it is measured on.
+        self._down_since: dict[str, tuple[float, int]] = {}
         self._seen: set[str] = set()  # members we have been connected to
         self._started = node.clock()
         self._task: asyncio.Task[None] | None = None
@@ -78,13 +83,19 @@ class Liveness:
                 self._seen.add(name)
                 self._down_since.pop(name, None)
                 continue
-            if name in self._seen:
-                down_ms = (now - self._down_since.setdefault(name, now)) * 1000
-                limit = DOWN_AFTER_MS
-            else:
-                down_ms, limit = (now - self._started) * 1000, NEVER_SEEN_DOWN_AFTER_MS
-            if down_ms >= limit:
-                await self._end(node_key(name), source="member")
+            key = node_key(name)
+            since, incarnation = self._down_since.setdefault(
+                name, (now, self.node.acceptor.record(key).state.token))
+            # A member never reached is given longer: peers start one by one.
+            limit = DOWN_AFTER_MS if name in self._seen else NEVER_SEEN_DOWN_AFTER_MS
+            if (now - since) * 1000 < limit:
+                continue
+            state = await self.node.read(key, ROUND_TIMEOUT, retry=False)
+            if state.live and state.token != incarnation:
+                # It started again since we lost it: wait anew for this incarnation.
+                self._down_since[name] = (now, state.token)
+            elif state.live and _source(state) == "member":
+                await self.node.change(key, DeleteIf(state.token), ROUND_TIMEOUT, retry=False)
 
     async def _end(self, key: str, source: str | None = None) -> bool:
         """End the node's current incarnation (only one from `source`, if given)."""
