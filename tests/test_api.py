@@ -147,6 +147,20 @@ def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:
     assert body["value"] == 42
 
 
+def test_local_reads_on_every_member_serve_a_put_once_its_commit_mark_arrives(
+        cluster: LocalCluster) -> None:
+    """A follower serves only states it knows were chosen: it learns that from the
+    commit mark, a notice that waits for other traffic at most NOTICE_DELAY_S."""
+    post(cluster, "/v1/put", {"key": "marked", "value": "m"})
+    for node in (1, 2):
+        deadline = time.monotonic() + 2.0
+        while (body := post(cluster, "/v1/get", {"key": "marked", "consistency": "local"},
+                            node=node).json())["found"] is False:
+            assert time.monotonic() < deadline, f"node {node} never learned the put was chosen"
+            time.sleep(0.02)
+        assert body["value"] == "m"
+
+
 def test_openapi_document_describes_every_client_route(cluster: LocalCluster) -> None:
     doc = httpx.get(cluster.url(0) + "/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")

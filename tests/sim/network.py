@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from paxoskv.server.node import Node
-from paxoskv.server.transport import Envelope, PeerUnavailable
+from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 from tests.sim.loop import NO_PROC, Proc
 
 HEARTBEAT_S = (1.0, 3.0)  # how long until a silent peer's connection is dropped
@@ -121,6 +121,11 @@ class SimLink:
         self._closed = True
         if self._conn is not None:
             self.network.drop(self._conn, "closed")
+
+    def notify(self, kind: str, body: Any) -> None:
+        # Sent at once: the network's own delays stand for PeerLink's batching delay.
+        if self._conn is not None:
+            self.network.transmit(self._conn, True, [NOTICE, kind, body])
 
     def call(self, kind: str, body: Any) -> asyncio.Future[Any]:
         conn = self._conn

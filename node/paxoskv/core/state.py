@@ -41,10 +41,12 @@ class KeyState(NamedTuple):
 
     @staticmethod
     def from_json(raw: dict[str, Json]) -> KeyState:
+        # Only from peers and our own disk, which wrote it with to_json: the
+        # entries of `applied` need no coercion, only to be tuples again.
+        applied = raw.get("applied")
         return KeyState(int(raw["token"]), bool(raw["live"]), raw["value"],
                         dict(raw["bindings"]),
-                        tuple((str(i), int(e), int(t), bool(w))
-                              for i, e, t, w in raw.get("applied", ())),
+                        tuple(map(tuple, applied)) if applied else (),
                         int(raw.get("horizon", 0)))
 
     def generation(self) -> tuple[int, bool, Json]:

@@ -35,7 +35,7 @@ from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
 from paxoskv.server.aio import mapped, quiet, wait_until
 from paxoskv.server.rounds import NoQuorum, Repeated, Rounds
-from paxoskv.server.transport import Envelope, PeerUnavailable
+from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 
 __all__ = ["Disk", "Link", "NoQuorum", "Node", "Repeated", "Stats"]
 
@@ -67,6 +67,7 @@ class Link(Protocol):
     @property
     def connected(self) -> bool: ...
     def call(self, kind: str, body: Any) -> asyncio.Future[Any]: ...
+    def notify(self, kind: str, body: Any) -> None: ...
     def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -310,13 +311,12 @@ class Node:
             if kind == "m":
                 request = messages.decode(body)
                 reply, write = self.accept_request(request)  # type: ignore[arg-type]
-                envelope = [request_id, kind, messages.encode(reply)]
-                if isinstance(request, Commit):
-                    # Nothing waits on a commit mark: it needs no fsync of its own.
+                if request_id == NOTICE:
+                    # A commit mark: nothing waits on it, so no reply and no fsync
+                    # of its own (a crash before the next one loses only the mark).
                     self.persist_later(write)
-                    send(envelope)
                     continue
-                replies.append(envelope)
+                replies.append([request_id, kind, messages.encode(reply)])
                 if write is not None:
                     writes.append(write)
             elif kind == "p":

@@ -185,13 +185,12 @@ class Rounds:
             for dest, msg in mine:
                 dispatch(proposal.receive(dest, await self.node.send(dest, msg)))
             if proposal.outcome is not None:
-                asyncio.get_running_loop().call_soon(self._announce, proposal)
+                self._announce(proposal)
                 return proposal.outcome
         dispatch(outgoing)
         await wait_until(done, timeout)
         done.cancel()
-        # After the answers have gone out: nobody waits for the commit marks.
-        asyncio.get_running_loop().call_soon(self._announce, proposal)
+        self._announce(proposal)
         return proposal.outcome
 
     def _announce(self, proposal: Proposal) -> None:
@@ -207,8 +206,8 @@ class Rounds:
                 self.node.persist_later(self.node.accept_request(msg)[1])
                 continue
             link = self.node.links.get(dest)
-            if link is not None and link.connected:
-                quiet(link.call("m", messages.encode(msg)))
+            if link is not None:
+                link.notify("m", messages.encode(msg))
 
     async def quorum_read(self, key: str, timeout: float) -> KeyState | None:
         """The key's state if a quorum agrees on one accepted ballot (None: inconclusive)."""

@@ -3,6 +3,10 @@
 A frame is a JSON list of envelopes `[id, kind, body]`, sent as a binary message. Everything queued
 while the previous frame is being written goes out in the next one, so under
 load many keys' messages share one frame (and, at the acceptor, one fsync).
+
+A notice (id NOTICE) is one-way: nobody waits on it, so it gets no reply, and it
+may wait up to NOTICE_DELAY_S to ride in a frame that goes anyway (a commit mark
+after each decision would otherwise cost a frame each way, per peer).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ log = logging.getLogger("paxoskv.transport")
 
 Envelope = list[Any]
 MAX_FRAME = 64 * 1024 * 1024
+NOTICE = 0  # the request id of a notice (requests count from 1)
+NOTICE_DELAY_S = 0.01
 
 
 class PeerUnavailable(Exception):
@@ -67,10 +73,12 @@ class FrameWriter:
         self._ws = ws
         self._outbox: list[Envelope] = []
         self._wakeup = asyncio.Event()
+        self._flush_later: asyncio.TimerHandle | None = None  # for notices alone
         self._faults = faults
         self._task = asyncio.create_task(self._run())
 
     def send(self, envelope: Envelope) -> None:
+        """Queue `envelope` for the next frame (a notice may wait a little)."""
         if self._faults is not None:
             for delay in self._faults.deliveries():
                 asyncio.get_running_loop().call_later(delay, self._enqueue, envelope)
@@ -79,12 +87,19 @@ class FrameWriter:
 
     def _enqueue(self, envelope: Envelope) -> None:
         self._outbox.append(envelope)
-        self._wakeup.set()
+        if envelope[0] != NOTICE:
+            self._wakeup.set()
+        elif self._flush_later is None:
+            self._flush_later = asyncio.get_running_loop().call_later(
+                NOTICE_DELAY_S, self._wakeup.set)
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._flush_later is not None:
+                self._flush_later.cancel()
+                self._flush_later = None
             frame, self._outbox = self._outbox, []
             try:
                 await self._ws.send_bytes(orjson.dumps(frame))
@@ -93,6 +108,8 @@ class FrameWriter:
                 return
 
     async def close(self) -> None:
+        if self._flush_later is not None:
+            self._flush_later.cancel()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -139,6 +156,11 @@ class PeerLink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def notify(self, kind: str, body: Any) -> None:
+        """Send a notice: no reply; lost if the link is down or drops."""
+        if self._writer is not None:
+            self._writer.send([NOTICE, kind, body])
 
     def call(self, kind: str, body: Any) -> asyncio.Future[Any]:
         if self._writer is None:
