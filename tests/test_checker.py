@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tests.faults.checker import Op, check
+from tests.faults.checker import Op, SessionLog, check, sessions_live_while_promised
 
 
 def put(p: int, t0: float, t1: float, value: str, seen: str, token: int, **kw: object) -> Op:
@@ -117,3 +117,15 @@ def test_a_delete_answer_that_contradicts_itself_is_found() -> None:
                seen_value="a", deleted=True)
     history = [put(1, 0.0, 1.0, "a", "a", 1), lying]
     assert any("answered deleted=True" in a for a in check(history).anomalies)
+
+
+def test_a_session_found_gone_while_it_surely_lived_or_renewed_after_is_an_anomaly() -> None:
+    clean = SessionLog("s1", 3000, 13_000, keep_alives=[(1.0, 1.1, 4_000), (9.0, 9.1, None)])
+    early = SessionLog("s2", 3000, 13_000, keep_alives=[(1.0, 1.1, 4_000), (3.0, 3.1, None)])
+    back = SessionLog("s3", 3000, 13_000, keep_alives=[(9.0, 9.1, None), (9.5, 9.6, 12_500)])
+    alive_until = {"s1": 4.0, "s2": 4.0, "s3": 4.0}
+    assert sessions_live_while_promised({"s1": clean}, alive_until) == []
+    assert ["surely lived until 4.000" in a
+            for a in sessions_live_while_promised({"s2": early}, alive_until)] == [True]
+    assert ["then renewed" in a
+            for a in sessions_live_while_promised({"s3": back}, alive_until)] == [True]

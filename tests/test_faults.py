@@ -8,6 +8,7 @@ must check clean (tests/faults/checker.py)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checker import Op, check
+from tests.faults.checker import Op, SessionLog, check, sessions_live_while_promised
 from tests.faults.run import Run
 from tests.faults.workload import UNKNOWN_OUTCOME
 
@@ -47,15 +48,27 @@ def _faulty_run(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
     # that would hide one (a storage failure, an exception nobody retrieved).
     assert not raw["log_problems"], "\n".join(raw["log_problems"][:10])
     return Run([Op(**op) for op in raw["history"]], Counter(raw["faults"]),
-               raw["sessions_alive_until"])
+               {sid: SessionLog(**log) for sid, log in raw["sessions"].items()})
 
 
 def _verdict(seed: int, history: list[Op], faults: Counter[str],
-             sessions_alive_until: dict[str, float] | None = None) -> None:
-    lifetimes = sessions_alive_until is not None
-    report = check(history, bindings_end_keys=lifetimes,
-                   sessions_alive_until=sessions_alive_until)
+             sessions: dict[str, SessionLog] | None = None) -> None:
+    lifetimes = sessions is not None
+    # A session surely lives until its close, and until a quorum of clocks passes the
+    # latest deadline it was given: here every clock but one fast one is the test's.
+    alive_until = {sid: min(log.closed_at, log.until_ms / 1000)
+                   for sid, log in (sessions or {}).items()}
+    report = check(history, bindings_end_keys=lifetimes, sessions_alive_until=alive_until)
+    report.anomalies += sessions_live_while_promised(sessions or {}, alive_until)
+    report.anomalies += [f"put {op.value!r} refused at {op.complete:.3f} as bound to a dead "
+                         f"session, which surely lived until {alive_until[op.session]:.3f}"
+                         for op in history if op.error == "invalid_value" and op.session
+                         and op.complete < alive_until.get(op.session, -math.inf)]
     outcomes = Counter(op.outcome for op in history)
+    if sessions:
+        renewals = [until for log in sessions.values() for _, _, until in log.keep_alives]
+        print(f"sessions: {len(sessions)}, {len(renewals)} keep-alives answered, "
+              f"{renewals.count(None)} found one gone")
     test = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0]
     print(f"seed {seed}: {len(history)} operations ({dict(outcomes)}), faults "
           f"{dict(faults)}, {len(report.anomalies)} anomalies; rerun with the same fault "
@@ -115,7 +128,9 @@ def test_lifetimes_hold_with_a_fast_clock_under_faults(tmp_path: Path) -> None:
     run = _faulty_run(tmp_path, 8, node_env=skew, lifetimes=True)
     assert sum(op.until is not None and op.outcome == "ok" for op in run.history) > 20
     assert sum(op.session is not None and op.outcome == "ok" for op in run.history) > 20
-    _verdict(8, run.history, run.faults, run.sessions_alive_until)
+    renewals = [k for log in run.sessions.values() for k in log.keep_alives]
+    assert sum(until is not None for _, _, until in renewals) > 12, renewals
+    _verdict(8, run.history, run.faults, run.sessions)
 
 
 def _planted_bug_run(tmp_path: Path, bug: str, seed: int = 1) -> Run:

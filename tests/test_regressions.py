@@ -28,7 +28,7 @@ from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes, node_key, session_key
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.transport import Envelope
-from tests.faults.checker import Kind, Op, Outcome, check
+from tests.faults.checker import Kind, Op, Outcome, SessionLog, check, sessions_live_while_promised
 from tests.sim import checks
 from tests.sim.cluster import Clock, SimCluster
 from tests.sim.loop import SimLoop
@@ -36,7 +36,6 @@ from tests.sim.network import MessageFaults, Network
 from tests.sim.plants import planted
 from tests.sim.runner import finish
 from tests.sim.storage import DiskTiming
-from tests.sim.workload import SessionLog
 
 T = TypeVar("T")
 NAMES = ["n1", "n2", "n3"]
@@ -87,7 +86,7 @@ class World:
                        for sid, log in self.sessions.items()}
         report = check(self.history, bindings_end_keys=True, sessions_alive_until=alive_until)
         return [*report.anomalies, *checks.puts_take_effect_once(self.history),
-                *checks.sessions_live_while_promised(self.sessions, alive_until),
+                *sessions_live_while_promised(self.sessions, alive_until),
                 *self.cluster.ledger.anomalies]
 
     async def at(self, t: float) -> None:

@@ -65,13 +65,16 @@ def test_closing_a_session_ends_its_keys_and_they_can_be_put_again(
 def test_a_closed_or_unknown_session_is_invalid(cluster: LocalCluster) -> None:
     with cluster.client() as kv:
         session = kv.session(ttl=5)
+        sent_ms = int(time.time() * 1000)
+        until = kv.keep_alive(session.id)  # the new deadline: a TTL from the renewal
+        assert until is not None and sent_ms + 5000 <= until <= time.time() * 1000 + 5000
         session.close()
         for sid in (session.id, "0" * 32):
             with pytest.raises(PaxosKVError) as caught:
                 kv.put("never", 1, session=sid)
             assert caught.value.code == "invalid_value" and caught.value.field == "bindings.pid"
         assert kv.get("never").token == 0
-        assert kv.keep_alive(session.id) is False
+        assert kv.keep_alive(session.id) is None
 
 
 def test_ttl_is_a_lower_bound_and_the_key_goes_soon_after(cluster: LocalCluster) -> None:

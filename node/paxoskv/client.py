@@ -243,15 +243,17 @@ class Client(_Base):
         assert data is not None
         return str(data["session"])
 
-    def keep_alive(self, session: str) -> bool:
-        """Extend the session by its TTL; False if it has already ended."""
+    def keep_alive(self, session: str) -> int | None:
+        """Extend the session by its TTL: its new deadline (ms since the epoch, on the
+        answering node's clock); None if it has already ended."""
         try:
-            self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+            data = self._post("/v1/session/keepalive", {"session": session}, "fail", None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
-                return False
+                return None
             raise
-        return True
+        assert data is not None
+        return int(data["until"])
 
     def close_session(self, session: str) -> bool:
         data = self._post("/v1/session/close", {"session": session}, "fail", None)
@@ -451,14 +453,16 @@ class AsyncClient(_Base):
         assert data is not None
         return str(data["session"])
 
-    async def keep_alive(self, session: str) -> bool:
+    async def keep_alive(self, session: str) -> int | None:
+        """As `Client.keep_alive`."""
         try:
-            await self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+            data = await self._post("/v1/session/keepalive", {"session": session}, "fail", None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
-                return False
+                return None
             raise
-        return True
+        assert data is not None
+        return int(data["until"])
 
     async def close_session(self, session: str) -> bool:
         data = await self._post("/v1/session/close", {"session": session}, "fail", None)

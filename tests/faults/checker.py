@@ -19,7 +19,9 @@ when
 
 where an operation whose outcome is unknown counts as invoked but never
 completed. Deadlines are checked too: no read completed before a key's `until`
-may report that generation gone.
+may report that generation gone. Sessions, from each client's log of its
+keep-alives (`sessions_live_while_promised`): no keep-alive finds a session gone
+while it surely lived, and none renews it once it was found gone.
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ class Op:
     token: int = 0
     deleted: bool = False
     error: str | None = None  # the error code of a failed or unknown operation, if any
+
+
+@dataclass
+class SessionLog:
+    """What one client saw of one session it opened."""
+
+    id: str
+    ttl_ms: int
+    until_ms: int  # the latest deadline an ok open or keep-alive returned (a node's clock)
+    closed_at: float = math.inf  # invoke time of the first close attempt, whatever its outcome
+    # Keep-alives that answered: (invoke, complete, new deadline or None if found dead).
+    keep_alives: list[tuple[float, float, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -166,4 +180,23 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
             if op.token > created and op.complete < lives_until and not deleted_by_client:
                 anomalies.append(f"{key}: generation {created} reported gone by p{op.process} "
                                  f"while its bindings lived (until {lives_until:.3f})")
+    return anomalies
+
+
+def sessions_live_while_promised(sessions: dict[str, SessionLog],
+                                 alive_until: dict[str, float]) -> list[str]:
+    """`alive_until`: session id -> the time (s) until which it surely lived (its close,
+    or when a quorum of clocks passed the latest deadline it was given)."""
+    anomalies = []
+    for sid, log in sorted(sessions.items()):
+        dead_at = min((c for _, c, until in log.keep_alives if until is None), default=None)
+        if dead_at is None:
+            continue
+        if dead_at < alive_until[sid]:
+            anomalies.append(f"session {sid}: a keep-alive found it gone at {dead_at:.3f}, "
+                             f"but it surely lived until {alive_until[sid]:.3f}")
+        for invoke, _, until in log.keep_alives:
+            if until is not None and invoke > dead_at:
+                anomalies.append(f"session {sid}: found gone at {dead_at:.3f}, then renewed "
+                                 f"by a keep-alive invoked at {invoke:.3f}")
     return anomalies

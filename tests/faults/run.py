@@ -25,11 +25,11 @@ from pathlib import Path
 
 import httpx
 
-from paxoskv.client import AsyncClient, AsyncSession, PaxosKVError
+from paxoskv.client import AsyncClient, PaxosKVError
 from paxoskv.devcluster import LocalMember
-from tests.faults.checker import Op
+from tests.faults.checker import Op, SessionLog
 from tests.faults.disk import PowerLossDisk
-from tests.faults.workload import client_loop
+from tests.faults.workload import SessionKeeper, client_loop
 from tests.harness import LocalCluster
 
 HOSTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -150,7 +150,7 @@ async def nemesis(cluster: LocalCluster, rng: random.Random, seconds: float,
 class Run:
     history: list[Op]
     faults: Counter[str]
-    sessions_alive_until: dict[str, float]  # session id -> time (s) it surely lived until
+    sessions: dict[str, SessionLog]  # each client's session, with its keep-alives
 
 
 async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
@@ -163,11 +163,13 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
     keys = [f"f{i}" for i in range(4)]
     # Clients know every node and fail over, as applications do.
     clients = [cluster.async_client() for _ in range(4)]
-    sessions: list[AsyncSession | None] = [await c.session(ttl=3.0) if lifetimes else None
-                                           for c in clients]
+    logs: dict[str, SessionLog] = {}
+    keepers = [SessionKeeper(c, 3000, logs) for c in clients] if lifetimes else []
     loops = [asyncio.create_task(client_loop(i, c, keys, random.Random(rng.random()),
-                                             history, stop, lifetimes, sessions[i]))
+                                             history, stop, lifetimes,
+                                             keepers[i] if keepers else None))
              for i, c in enumerate(clients)]
+    loops += [asyncio.create_task(keeper.run(stop)) for keeper in keepers]
     faults: Counter[str] = Counter()
     reviver = asyncio.create_task(revive(cluster, faults))
     try:
@@ -180,24 +182,21 @@ async def fault_run(cluster: LocalCluster, seed: int, seconds: float,
         nemesis_done.result()
         stop.set()
         await asyncio.gather(*loops)
-        return await _settle(cluster, clients, sessions, keys, history, faults)
+        return await _settle(cluster, clients, keepers, logs, keys, history, faults)
     finally:
         reviver.cancel()
         stop.set()
 
 
 async def _settle(cluster: LocalCluster, clients: list[AsyncClient],
-                  sessions: list[AsyncSession | None], keys: list[str], history: list[Op],
-                  faults: Counter[str]) -> Run:
+                  keepers: list[SessionKeeper], logs: dict[str, SessionLog], keys: list[str],
+                  history: list[Op], faults: Counter[str]) -> Run:
     """After the faults: close the sessions, then read every key through every node."""
-    alive_until = {}
-    for session in sessions:
-        if session is not None:
-            closing = time.time()
-            renewed = closing - (time.monotonic() - session.renewed_at)
-            alive_until[session.id] = min(closing, renewed + session.ttl)
+    for keeper in keepers:
+        if keeper.current is not None:
+            keeper.current.closed_at = time.time()
             with contextlib.suppress(PaxosKVError, httpx.HTTPError):
-                await session.close()
+                await keeper.client.close_session(keeper.current.id)
     await asyncio.to_thread(cluster.wait_ready, range(3))
     for c in clients:
         await c.close()
@@ -209,7 +208,7 @@ async def _settle(cluster: LocalCluster, clients: list[AsyncClient],
                 history.append(Op(100 + process, "get", key, invoke, time.time(), "ok",
                                   found=entry.found, seen_value=entry.value,
                                   token=entry.token))
-    return Run(history, faults, alive_until)
+    return Run(history, faults, logs)
 
 
 def _env_items(items: list[str]) -> dict[str, str]:
@@ -260,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             disk.close()
     args.out.write_text(json.dumps({"faults": dict(run.faults),
                                     "history": [dataclasses.asdict(op) for op in run.history],
-                                    "sessions_alive_until": run.sessions_alive_until,
+                                    "sessions": {sid: dataclasses.asdict(log)
+                                                 for sid, log in run.sessions.items()},
                                     "log_problems": problems}))
     return 0
 

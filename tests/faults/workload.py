@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -10,8 +11,8 @@ from dataclasses import replace
 
 import httpx
 
-from paxoskv.client import AsyncClient, AsyncSession, Entry, PaxosKVError
-from tests.faults.checker import Kind, Op
+from paxoskv.client import AsyncClient, Entry, PaxosKVError
+from tests.faults.checker import Kind, Op, SessionLog
 
 # Answers after which a change may or may not have taken effect.
 UNKNOWN_OUTCOME = frozenset({"no_quorum", "connection", "internal", "bad_response"})
@@ -19,7 +20,7 @@ UNKNOWN_OUTCOME = frozenset({"no_quorum", "connection", "internal", "bad_respons
 
 async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: random.Random,
                       history: list[Op], stop: asyncio.Event, lifetimes: bool = False,
-                      session: AsyncSession | None = None) -> None:
+                      session: SessionKeeper | None = None) -> None:
     """One client: random operations until `stop`; every one recorded. An operation
     that failed without an answer (no quorum, a dropped connection) is recorded as
     unknown: it may or may not have taken effect."""
@@ -38,7 +39,8 @@ async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: r
         # Up to 6 s ahead: past the 3 s skew of the fast-clocked node, which refuses
         # (as dead) a deadline that its own clock has passed.
         until = int(invoke * 1000) + rng.randrange(300, 6000) if lifetimes else None
-        bound = session.id if session is not None and rng.random() < 0.5 else None
+        current = session.current if session is not None else None
+        bound = current.id if current is not None and rng.random() < 0.5 else None
         if bound is not None:
             until = None  # half the puts bind to the session instead of a deadline
         entry: Entry | None = None
@@ -70,3 +72,48 @@ async def client_loop(process: int, client: AsyncClient, keys: list[str], rng: r
             history.append(replace(op, error=error or "no_quorum"))
             await asyncio.sleep(0.1)  # no node answered: give the nemesis time to relent
         await asyncio.sleep(rng.random() * 0.01)
+
+
+class SessionKeeper:
+    """One client's session, renewed every third of its TTL; a session found gone is
+    replaced by a new one. Every session and every answered keep-alive is logged in
+    `logs` (an unanswered keep-alive says nothing: it may or may not have renewed)."""
+
+    def __init__(self, client: AsyncClient, ttl_ms: int, logs: dict[str, SessionLog]) -> None:
+        self.client = client
+        self.ttl_ms = ttl_ms
+        self.logs = logs
+        self.current: SessionLog | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.current is None:
+                await self._open()
+            elif not await self._keep_alive():
+                self.current = None
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.ttl_ms / 3000)
+
+    async def _open(self) -> None:
+        with contextlib.suppress(PaxosKVError, httpx.HTTPError, TimeoutError):
+            sid = await asyncio.wait_for(self.client.open_session(self.ttl_ms / 1000),
+                                         self.ttl_ms / 3000)
+            # The open answers only the id: renew at once for a deadline to log.
+            self.current = self.logs[sid] = SessionLog(sid, self.ttl_ms, 0)
+            await self._keep_alive()
+
+    async def _keep_alive(self) -> bool:
+        """False once the session is found gone."""
+        log = self.current
+        assert log is not None
+        invoke = time.time()
+        try:
+            # Short, so that a paused node cannot hold the renewals up for a whole TTL.
+            until = await asyncio.wait_for(self.client.keep_alive(log.id), self.ttl_ms / 3000)
+        except (PaxosKVError, httpx.HTTPError, TimeoutError):
+            return True
+        log.keep_alives.append((invoke, time.time(), until))
+        if until is not None:
+            log.until_ms = max(log.until_ms, until)
+        return until is not None

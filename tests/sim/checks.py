@@ -5,9 +5,6 @@
 - Local reads are outside the real-time rule (stale by design), but must
   never be dirty: a (token, value) that no put proposed, or that differs from
   the value the linearizable history shows for that generation.
-- Sessions: a keep-alive must not find a session dead while it surely lived
-  (before its close and before a quorum of clocks passed the latest deadline
-  it was given), and a session found dead must stay dead.
 - One state per ballot (white-box, from every durable acceptor write as it
   happens): quorum reads and the prepare phase rely on a ballot carrying one
   state, so two acceptors holding different states at one ballot of a key is
@@ -25,7 +22,7 @@ from paxoskv.core.state import KeyState
 from tests.faults.checker import Op
 
 if TYPE_CHECKING:  # workload.py imports cluster.py, which imports this module
-    from tests.sim.workload import LocalRead, SessionLog
+    from tests.sim.workload import LocalRead
 
 
 def puts_take_effect_once(history: list[Op]) -> list[str]:
@@ -55,23 +52,6 @@ def local_reads_are_clean(history: list[Op], reads: list[LocalRead]) -> list[str
         elif (r.key, r.token) in decided and decided[(r.key, r.token)] != r.value:
             anomalies.append(f"{where} saw {r.value!r} at generation {r.token}, which "
                              f"was decided as {decided[(r.key, r.token)]!r} (a dirty read)")
-    return anomalies
-
-
-def sessions_live_while_promised(sessions: dict[str, SessionLog],
-                                 alive_until: dict[str, float]) -> list[str]:
-    anomalies = []
-    for sid, log in sorted(sessions.items()):
-        dead_at = min((c for _, c, until in log.keep_alives if until is None), default=None)
-        if dead_at is None:
-            continue
-        if dead_at < alive_until[sid]:
-            anomalies.append(f"session {sid}: a keep-alive found it gone at {dead_at:.3f}, "
-                             f"but it surely lived until {alive_until[sid]:.3f}")
-        for invoke, _, until in log.keep_alives:
-            if until is not None and invoke > dead_at:
-                anomalies.append(f"session {sid}: found gone at {dead_at:.3f}, then renewed "
-                                 f"by a keep-alive invoked at {invoke:.3f}")
     return anomalies
 
 

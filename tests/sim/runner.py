@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.faults.checker import Op, check
+from tests.faults.checker import Op, SessionLog, check, sessions_live_while_promised
 from tests.sim import checks
 from tests.sim.cluster import SimCluster
 from tests.sim.loop import SimLoop
@@ -38,7 +38,7 @@ from tests.sim.nemesis import SCENARIOS, Profile, draw_profile, inflict
 from tests.sim.network import Network
 from tests.sim.plants import PLANTS, planted
 from tests.sim.storage import AckBeforeDurable, DiskTiming, SimStorage
-from tests.sim.workload import Client, LocalRead, Recorder, SessionLog, final_reads
+from tests.sim.workload import Client, LocalRead, Recorder, final_reads
 
 DURATION_S = 15.0  # virtual seconds of faults and clients per run (then settling, final reads)
 CLIENTS = 4
@@ -177,7 +177,7 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     report = check(history, bindings_end_keys=True, sessions_alive_until=alive_until)
     anomalies = [*report.anomalies, *checks.puts_take_effect_once(history),
                  *checks.local_reads_are_clean(history, recorder.local_reads),
-                 *checks.sessions_live_while_promised(recorder.sessions, alive_until),
+                 *sessions_live_while_promised(recorder.sessions, alive_until),
                  *cluster.ledger.anomalies]
     counts = Counter(f"{op.kind} {op.outcome}" for op in history)
     counts["local read"] = len(recorder.local_reads)

@@ -29,7 +29,7 @@ from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.node import Node, NoQuorum
-from tests.faults.checker import Kind, Op, Outcome
+from tests.faults.checker import Kind, Op, Outcome, SessionLog
 from tests.sim.cluster import Member, SimCluster
 
 T = TypeVar("T")
@@ -77,18 +77,6 @@ class LocalRead:
     found: bool
     token: int
     value: Any
-
-
-@dataclass
-class SessionLog:
-    """What one client saw of one session it opened."""
-
-    id: str
-    ttl_ms: int
-    until_ms: int  # the latest deadline an ok open or keep-alive returned (a node's clock)
-    closed_at: float = math.inf  # invoke time of the first close attempt, whatever its outcome
-    # Keep-alives that answered: (invoke, complete, new deadline or None if found dead).
-    keep_alives: list[tuple[float, float, int | None]] = field(default_factory=list)
 
 
 @dataclass
