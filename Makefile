@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps run test lint bench torture clean
+.PHONY: install system-deps run test lint bench bench-ab torture mutants clean
 
 install: $(VENV)/.installed
 
@@ -41,8 +41,15 @@ torture: install system-deps  ## long runs: fault runs of 200 s, 100,000 simulat
 	  $(BIN)/python -m tests.sim --seeds $$(( $(SIM_SEEDS) / 2 + 1 ))-$(SIM_SEEDS); second=$$?; \
 	  wait $$first && [ $$second -eq 0 ]
 
+mutants: install  ## mutation testing of the core, storage and checker; writes tests/mutants/report.md
+	$(BIN)/python -m tests.mutants
+
 bench: install  ## PaxosKV vs etcd on this machine; writes the figures into README.md
 	$(BIN)/python bench/run.py
+
+REV ?= HEAD
+bench-ab: install  ## put throughput of this tree against git revision REV (default HEAD)
+	$(BIN)/python bench/ab.py $(REV)
 
 clean:
 	rm -rf $(VENV) .paxoskv-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""`make mutants`: mutation testing of the core, storage and checker (cosmic-ray)."""
