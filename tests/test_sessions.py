@@ -201,3 +201,20 @@ def test_async_client_sessions(cluster: LocalCluster) -> None:
 
     session_id, bound, alive, after = asyncio.run(scenario())
     assert bound == session_id and alive and after is None
+
+
+def test_is_leader_ends_with_resign_and_with_the_key_deleted_by_another(
+        cluster: LocalCluster) -> None:
+    with Client(cluster.urls) as kv, kv.session(ttl=5) as session:
+        election = Election(kv, "is-leader", "me", session)
+        assert not election.is_leader(), "leading before any campaign"
+        election.campaign(timeout=10)
+        assert election.is_leader()
+        election.resign()
+        assert not election.is_leader(), "still leading after resign"
+        assert not kv.get("is-leader").found
+        term = election.campaign(timeout=10)
+        assert election.is_leader()
+        with Client(cluster.urls) as other:
+            assert other.delete("is-leader", term.token).deleted
+        assert not election.is_leader(), "still leading after the key was deleted"

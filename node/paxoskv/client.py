@@ -356,6 +356,7 @@ class Election:
         self.key = key
         self.value = value
         self.session = session
+        self.term: Entry | None = None  # the entry this candidate won, until it resigns
 
     def campaign(self, timeout: float | None = None) -> Entry:
         """Block until elected (or raise TimeoutError); returns the leader's entry."""
@@ -364,6 +365,7 @@ class Election:
             entry = self.client.put(self.key, self.value, session=self.session.id,
                                     no_quorum="retry")
             if entry.found and entry.bindings.get("pid") == self.session.id:
+                self.term = entry
                 return entry
             wait = 30.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
@@ -375,12 +377,19 @@ class Election:
         return self.client.get(self.key, no_quorum="retry")
 
     def is_leader(self) -> bool:
-        """Whether this candidate may still act as leader: its session is alive as far
-        as it knows. Past that, fence writes with the term's token."""
-        return self.session.alive
+        """Whether this candidate leads now: it won a term and has not resigned, its
+        session is alive as far as it knows, and a linearizable read finds the key
+        still holding its term (so a key deleted by someone else ends it too). False
+        also when no quorum answers: leadership that cannot be confirmed is not
+        assumed. Writes that must not outlive the term carry its token as a fence."""
+        if self.term is None or not self.session.alive:
+            return False
+        entry = self.client.get(self.key, no_quorum="return")
+        return entry.ok and entry.found and entry.token == self.term.token
 
     def resign(self) -> None:
         """Step down (if leading), so that another candidate is elected at once."""
+        self.term = None
         entry = self.client.get(self.key, no_quorum="retry")
         if entry.found and entry.bindings.get("pid") == self.session.id:
             self.client.delete(self.key, entry.token, no_quorum="retry")
