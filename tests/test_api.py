@@ -89,6 +89,13 @@ BAD_REQUESTS: list[tuple[str, bytes | dict[str, Any], int, str, str]] = [
     ("/v1/session/close", {"session": "ab" * 15}, 400, "invalid_request", "session"),
     ("/v1/put", {"key": "bad-23", "value": 1, "bindings": {"pid": "xyz"}}, 400,
      "invalid_request", "bindings.pid"),
+    # Integers that would come back as floats are refused, not silently changed.
+    ("/v1/put", {"key": "bad-24", "value": 123456789012345678901234567890}, 400,
+     "invalid_request", "value"),
+    ("/v1/put", {"key": "bad-25", "value": {"n": [1, -(2**63) - 1]}}, 400,
+     "invalid_request", "value"),
+    ("/v1/put", {"key": "bad-26", "value": 1, "timeout_ms": 2**64}, 400,
+     "invalid_request", "timeout_ms"),
 ]
 
 
@@ -138,6 +145,14 @@ def test_buckets_are_isolated(cluster: LocalCluster) -> None:
     assert (a["value"], b["value"]) == ("x", "y")
     plain = post(cluster, "/v1/get", {"key": "shard-1"}).json()
     assert plain["found"] is False
+
+
+def test_integers_at_the_edges_of_the_exact_range_come_back_exactly(
+        cluster: LocalCluster) -> None:
+    value = {"max": 2**64 - 1, "min": -(2**63), "digits": "123456789012345678901234567890",
+             "float": 1.2345678901234568e+29}
+    assert post(cluster, "/v1/put", {"key": "exact-ints", "value": value}).status_code == 200
+    assert post(cluster, "/v1/get", {"key": "exact-ints"}).json()["value"] == value
 
 
 def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:

@@ -107,7 +107,8 @@ def openapi_document() -> dict[str, Any]:
                 "Put if absent: the first value decided for a key stays until the key dies. "
                 "Returns the decided value, which may be another client's.",
                 {"value": {"description": f"Any JSON value but null, at most "
-                           f"{v.MAX_VALUE_BYTES} bytes encoded."},
+                           f"{v.MAX_VALUE_BYTES} bytes encoded; integers from -2^63 to "
+                           "2^64-1 (others are refused: they would not come back exactly)."},
                  "bindings": _BINDINGS},
                 ["value"], entry),
             "/v1/get": _operation(

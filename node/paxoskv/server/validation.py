@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,13 @@ class Target:
         return f"{self.bucket}/{self.key}"
 
 
+# Integers orjson keeps exact (beyond them it would silently make a float).
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+# A run of 19 or more digits outside a number's fraction or exponent: the only way to
+# write an integer out of that range (it may sit in a string; the check below knows).
+LONG_INTEGER = re.compile(rb"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise RequestError("body", f"request body exceeds {MAX_BODY_BYTES} bytes",
@@ -54,7 +62,36 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise RequestError("body", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("body", "request body must be a JSON object")
+    if LONG_INTEGER.search(raw):
+        _refuse_inexact_integers(raw)
     return body
+
+
+def _refuse_inexact_integers(raw: bytes) -> None:
+    """A value must come back exactly as it was put: refuse integers that orjson would
+    turn into floats, naming the top-level field that holds one."""
+    try:
+        exact = json.loads(raw)  # the standard parser keeps every integer exact
+        wrong = next((name for name, value in exact.items() if _inexact(value)), None)
+    except RecursionError:
+        raise RequestError("body", "request body is nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise RequestError("body", f"request body is not usable JSON: {exc}") from None
+    if wrong is not None:
+        raise RequestError(wrong, f"{wrong} holds an integer outside -2^63..2^64-1, which "
+                           "would not come back exactly; send it as a string")
+
+
+def _inexact(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not MIN_INT <= value <= MAX_INT
+    if isinstance(value, dict):
+        return any(_inexact(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_inexact(v) for v in value)
+    return False
 
 
 def only(body: dict[str, Any], allowed: set[str]) -> None:
