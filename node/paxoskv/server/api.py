@@ -280,6 +280,10 @@ async def peer(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.BINARY:
                 break
             node.serve_frame(sender, orjson.loads(msg.data), writer.send, spawn)
+    except ConnectionResetError:
+        # The peer went away while we answered its ping (seen when a paused node
+        # resumes to a link its peer has already given up): an end like any other.
+        log.debug("peer connection reset", extra={"peer": sender})
     finally:
         request.app[PEER_SOCKETS].discard(ws)
         for task in list(tasks):
