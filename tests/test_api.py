@@ -275,7 +275,10 @@ def test_serve_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "expected NAME=http://HOST:PORT" in result.stderr
 
 
-def test_cli_session_binds_keys_until_ctrl_c(cluster: LocalCluster) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_session_binds_keys_until_stopped_then_closes_it(cluster: LocalCluster,
+                                                            stop: signal.Signals) -> None:
+    key = f"cli-held-{stop.name}"
     holder = subprocess.Popen(
         [sys.executable, "-m", "paxoskv", "session", "--endpoints", ",".join(cluster.urls),
          "--ttl", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -283,14 +286,14 @@ def test_cli_session_binds_keys_until_ctrl_c(cluster: LocalCluster) -> None:
         assert holder.stdout is not None
         session_id = holder.stdout.readline().strip()
         assert len(session_id) == 32
-        put = cli("put", "cli-held", "x", "--session", session_id, cluster=cluster)
+        put = cli("put", key, "x", "--session", session_id, cluster=cluster)
         assert put.returncode == 0, put.stderr
-        unchanged = cli("watch", "cli-held", "--token", "1", "--timeout", "0.3",
-                        cluster=cluster)
+        unchanged = cli("watch", key, "--token", "1", "--timeout", "0.3", cluster=cluster)
         assert unchanged.returncode == 1 and json.loads(unchanged.stdout)["found"]
-        holder.send_signal(signal.SIGINT)
+        holder.send_signal(stop)
         assert holder.wait(timeout=10) == 0
-        gone = cli("watch", "cli-held", "--token", "1", "--timeout", "5", cluster=cluster)
+        # Closed, not abandoned: an abandoned session would hold the key for ~3-5 s more.
+        gone = cli("watch", key, "--token", "1", "--timeout", "3", cluster=cluster)
         assert gone.returncode == 0, gone.stderr
         assert json.loads(gone.stdout)["found"] is False
     finally:

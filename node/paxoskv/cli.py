@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ examples:
   paxoskv put leader pod-a             put if absent; prints the decided entry
   paxoskv get leader                   linearizable read (exit 1 if not found)
   paxoskv delete leader --token 1      delete if the fencing token still matches
-  paxoskv session --ttl 10             open a session, keep it alive until Ctrl-C
+  paxoskv session --ttl 10             open a session, keep it alive until Ctrl-C or SIGTERM
   paxoskv put lock me --session ID     a key that ends with the session
   paxoskv put lease x --ttl 30         a key that ends in 30 seconds
   paxoskv watch lock --token 1         wait until the key changes
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--token", type=int, default=0,
                        help="the token last seen (default 0: wait for the first put)")
     session = client_command("session", "open a session, print its id and keep it alive "
-                             "until Ctrl-C, then close it (ending every key bound to it)")
+                             "until Ctrl-C or SIGTERM, then close it (ending every key "
+                             "bound to it)")
     session.add_argument("--ttl", type=float, default=10.0,
                          help="seconds the session outlives its last keep-alive (default 10)")
     client_command("status", "show the contacted node's view of the cluster")
@@ -150,18 +152,28 @@ def _print_entry(entry: Entry) -> None:
 
 
 def _hold_session(kv: Client, ttl: float) -> int:
-    with kv.session(ttl) as session:
-        print(session.id, flush=True)
-        print(f"paxoskv: session open (ttl {ttl:g}s); bind keys with --session {session.id}; "
-              "Ctrl-C closes it", file=sys.stderr, flush=True)
-        try:
-            while not session.lost.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            return 0
+    """Keep a session until Ctrl-C or SIGTERM (as containers and service managers stop
+    processes), then close it, so that its keys end now rather than a TTL later."""
+    stopped: list[int] = []
+    # A flag, not an exception or an Event: a handler may run at any point of the
+    # main thread, even inside a lock, and must neither raise nor take one.
+    handlers = {sig: signal.signal(sig, lambda signum, _: stopped.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with kv.session(ttl) as session:
+            print(session.id, flush=True)
+            print(f"paxoskv: session open (ttl {ttl:g}s); bind keys with --session "
+                  f"{session.id}; Ctrl-C or SIGTERM closes it", file=sys.stderr, flush=True)
+            while not stopped and not session.lost.is_set():
+                time.sleep(0.1)
+            if stopped:
+                return 0
         print("paxoskv: error: the session ended (keep-alives failed for a whole TTL)",
               file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _client_command(args: argparse.Namespace) -> int:
