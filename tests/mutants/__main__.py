@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -84,8 +85,6 @@ def prepare(root: Path, modules: list[str]) -> Path:
 
 
 def _env(root: Path) -> dict[str, str]:
-    import os
-
     # The copy's code, not the editable install's: its files are the ones mutated.
     return {**os.environ, "PYTHONPATH": str(root / "node"), "PYTHONHASHSEED": "0"}
 

@@ -43,7 +43,6 @@ class Liveness:
         # this acceptor held for it then): what the wait to end it is measured on.
         self._down_since: dict[str, tuple[float, int]] = {}
         self._seen: set[str] = set()  # members we have been connected to
-        self._started = node.clock()
         self._task: asyncio.Task[None] | None = None
         self._incarnation: int | None = None  # this member's own, once started
 
