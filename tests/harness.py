@@ -6,13 +6,27 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
 from paxoskv.client import AsyncClient, Client
 from paxoskv.devcluster import LocalMember, free_ports, ready, serve_command
+
+
+def wait_until(check: Callable[[], bool], within: float,
+               what: str | Callable[[], str]) -> float:
+    """Seconds until `check()` holds; fails with `what` once a check that began after
+    `within` seconds still finds it false. A slow check that began in time is retried,
+    so the bound is on when the condition came true, not on how long checking took."""
+    started = time.monotonic()
+    while True:
+        began = time.monotonic()
+        if check():
+            return time.monotonic() - started
+        assert began - started < within, what if isinstance(what, str) else what()
+        time.sleep(0.02)
 
 
 class LocalCluster:

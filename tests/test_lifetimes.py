@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import LocalCluster, running
+from tests.harness import LocalCluster, running, wait_until
 
 # Documented bound (README): a key bound to a deadline or to a parent is gone within
 # this long after the deadline passes or the parent ends.
@@ -40,11 +40,8 @@ def found_everywhere(cluster: LocalCluster, key: str) -> list[bool]:
 
 def wait_gone(cluster: LocalCluster, key: str, within: float) -> float:
     """Seconds until no node reports `key`; fails after `within`."""
-    started = time.monotonic()
-    while any(found_everywhere(cluster, key)):
-        assert time.monotonic() - started < within, f"{key} still present"
-        time.sleep(0.02)
-    return time.monotonic() - started
+    return wait_until(lambda: not any(found_everywhere(cluster, key)), within,
+                      f"{key} still present")
 
 
 def test_until_readable_before_gone_after_and_put_again(cluster: LocalCluster) -> None:

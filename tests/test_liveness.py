@@ -10,20 +10,12 @@ import httpx
 import pytest
 
 from paxoskv.client import Client, PaxosKVError
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, wait_until
 
 # Documented bound (README): keys bound to a member are gone within this long after
 # the member becomes unreachable (2 s to judge it down, then one sweep and round).
 MEMBER_BOUND_S = 4.0
 TOKEN = "s3cret-admin-token"
-
-
-def wait_for(check: Any, within: float, what: str) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < within, what
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def found_on(cluster: LocalCluster, nodes: list[int], key: str) -> list[bool]:
@@ -46,14 +38,14 @@ def test_keys_bound_to_a_killed_member_end_and_others_stay(tmp_path: Path) -> No
     try:
         cluster.start_all()
         with cluster.client(0) as kv:
-            wait_for(lambda: all(_alive(kv, n) for n in ("n1", "n2", "n3")), 10,
+            wait_until(lambda: all(_alive(kv, n) for n in ("n1", "n2", "n3")), 10,
                      "members never registered")
             for i in range(10):
                 assert kv.put(f"on-n3-{i}", i, node="n3").bindings["node"]["name"] == "n3"
                 kv.put(f"on-n2-{i}", i, node="n2")
             assert kv.node("on-n3-0") == "n3"
         cluster.kill(2)
-        took = wait_for(lambda: not any(found_on(cluster, [0, 1], "on-n3-9")),
+        took = wait_until(lambda: not any(found_on(cluster, [0, 1], "on-n3-9")),
                         MEMBER_BOUND_S, "keys bound to the killed member stayed")
         assert took > 1.0, "ended before the member was judged down"
         with cluster.client(0) as kv:
@@ -66,7 +58,7 @@ def test_keys_bound_to_a_killed_member_end_and_others_stay(tmp_path: Path) -> No
         cluster.start(2)
         cluster.wait_ready([2])
         with cluster.client(0) as kv:
-            wait_for(lambda: _alive(kv, "n3"), 10, "n3 did not come back")
+            wait_until(lambda: _alive(kv, "n3"), 10, "n3 did not come back")
             assert kv.put("on-n3-0", "again", node="n3").token == 3
     finally:
         cluster.close()
@@ -95,7 +87,7 @@ def test_external_reports_are_level_triggered_and_authenticated(tmp_path: Path) 
         # pod-b is not Ready any more: its keys end; pod-a's stay.
         second = report(cluster, {"pod-a": True, "pod-b": False}).json()
         assert second == {"source": "operator", "started": [], "ended": ["pod-b"]}
-        wait_for(lambda: not any(found_on(cluster, [0, 1, 2], "pod-b-4")), 2.0,
+        wait_until(lambda: not any(found_on(cluster, [0, 1, 2], "pod-b-4")), 2.0,
                  "pod-b's keys stayed")
         # The same report again changes nothing.
         again = report(cluster, {"pod-a": True, "pod-b": False}).json()
@@ -106,7 +98,7 @@ def test_external_reports_are_level_triggered_and_authenticated(tmp_path: Path) 
         # pod-a left out of a full report: deleted, so its keys end too.
         third = report(cluster, {"pod-b": False}).json()
         assert third["ended"] == ["pod-a"]
-        wait_for(lambda: not any(found_on(cluster, [0, 1, 2], "pod-a-4")), 2.0,
+        wait_until(lambda: not any(found_on(cluster, [0, 1, 2], "pod-a-4")), 2.0,
                  "pod-a's keys stayed")
     finally:
         cluster.close()
