@@ -3,8 +3,10 @@ proposal rounds, quorum reads and the wire form of messages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -26,7 +28,17 @@ from paxoskv.core.messages import (
     decode,
     encode,
 )
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
+from paxoskv.core.proposer import (
+    MAX_CACHED_PROMISES,
+    Ballots,
+    Conflict,
+    Decided,
+    Outgoing,
+    Plan,
+    Premature,
+    Proposal,
+    QuorumRead,
+)
 from paxoskv.core.state import (
     EMPTY,
     FORGET_AFTER_MS,
@@ -41,6 +53,7 @@ from paxoskv.core.state import (
     Renew,
     answers,
     change_from_json,
+    compose,
     not_before,
     public_bindings,
     step,
@@ -52,6 +65,25 @@ K = "bucket/key"
 
 def b(round_: int, node: str = "p", boot: int = 1) -> Ballot:
     return Ballot(round_, boot, node)
+
+
+M = TypeVar("M", bound=Request | Reply)
+
+
+def over_the_wire(msg: M) -> M:
+    """`msg` as a peer receives it: encoded, sent as JSON text, decoded (so its strings
+    and large ints are new objects, equal to the sender's but not the same)."""
+    decoded = decode(json.loads(json.dumps(encode(msg))))
+    assert type(decoded) is type(msg)
+    return cast(M, decoded)
+
+
+def state_from_disk(state: KeyState) -> KeyState:
+    return KeyState.from_json(json.loads(json.dumps(state.to_json())))
+
+
+def change_from_wire(change: Change) -> Change:
+    return change_from_json(json.loads(json.dumps(change.to_json())))
 
 
 def cluster(names: Iterable[str] = NAMES) -> dict[str, Acceptor]:
@@ -111,7 +143,7 @@ def test_first_ballot_is_above_what_is_known_and_above_zero() -> None:
     above = Ballot(7, 99, "zzz")
     mine = first_ballot("a", 0, above)
     assert mine > above
-    assert (mine.boot, mine.node) == (0, "a")
+    assert mine == Ballot(8, 0, "a")  # the lowest of "a"'s ballots above it
 
 
 def test_ballot_json_round_trip() -> None:
@@ -175,8 +207,53 @@ def test_key_state_and_change_json_round_trip() -> None:
     for change in changes:
         assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
     assert change_from_json({"op": "put", "value": 1}) == PutIfAbsent(1, {})
-    with pytest.raises(ValueError, match="unknown change"):
-        change_from_json({"op": "erase"})
+    # An unknown change is refused, wherever its name sorts among the known ones.
+    for op in ("", "cas", "erase", "update", "zap"):
+        with pytest.raises(ValueError, match="unknown change"):
+            change_from_json({"op": op, "token": 1, "until": 2, "value": 3})
+
+
+def test_key_state_wire_form_stays_compact_for_keys_without_put_ids() -> None:
+    # Keys that never saw a put id encode (on disk, on the wire) as they did before
+    # ids existed, and such an encoding reads back with no ids and no horizon.
+    plain: dict[str, Any] = {"token": 0, "live": False, "value": None, "bindings": {}}
+    assert EMPTY.to_json() == plain
+    assert KeyState.from_json(plain) == EMPTY
+    assert KeyState(2, False).to_json() == {**plain, "token": 2}
+    ids_only = KeyState(3, True, "v", {}, (("id-1", 9_000, 3, True),))
+    horizon_only = KeyState(4, False, None, {}, (), 7_000)
+    for state in (ids_only, horizon_only):
+        assert state_from_disk(state) == state
+
+
+def test_public_bindings_hide_only_the_deadline_marker() -> None:
+    state = KeyState(3, True, "v", {"a": 1, "session": "s", NOT_BEFORE: 7_000, "zz": 2})
+    for seen in (state, state_from_disk(state)):
+        assert public_bindings(seen) == {"a": 1, "session": "s", "zz": 2}
+
+
+def test_a_batch_applies_its_changes_in_order() -> None:
+    batch = compose([PutIfAbsent("a"), DeleteIf(1), PutIfAbsent("b"), Renew(3, 5_000)])
+    assert batch(EMPTY) == KeyState(3, True, "b", {UNTIL: 5_000})
+    assert compose([])(KeyState(1, True, "v")) == KeyState(1, True, "v")
+
+
+VALUES: list[Any] = [
+    Prepare(K, b(1)), Accept(K, b(1), EMPTY), Inspect(K), Commit(K, b(1)),
+    Promise(K, b(1), None, EMPTY), Accepted(K, b(1)), Rejected(K, b(1), b(2)),
+    Observed(K, None, EMPTY), TooEarly(K, b(1), 5), Learned(K, b(1)),
+    Decided(EMPTY, EMPTY, None), Conflict(b(1)), Premature(5), Plan("full", b(1), None, b(2)),
+    PutIfAbsent("v"), DeleteIf(1), Renew(1, 2),
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_messages_changes_and_outcomes_are_immutable(value: Any) -> None:
+    # One Accept object goes to every acceptor (the local one in-process), and changes
+    # and outcomes are shared between the rounds of a batch: none may be changed.
+    for name in [f.name for f in dataclasses.fields(value)]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, name, None)
 
 
 # -- acceptor -------------------------------------------------------------------------------
@@ -308,10 +385,15 @@ def test_acceptor_restarted_from_its_writes_behaves_the_same() -> None:
 
 
 def test_record_json_round_trip() -> None:
+    with_ids = KeyState(3, True, "w", {"s": 1}, (("id-1", 9_000, 3, True),), 500)
     records = [BLANK, Record(b(1), None, EMPTY),
-               Record(b(3), b(2), KeyState(2, True, "v", {"s": 1}))]
+               Record(b(3), b(2), KeyState(2, True, "v", {"s": 1})),
+               Record(b(5, "q", 2), b(4), with_ids, True)]
     for rec in records:
         assert Record.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+    # A record written before `chosen` existed (three fields) loads as not chosen.
+    old = [b(3).to_json(), b(2).to_json(), with_ids.to_json()]
+    assert Record.from_json(json.loads(json.dumps(old))) == Record(b(3), b(2), with_ids, False)
 
 
 # -- proposal ---------------------------------------------------------------------------------
@@ -327,14 +409,17 @@ def test_full_round_prepare_then_accept_then_decided() -> None:
     assert proposal.outcome is None
     # A duplicate promise from the same acceptor is not a second vote.
     assert proposal.receive("a", accs["a"].handle(Prepare(K, b(1)))[0]) == []
+    assert proposal.proposed is None
     accepts = proposal.receive("b", accs["b"].handle(Prepare(K, b(1)))[0])
     new = KeyState(1, True, "v")
     assert accepts == [(n, Accept(K, b(1), new, b(2))) for n in NAMES]
+    assert proposal.proposed == new
     assert proposal.receive("a", accs["a"].handle(accepts[0][1])[0]) == []
     assert proposal.receive("a", Accepted(K, b(1))) == []  # duplicate
     assert proposal.outcome is None
     proposal.receive("c", accs["c"].handle(accepts[2][1])[0])
     assert proposal.outcome == Decided(EMPTY, new, b(2))
+    assert proposal.accepted_by == {"a", "c"}  # so a commit carries the state to b only
     # Once decided, later replies change nothing.
     assert proposal.receive("b", Rejected(K, b(1), b(9))) == []
     assert proposal.outcome == Decided(EMPTY, new, b(2))
@@ -343,11 +428,31 @@ def test_full_round_prepare_then_accept_then_decided() -> None:
 def test_replies_for_another_ballot_or_key_are_ignored() -> None:
     proposal = Proposal(K, Read().apply, b(2), NAMES, 2)
     proposal.start()
+    # Keys and ballots on either side of this proposal's.
     for reply in (Promise(K, b(1), None, EMPTY), Promise("other", b(2), None, EMPTY),
-                  Rejected(K, b(1), b(5)), Rejected("other", b(2), b(5))):
+                  Promise(K, b(3), None, EMPTY), Promise("a/key", b(2), None, EMPTY),
+                  Rejected(K, b(1), b(5)), Rejected("other", b(2), b(5)),
+                  Rejected(K, b(3), b(5)), Rejected("a/key", b(2), b(5))):
         assert proposal.receive("a", reply) == []
         assert proposal.receive("b", reply) == []
     assert proposal.outcome is None
+
+
+def test_a_round_and_a_quorum_read_complete_with_replies_from_the_wire() -> None:
+    accs = cluster()
+    proposal = Proposal(K, PutIfAbsent("v").apply, b(1), NAMES, 2)
+    queue = proposal.start()
+    while queue:
+        dest, msg = queue.pop(0)
+        reply, _ = accs[dest].handle(over_the_wire(msg))
+        queue.extend(proposal.receive(dest, over_the_wire(reply)))
+    assert proposal.outcome == Decided(EMPTY, KeyState(1, True, "v"), None)
+    read = QuorumRead(K, NAMES, 2)
+    for name in NAMES:
+        observed = accs[name].handle(Inspect(K))[0]
+        assert isinstance(observed, Observed)
+        read.receive(name, over_the_wire(observed))
+    assert read.result == KeyState(1, True, "v")
 
 
 def test_accepted_before_the_accept_phase_is_ignored() -> None:
@@ -413,6 +518,17 @@ def test_prepare_only_decision_on_an_empty_key() -> None:
     proposal = decide(accs, DeleteIf(1).apply, b(1))
     assert proposal.outcome == Decided(EMPTY, EMPTY, b(1))
     assert all(a.record(K).accepted is None for a in accs.values())
+
+
+def test_a_renewal_on_a_quiet_key_goes_through_the_accept_phase() -> None:
+    accs = cluster()
+    live = KeyState(1, True, "s", {UNTIL: 1_000})
+    for acc in accs.values():
+        acc.handle(Accept(K, b(1), live))
+    proposal = decide(accs, Renew(1, 5_000).apply, b(2))
+    renewed = KeyState(1, True, "s", {UNTIL: 5_000})
+    assert proposal.outcome == Decided(live, renewed, None)
+    assert all(a.record(K) == Record(b(2), b(2), renewed) for a in accs.values())
 
 
 def test_read_finishes_an_in_flight_proposal_it_sees() -> None:
@@ -565,6 +681,28 @@ def test_quorum_read_ignores_other_keys() -> None:
     read.receive("a", Observed("other", None, EMPTY))
     read.receive("b", Observed("other", None, EMPTY))
     assert not read.done
+    read = QuorumRead(K, NAMES, 2)
+    read.receive("a", Observed("a/key", None, EMPTY))  # a key that sorts before K
+    read.receive("b", Observed("a/key", None, EMPTY))
+    assert not read.done
+    assert read.result is None
+
+
+def test_quorum_read_on_a_single_node() -> None:
+    read = QuorumRead(K, ["a"], 1)
+    read.receive("a", Observed(K, b(1), KeyState(1, True, "v")))
+    assert read.done
+    assert read.result == KeyState(1, True, "v")
+
+
+def test_quorum_read_gives_up_as_soon_as_no_quorum_can_agree() -> None:
+    names = [f"n{i}" for i in range(7)]
+    read = QuorumRead(K, names, 4)
+    for i, name in enumerate(names[:5]):
+        assert not read.done
+        read.receive(name, Observed(K, b(i + 1), KeyState(1, True, i)))
+    # Five different ballots: the two acceptors left cannot make any of them a quorum.
+    assert read.done
     assert read.result is None
 
 
@@ -579,6 +717,81 @@ def test_quorum_read_against_acceptors() -> None:
         assert isinstance(reply, Observed)
         read.receive(name, reply)
     assert read.result == decided.outcome.state
+
+
+# -- a proposer's ballots and plans ----------------------------------------------------------
+
+
+def test_issued_ballots_are_new_and_climb_one_round_above_what_they_must_pass() -> None:
+    ballots = Ballots("n", 3)
+    issued = [ballots.issue(), ballots.issue(), ballots.issue(b(7, "q", 9)),
+              ballots.issue(b(2, "q")), ballots.issue()]
+    assert issued == [Ballot(r, 3, "n") for r in (1, 2, 8, 9, 10)]
+
+
+def test_a_fresh_key_at_its_home_skips_prepare_at_zero_and_all_else_runs_full_rounds() -> None:
+    ballots = Ballots("n", 1)
+    assert ballots.plan(K, home=True, known_key=False, above=None) == Plan(
+        "zero", ZERO, EMPTY, Ballot(1, 1, "n"))
+    assert ballots.plan(K, home=True, known_key=True, above=None) == Plan(
+        "full", Ballot(2, 1, "n"), None, Ballot(3, 1, "n"))
+    assert ballots.plan(K, home=False, known_key=False, above=None) == Plan(
+        "full", Ballot(4, 1, "n"), None, Ballot(5, 1, "n"))
+    # After a conflict, never ZERO again: above what the conflict showed.
+    assert ballots.plan(K, home=True, known_key=False, above=b(9, "q")) == Plan(
+        "full", Ballot(10, 1, "n"), None, Ballot(11, 1, "n"))
+
+
+def test_a_cached_promise_is_used_once_and_never_after_a_conflict() -> None:
+    ballots = Ballots("n", 1)
+    state = KeyState(1, True, "v")
+    promised = ballots.issue()
+    ballots.remember(K, Decided(EMPTY, state, promised))
+    assert ballots.plan(K, home=False, known_key=True, above=None) == Plan(
+        "cached", promised, state, Ballot(2, 1, "n"))
+    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"  # used up
+    ballots.remember(K, Decided(EMPTY, state, ballots.issue()))
+    plan = ballots.plan(K, home=False, known_key=True, above=b(20, "q"))
+    assert (plan.path, plan.ballot) == ("full", Ballot(21, 1, "n"))
+    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"  # dropped
+    # A decision without a promise, or a forgotten one, leaves nothing to use.
+    ballots.remember("other", Decided(EMPTY, state, None))
+    assert ballots.plan("other", home=False, known_key=True, above=None).path == "full"
+    ballots.remember(K, Decided(EMPTY, state, ballots.issue()))
+    ballots.forget()
+    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"
+
+
+def test_the_promise_cache_keeps_only_the_most_recently_decided_keys() -> None:
+    ballots = Ballots("n", 1)
+    decided = Decided(EMPTY, EMPTY, Ballot(1, 1, "n"))
+    for i in range(MAX_CACHED_PROMISES):
+        ballots.remember(f"k{i}", decided)
+
+    def cached(key: str) -> bool:
+        return ballots.plan(key, home=False, known_key=True, above=None).path == "cached"
+
+    assert cached("k0")  # a full cache keeps every key
+    ballots.remember("k0", decided)
+    ballots.remember("k1", decided)  # decided again: now among the newest
+    ballots.remember("new", decided)  # one too many: the oldest one goes
+    assert not cached("k2")
+    assert cached("k1") and cached("k0") and cached("new") and cached("k3")
+
+
+def test_a_hint_only_ever_raises_the_ballot() -> None:
+    ballots = Ballots("n", 1)
+
+    def ballot(above: Ballot | None, hint: Ballot | None) -> Ballot:
+        plan = ballots.plan(K, home=False, known_key=True, above=above, hint=hint)
+        assert plan.path == "full" and plan.next_promise > plan.ballot
+        return plan.ballot
+
+    assert ballot(None, b(5, "q")) == Ballot(6, 1, "n")
+    assert ballot(b(20, "q"), b(10, "q")) == Ballot(21, 1, "n")  # below the conflict
+    assert ballot(b(30, "q"), b(40, "q")) == Ballot(41, 1, "n")  # above the conflict
+    assert ballot(b(50, "q"), None) == Ballot(51, 1, "n")
+    assert ballot(None, None) == Ballot(53, 1, "n")
 
 
 # -- wire form -------------------------------------------------------------------------------
@@ -616,8 +829,11 @@ def test_message_kinds_are_distinct_on_the_wire() -> None:
 
 
 def test_bad_messages_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown message kind"):
-        decode(["bogus", K])
+    # An unknown kind (a newer peer's, a corrupt frame) is refused, never read as
+    # another message, wherever it sorts among the known kinds.
+    for kind in ("", "abort", "acceptance", "bogus", "unknown", "zzz"):
+        with pytest.raises(ValueError, match="unknown message kind"):
+            decode([kind, K, b(1).to_json(), EMPTY.to_json(), None])
     with pytest.raises(TypeError, match="not a message"):
         encode(KeyState())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not a request"):
@@ -636,6 +852,7 @@ def test_deadline_tombstone_records_its_deadline_and_round_trips() -> None:
     _, tombstone = _expiring()
     assert not tombstone.live and tombstone.token == 2
     assert tombstone.bindings == {"not_before": 1_000}
+    assert _expiring(token=5)[1] == KeyState(6, False, None, {"not_before": 1_000})
     change = DeleteIf(1, not_before=1_000)
     assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
 
@@ -676,6 +893,18 @@ def test_one_slow_clock_does_not_stop_a_due_deadline_but_a_majority_does() -> No
     assert two_slow.outcome == Premature(1_000)
 
 
+def test_premature_only_once_too_few_acceptors_are_left_for_a_quorum() -> None:
+    live, tombstone = _expiring(until=1_000)
+    names = ["a", "b", "c", "d", "e"]
+    proposal = Proposal(K, lambda s: tombstone, b(1), names, 3, prepared=live)
+    proposal.start()
+    for name in ("a", "b", "b"):
+        proposal.receive(name, TooEarly(K, b(1), 1_000))
+    assert proposal.outcome is None  # c, d and e can still make a quorum
+    proposal.receive("c", TooEarly(K, b(1), 1_000))
+    assert proposal.outcome == Premature(1_000)
+
+
 def test_a_put_built_on_a_deadline_tombstone_waits_for_the_deadline_too() -> None:
     _, tombstone = _expiring(until=1_000)
     # Batched or in a later round, a put on the tombstone must not slip past the clocks.
@@ -695,6 +924,7 @@ def test_a_renewed_deadline_is_not_ended_by_the_old_one() -> None:
     assert renewed.token == 1 and renewed.bindings == {"until": 5_000}
     assert DeleteIf(1, not_before=1_000).apply(renewed) == renewed
     assert not DeleteIf(1, not_before=5_000).apply(renewed).live
+    assert not DeleteIf(1, not_before=6_000).apply(renewed).live  # its deadline has passed
     assert Renew(2, 9_000).apply(renewed) == renewed, "another generation is left alone"
 
 
@@ -711,8 +941,10 @@ def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> Non
     assert deleted.generation() == (2, False, None)
     again = step(put, deleted)
     assert again == deleted  # the repeat changes nothing
-    # ... and answers as the first run did: it created generation 1.
-    assert answers(deleted, [put]) == [KeyState(1, True, "v", {})]
+    # ... and answers as the first run did: it created generation 1; the changes
+    # batched after it still run.
+    assert answers(deleted, [put, PutIfAbsent("w")]) == [
+        KeyState(1, True, "v", {}), KeyState(3, True, "w", {}, deleted.applied)]
 
 
 def test_a_losing_put_is_remembered_too() -> None:
@@ -726,6 +958,24 @@ def test_a_losing_put_is_remembered_too() -> None:
     tomb = step(DeleteIf(1), after)
     assert step(loser, tomb) == tomb  # it lost once: it never wins later
     assert answers(tomb, [loser]) == [None]  # ... and is unknown once that one ended
+    newer = step(PutIfAbsent("third"), tomb)
+    assert answers(newer, [loser]) == [None]  # ... even once another generation is live
+
+
+def test_put_ids_tokens_and_deadlines_from_the_wire_are_recognised() -> None:
+    # States and changes arrive decoded from JSON: equal to the sender's, never the same
+    # objects. Tokens grow without bound (past the small ints Python shares).
+    held = KeyState(1001, True, "held", {UNTIL: 5_000})
+    loser = PutIfAbsent("mine", {}, "id-1", 60_000)
+    after = state_from_disk(step(loser, held))
+    again = change_from_wire(loser)
+    assert isinstance(again, PutIfAbsent) and again.repeated(after)
+    assert step(again, after) == after
+    assert answers(after, [again]) == [after]
+    assert step(change_from_wire(Renew(1001, 9_000)), after).bindings[UNTIL] == 9_000
+    assert step(change_from_wire(DeleteIf(1001)), after).generation() == (1002, False, None)
+    ended = step(change_from_wire(DeleteIf(1001, not_before=5_000)), after)
+    assert ended == KeyState(1002, False, None, {NOT_BEFORE: 5_000}, after.applied)
 
 
 def test_forgotten_ids_raise_the_horizon_and_older_puts_are_refused() -> None:
@@ -737,6 +987,36 @@ def test_forgotten_ids_raise_the_horizon_and_older_puts_are_refused() -> None:
     stale = PutIfAbsent("c", {}, "never-seen", expires=999)
     assert stale.repeated(state) and step(stale, state) == state
     assert answers(state, [stale]) == [None]  # it may have run: its outcome is unknown
+
+
+def test_ids_are_forgotten_oldest_expiry_first_and_only_past_the_window() -> None:
+    now = 1_760_000_000_000  # expiries are clock times, in ms since the epoch
+    state = step(PutIfAbsent("x", {}, "x", expires=now + 50_000), EMPTY)  # generation 1
+    state = step(DeleteIf(1), state)
+    # A put with an earlier expiry that runs later wins generation 3 ...
+    state = step(PutIfAbsent("y", {}, "y", expires=now + 30_000), state)
+    # ... and is still remembered after a put exactly FORGET_AFTER_MS newer ...
+    state = step(PutIfAbsent("z", {}, "z", expires=now + 30_000 + FORGET_AFTER_MS), state)
+    assert sorted(a[0] for a in state.applied) == ["x", "y", "z"]
+    assert state.horizon == 0
+    # ... but not after one a millisecond newer still: only it is forgotten.
+    state = step(PutIfAbsent("w", {}, "w", expires=now + 30_001 + FORGET_AFTER_MS), state)
+    assert sorted(a[0] for a in state.applied) == ["w", "x", "z"]
+    assert state.horizon == now + 30_000
+    assert state.generation() == (3, True, "y")
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: PutIfAbsent.repeated refuses puts that "
+                   "expire before the horizon (<), but the horizon is the expiry of the last "
+                   "id forgotten, so a repeat of that very put runs again")
+def test_a_repeat_of_the_last_forgotten_put_is_refused() -> None:
+    old = PutIfAbsent("a", {}, "old", expires=1_000)
+    state = step(DeleteIf(1), step(old, EMPTY))
+    state = step(PutIfAbsent("b", {}, "new", expires=1_000 + FORGET_AFTER_MS + 1), state)
+    state = step(DeleteIf(3), state)
+    assert state.horizon == 1_000 and not any(a[0] == "old" for a in state.applied)
+    # A retry of "old" arriving now may be a repeat: it must not bring "a" back.
+    assert step(old, state) == state
 
 
 def test_the_id_table_is_bounded() -> None:
@@ -755,6 +1035,8 @@ def test_renew_never_moves_a_deadline_back() -> None:
     assert later.bindings[UNTIL] == 5_000
     assert Renew(1, 4_000).apply(later) is later
     assert Renew(3, 9_000).apply(later) is later  # another generation: untouched
+    current = KeyState(3, True, "s", {UNTIL: 1_000})
+    assert Renew(1, 9_000).apply(current) is current  # a stale one for an older generation
 
 
 def test_every_change_keeps_the_deadline_guard_it_builds_on() -> None:
@@ -766,6 +1048,12 @@ def test_every_change_keeps_the_deadline_guard_it_builds_on() -> None:
     for change in (DeleteIf(3), Renew(3, 9_000), DeleteIf(3, not_before=6_000)):
         assert not_before(step(change, put)) == 7_000, change
     assert not_before(step(DeleteIf(3, not_before=8_000), put)) == 8_000  # the larger one
+    # A deadline that ends the key before the guard it builds on keeps the guard.
+    early = step(PutIfAbsent("v", {UNTIL: 5_000}), tomb)
+    ended = step(DeleteIf(3, not_before=6_000), early)
+    assert not ended.live and not_before(ended) == 7_000
+    # ... and where there is no guard, none is added.
+    assert step(PutIfAbsent("v", {UNTIL: 8_000}), EMPTY) == KeyState(1, True, "v", {UNTIL: 8_000})
 
 
 def test_local_reads_serve_only_chosen_states() -> None:
@@ -793,3 +1081,60 @@ def test_a_commit_with_the_state_catches_a_lagging_acceptor_up() -> None:
     acc.handle(Accept(K, b(6), newer))
     assert acc.handle(Commit(K, b(3), state))[1] is None  # older than what it holds
     assert acc.record(K).state == newer
+
+
+def test_a_commit_catches_up_an_acceptor_that_accepted_an_older_ballot() -> None:
+    acc = Acceptor()
+    acc.handle(Accept(K, b(1), KeyState(1, True, "old")))
+    chosen = KeyState(2, False)
+    assert acc.handle(Commit(K, b(3), chosen)) == (
+        Learned(K, b(3)), (K, Record(b(3), b(3), chosen, True)))
+    assert acc.chosen_state(K) == chosen
+
+
+def test_a_state_only_accepted_is_never_served_even_once_replaced() -> None:
+    acc = Acceptor()
+    acc.handle(Accept(K, b(1), KeyState(1, True, "v1")))
+    acc.handle(Accept(K, b(2), KeyState(2, False)))
+    assert acc.chosen_state(K) == EMPTY
+
+
+def test_a_retransmitted_accept_of_the_chosen_ballot_keeps_it_chosen() -> None:
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    msg = Accept(K, b(1), state)
+    acc.handle(msg)
+    acc.handle(Commit(K, b(1)))
+    assert acc.handle(msg) == (Accepted(K, b(1)), None)
+    assert acc.chosen_state(K) == state
+    assert acc.record(K) == Record(b(1), b(1), state, True)
+
+
+def test_a_new_ballot_is_not_known_chosen_until_its_commit_even_with_the_same_state() -> None:
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    acc.handle(Accept(K, b(1), state))
+    acc.handle(Commit(K, b(1)))
+    # A read re-proposes the same state at b(2): chosen at b(1), not (yet) at b(2).
+    assert acc.handle(Accept(K, b(2), state))[1] == (K, Record(b(2), b(2), state, False))
+    assert acc.chosen_state(K) == state  # what it knows chosen, at b(1)
+    assert acc.handle(Commit(K, b(2)))[1] == (K, Record(b(2), b(2), state, True))
+    assert acc.chosen_state(K) == state
+
+
+def test_commits_older_than_the_accepted_ballot_teach_only_the_latest_chosen_state() -> None:
+    acc = Acceptor()
+    pending = KeyState(4, True, "pending")
+    acc.handle(Accept(K, b(9), pending))  # accepted here, not known chosen
+    s3, s5, s7 = KeyState(1, True, "s3"), KeyState(2, False), KeyState(3, True, "s7")
+    assert acc.handle(Commit(K, b(5), s5)) == (Learned(K, b(5)), None)
+    assert acc.chosen_state(K) == s5
+    acc.handle(Commit(K, b(3), s3))  # a late commit of an older round
+    assert acc.chosen_state(K) == s5
+    acc.handle(Commit(K, b(7), s7))
+    assert acc.chosen_state(K) == s7
+    acc.handle(Commit(K, b(9)))
+    assert acc.chosen_state(K) == pending
+    acc.handle(Commit(K, b(8), s7))  # older than the chosen record: changes nothing
+    assert acc.chosen_state(K) == pending
+    assert acc.record(K) == Record(b(9), b(9), pending, True)
