@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,13 @@ from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import Accept, encode
 from paxoskv.core.state import KeyState
 from paxoskv.server.node import Node
-from paxoskv.server.storage import NO_FSYNC, REPLY_BEFORE_DURABLE, DataDirInUse, Storage
+from paxoskv.server.storage import (
+    NO_FSYNC,
+    REPLY_BEFORE_DURABLE,
+    DataDirInUse,
+    LaggingStorage,
+    Storage,
+)
 
 
 def _record(n: int) -> Record:
@@ -66,6 +73,80 @@ def test_flushed_waits_for_pending_writes(tmp_path: Path) -> None:
         return done
 
     assert asyncio.run(scenario(Storage(tmp_path)))
+
+
+def test_flushed_waits_for_a_commit_already_under_way(tmp_path: Path) -> None:
+    async def scenario(storage: Storage) -> tuple[bool, bool, bool]:
+        idle = storage.flushed().done()  # nothing written: nothing to wait for
+        write = storage.write([("b/k", _record(1))])
+        await asyncio.sleep(0)  # the commit starts: nothing is pending, one is in flight
+        flushed = storage.flushed()
+        waited = not flushed.done()
+        await flushed
+        durable = write.done() and _committed(storage.path, "b/k")
+        await storage.close()
+        return idle, waited, durable
+
+    assert asyncio.run(scenario(Storage(tmp_path))) == (True, True, True)
+
+
+def test_each_commit_is_counted_once_and_an_idle_storage_commits_nothing(tmp_path: Path) -> None:
+    async def scenario(storage: Storage) -> None:
+        await storage.write([("b/k1", _record(1)), ("b/k2", _record(2))])
+        await storage.write([("b/k3", _record(3))])
+        await storage.close()
+
+    storage = Storage(tmp_path)
+    asyncio.run(scenario(storage))
+    assert (storage.commits, storage.records_written) == (2, 3)
+
+
+def test_meta_entries_are_set_replaced_and_removed_durably(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    assert storage.is_empty()
+    assert storage.meta("cluster_id") is None
+    storage.set_meta({"cluster_id": "c-1", "member_id": "m-1"})
+    assert not storage.is_empty()  # an identity alone: this directory served
+    storage.set_meta({"member_id": None, "cluster_id": "c-2"})
+    asyncio.run(storage.close())
+
+    reopened = Storage(tmp_path)
+    assert (reopened.meta("cluster_id"), reopened.meta("member_id")) == ("c-2", None)
+    reopened.set_meta({"cluster_id": None})
+    assert reopened.is_empty()
+
+    async def write() -> None:
+        await reopened.write([("b/k", _record(1))])
+
+    asyncio.run(write())
+    assert not reopened.is_empty()  # a record alone: this directory served
+    asyncio.run(reopened.close())
+
+
+def test_the_data_directory_is_created_with_its_parents(tmp_path: Path) -> None:
+    data_dir = tmp_path / "volume" / "node-1"
+    asyncio.run(Storage(data_dir).close())
+    assert (data_dir / "acceptor.sqlite3").exists()
+
+
+def test_the_planted_lagging_disk_acknowledges_at_once_and_commits_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planted bug must lose only the last LAG_S of writes, as a disk cache would."""
+    monkeypatch.setattr(LaggingStorage, "LAG_S", 0.05)
+
+    async def scenario(storage: LaggingStorage) -> tuple[bool, bool, bool]:
+        acked = storage.write([("b/k1", _record(1))]).done()
+        at_once = _committed(storage.path, "b/k1")
+        await asyncio.sleep(0.2)  # a timer after the lag's
+        later = _committed(storage.path, "b/k1")
+        storage.write([("b/k2", _record(2))])
+        await storage.close()  # a clean stop commits what is pending
+        return acked, at_once, later
+
+    assert asyncio.run(scenario(LaggingStorage(tmp_path))) == (True, False, True)
+    reopened = Storage(tmp_path)
+    assert set(reopened.load()) == {"b/k1", "b/k2"}
+    asyncio.run(reopened.close())
 
 
 def test_boot_counter_grows_across_restarts(tmp_path: Path) -> None:
@@ -133,7 +214,7 @@ def test_storage_is_fsynced_at_every_commit(tmp_path: Path) -> None:
 
 def test_a_second_storage_on_one_directory_is_refused(tmp_path: Path) -> None:
     first = Storage(tmp_path)
-    with pytest.raises(DataDirInUse, match="in use by another node"):
+    with pytest.raises(DataDirInUse, match=rf"in use by another node \(pid {os.getpid()}\)"):
         Storage(tmp_path)
     asyncio.run(first.close())
     asyncio.run(Storage(tmp_path).close())  # free again once the first is closed
