@@ -7,6 +7,9 @@ each rule, a mutant of the checker with just that rule switched off (its
 `anomalies.append(...)` removed, built here from the checker's own source)
 passes that rule's history and judges every other rule's history exactly as
 the real checker does: the mutant is caught by its rule's history alone.
+
+And product bugs planted in the simulator (tests/sim/plants.py) that a seed
+shows by one rule alone: with that rule switched off, the seed checks clean.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 
 import tests.faults.checker as real
 from tests.faults.checker import Op, SessionLog
+from tests.sim import runner
 from tests.test_checker import delete, get, put
 
 
@@ -190,3 +194,28 @@ def test_a_checker_without_one_rule_is_caught_by_that_rules_histories_alone(rule
         else:
             assert case.run(mutant) == case.run(real), case.name
 
+
+
+# (plant, seed, rule): the seed's run (its plant's scenario, well under a second)
+# reports the planted bug by that rule's message alone.
+PLANTED = [("delete-drops-guard", 7, LIFETIME),  # a key ended before its deadline
+           ("renew-backwards", 7, SESSION_EARLY),  # a renewal moved a deadline back
+           ("ack-before-durable", 26, REAL_TIME),  # a crash lost acknowledged writes
+           ("forget-accepted", 17, REAL_TIME)]  # promises forgot what was accepted
+
+
+@pytest.mark.parametrize(("plant", "seed", "rule"), PLANTED,
+                         ids=[f"{plant} seed {seed}" for plant, seed, _ in PLANTED])
+def test_a_planted_bug_is_caught_by_one_rule_alone(plant: str, seed: int, rule: Rule,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    found = runner.run_seed(seed, plant=plant)
+    assert found.anomalies and not found.problems, found.replay()
+    for anomaly in found.anomalies:
+        assert rule.message in anomaly, anomaly
+        assert [r.name for r in ALL_RULES if r != rule and r.message in anomaly] == []
+    mutant = _without(rule)
+    monkeypatch.setattr(runner, "check", mutant.check)
+    monkeypatch.setattr(runner, "sessions_live_while_promised",
+                        mutant.sessions_live_while_promised)
+    missed = runner.run_seed(seed, plant=plant)
+    assert missed.anomalies == [] and missed.problems == [], missed.replay()
