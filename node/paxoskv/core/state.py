@@ -108,7 +108,7 @@ class PutIfAbsent:
     which the node that issued it could still be running it, on that node's
     clock) is FORGET_AFTER_MS older than a newer put's, or when more than
     MAX_APPLIED are held; `horizon` then records the latest forgotten expiry,
-    and a put that expires before the horizon is refused as a possible repeat.
+    and a put that expires no later than the horizon is refused as a possible repeat.
     So safety never depends on clocks agreeing: a fast clock can only make
     puts be refused, never run twice.
     """
@@ -120,7 +120,9 @@ class PutIfAbsent:
 
     def repeated(self, state: KeyState) -> bool:
         """Whether this put may have run on `state`'s key before (then it does nothing)."""
-        return bool(self.id) and (self.expires < state.horizon
+        # `<=`: the horizon is the expiry of the latest id forgotten, so a put that
+        # expires exactly then may be that very put.
+        return bool(self.id) and (self.expires <= state.horizon
                                   or any(a[0] == self.id for a in state.applied))
 
     def answer(self, state: KeyState) -> KeyState | None:
