@@ -196,26 +196,33 @@ def test_a_checker_without_one_rule_is_caught_by_that_rules_histories_alone(rule
 
 
 
-# (plant, seed, rule): the seed's run (its plant's scenario, well under a second)
-# reports the planted bug by that rule's message alone.
-PLANTED = [("delete-drops-guard", 7, LIFETIME),  # a key ended before its deadline
-           ("renew-backwards", 7, SESSION_EARLY),  # a renewal moved a deadline back
-           ("ack-before-durable", 26, REAL_TIME),  # a crash lost acknowledged writes
-           ("forget-accepted", 17, REAL_TIME)]  # promises forgot what was accepted
+# (plant, rule): a planted bug that a seed of its plant's scenario (a run is well under
+# a second) reports by that rule's message alone. The seed is searched for, not fixed,
+# so that a change of the simulator's schedules cannot quietly void the test.
+PLANTED = [("delete-drops-guard", LIFETIME),  # a key ended before its deadline
+           ("renew-backwards", SESSION_EARLY),  # a renewal moved a deadline back
+           ("ack-before-durable", REAL_TIME),  # a crash lost acknowledged writes
+           ("forget-accepted", REAL_TIME)]  # promises forgot what was accepted
+SEEDS_TO_SEARCH = range(1, 81)
 
 
-@pytest.mark.parametrize(("plant", "seed", "rule"), PLANTED,
-                         ids=[f"{plant} seed {seed}" for plant, seed, _ in PLANTED])
-def test_a_planted_bug_is_caught_by_one_rule_alone(plant: str, seed: int, rule: Rule,
+def _caught_by_alone(result: runner.Result, rule: Rule) -> bool:
+    return bool(result.anomalies) and not result.problems and all(
+        rule.message in anomaly and not any(r.message in anomaly for r in ALL_RULES if r != rule)
+        for anomaly in result.anomalies)
+
+
+@pytest.mark.parametrize(("plant", "rule"), PLANTED, ids=[plant for plant, _ in PLANTED])
+def test_a_planted_bug_is_caught_by_one_rule_alone(plant: str, rule: Rule,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    found = runner.run_seed(seed, plant=plant)
-    assert found.anomalies and not found.problems, found.replay()
-    for anomaly in found.anomalies:
-        assert rule.message in anomaly, anomaly
-        assert [r.name for r in ALL_RULES if r != rule and r.message in anomaly] == []
+    found = next((result for seed in SEEDS_TO_SEARCH
+                  if _caught_by_alone(result := runner.run_seed(seed, plant=plant), rule)),
+                 None)
+    assert found is not None, (f"no seed in {SEEDS_TO_SEARCH} shows {plant} by "
+                               f"{rule.name} alone")
     mutant = _without(rule)
     monkeypatch.setattr(runner, "check", mutant.check)
     monkeypatch.setattr(runner, "sessions_live_while_promised",
                         mutant.sessions_live_while_promised)
-    missed = runner.run_seed(seed, plant=plant)
+    missed = runner.run_seed(found.seed, plant=plant)
     assert missed.anomalies == [] and missed.problems == [], missed.replay()
