@@ -160,7 +160,6 @@ class SimCluster:
         node = Node(member.name, self.names, acceptor, storage,
                     storage.next_boot(), clock=self.loop.time,
                     wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
-        node.new_id = lambda: self.new_id(24)  # put ids, instead of os.urandom
         storage.on_durable = functools.partial(self.ledger.saw, member.name)
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))

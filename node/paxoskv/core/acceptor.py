@@ -142,14 +142,24 @@ class Acceptor:
                 return self._commit(key, rec, ballot, state)
         raise TypeError(f"not a request: {msg!r}")
 
+    def mark_chosen(self, key: str, ballot: Ballot) -> bool:
+        """Note that the state this acceptor accepted at `ballot` was chosen (a bare
+        commit mark); True if the record changed and should be persisted. The hot
+        path of every decision: it works on the packed record, unpacking nothing."""
+        raw = self._packed.get(key)
+        if raw is None or raw[1] != ballot:
+            return False  # not what this acceptor holds: nothing to mark
+        self._last_chosen.pop(key, None)
+        if raw[3]:
+            return False
+        self._packed[key] = (*raw[:3], True)
+        return True
+
     def _commit(self, key: str, rec: Record, ballot: Ballot, state: KeyState | None
                 ) -> tuple[Reply, Write | None]:
         reply = Learned(key, ballot)
-        if rec.accepted == ballot:
-            self._last_chosen.pop(key, None)
-            return reply, None if rec.chosen else self._write(key, rec._replace(chosen=True))
-        if state is None:
-            return reply, None
+        if rec.accepted == ballot or state is None:
+            return reply, (key, self.record(key)) if self.mark_chosen(key, ballot) else None
         if rec.accepted is None or rec.accepted < ballot:
             # Catch up: adopt the chosen state, as if this acceptor had accepted
             # it at its ballot (a proposal above it carries it or a successor).

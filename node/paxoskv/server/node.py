@@ -19,6 +19,7 @@ prepare phase rely on that.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
+from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
@@ -46,6 +48,8 @@ log = logging.getLogger("paxoskv.node")
 # times its usual latency (an average), but never sooner than HEDGE_MIN_S.
 HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
+# How long a commit mark waits for a durable write to ride along with (persist_later).
+UNHURRIED_FLUSH_S = 0.5
 
 
 class Disk(Protocol):
@@ -113,12 +117,19 @@ class Node:
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
-        # Writes no reply waits for (commit marks, catch-ups): they ride along with the
-        # next durable write instead of costing an fsync of their own. Losing them in a
-        # crash only makes local reads staler. They are older than any later write of
-        # the same key, which always takes them along first, so none can roll one back.
-        self._unhurried: list[Write] = []
-        self.new_id: Callable[[], str] = lambda: os.urandom(12).hex()
+        # Keys whose record changed in ways no reply waits for (commit marks,
+        # catch-ups): their current records ride along with the next durable write
+        # instead of costing an fsync of their own, or go after UNHURRIED_FLUSH_S when
+        # no write comes (and at a clean stop). A crash may lose them, which only
+        # makes local reads staler. What is written is each key's *current* record,
+        # never a snapshot taken earlier, so it can never roll back a newer write.
+        self._unhurried: set[str] = set()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+        # Put ids: unique as ballots are, by (member name, durable boot counter), then
+        # a counter of this boot: no two runs of different puts share one.
+        self._puts = itertools.count(1)
+        self.new_id: Callable[[], str] = lambda: f"{self.name}.{self.boot}.{next(self._puts)}"
 
     # -- membership view ------------------------------------------------------
 
@@ -144,23 +155,60 @@ class Node:
                 # (A bare commit mark changes no state: the observers saw it accepted.)
                 for observe in self.observers:
                     observe(key, record.state)
-            # Watchers wake on commits too: a read right after the accept may not
-            # have found it chosen yet.
-            for waiter in self._watchers.pop(key, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._wake_watchers(key)
         return reply, write
 
-    def persist_later(self, write: Write | None) -> None:
-        """Make `write` durable with the next write that must be (nothing waits on it)."""
+    def commit_notice(self, commit: Commit) -> None:
+        """A proposer's word that `commit`'s ballot was chosen: a bare mark, or the
+        chosen state for an acceptor that missed it (a catch-up)."""
+        if commit.state is None:
+            self.learn(commit.key, commit.ballot)
+            return
+        write = self.accept_request(commit)[1]
         if write is not None:
-            self._unhurried.append(write)
+            self.persist_later(write[0])
+
+    def learn(self, key: str, ballot: Ballot) -> None:
+        """A commit mark: this node's acceptor's state of `key` at `ballot` was
+        chosen. Nothing waits on it: no reply, no fsync of its own."""
+        if self.acceptor.mark_chosen(key, ballot):
+            self._wake_watchers(key)
+            self.persist_later(key)
+
+    def _wake_watchers(self, key: str) -> None:
+        # Watchers wake on commits too: a read right after the accept may not have
+        # found it chosen yet.
+        for waiter in self._watchers.pop(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def persist_later(self, key: str) -> None:
+        """Make `key`'s record durable soon, with other writes (nothing waits on it)."""
+        if self._stopped:
+            return
+        self._unhurried.add(key)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                UNHURRIED_FLUSH_S, self.flush_unhurried)
+
+    def flush_unhurried(self) -> None:
+        """Queue the current records of the keys `persist_later` noted."""
+        writes = self._take_unhurried()
+        if writes:
+            self.storage.write(writes)
+
+    def _take_unhurried(self) -> list[Write]:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        keys, self._unhurried = self._unhurried, set()
+        return [(key, self.acceptor.record(key)) for key in sorted(keys)]
 
     def _persist(self, writes: list[Write]) -> asyncio.Future[None]:
         """Make `writes` durable; the future resolves once they are (and everything
-        written before them). Unhurried writes go along, ahead of them."""
+        written before them). Unhurried records go along."""
         if self._unhurried:
-            writes, self._unhurried = [*self._unhurried, *writes], []
+            writes = [*self._take_unhurried(), *writes]
         return self.storage.write(writes) if writes else self.storage.flushed()
 
     def failpoint(self, name: str) -> None:
@@ -310,12 +358,16 @@ class Node:
         for request_id, kind, body in envelopes:
             if kind == "m":
                 request = messages.decode(body)
-                reply, write = self.accept_request(request)  # type: ignore[arg-type]
                 if request_id == NOTICE:
                     # A commit mark: nothing waits on it, so no reply and no fsync
                     # of its own (a crash before the next one loses only the mark).
-                    self.persist_later(write)
+                    if isinstance(request, Commit):
+                        self.commit_notice(request)
+                    else:
+                        log.warning("ignored a notice that is not a commit mark from %s",
+                                    sender)
                     continue
+                reply, write = self.accept_request(request)  # type: ignore[arg-type]
                 replies.append([request_id, kind, messages.encode(reply)])
                 if write is not None:
                     writes.append(write)
@@ -349,6 +401,8 @@ class Node:
         for link in self.links.values():
             await link.stop()
         self.rounds.stop()
+        self.flush_unhurried()  # keep the commit marks across a clean restart
+        self._stopped = True
 
 
 async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float) -> KeyState:

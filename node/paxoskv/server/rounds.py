@@ -203,7 +203,7 @@ class Rounds:
             state = None if dest in accepted else proposal.proposed
             msg = Commit(proposal.key, proposal.ballot, state)
             if dest == self.node.name:
-                self.node.persist_later(self.node.accept_request(msg)[1])
+                self.node.commit_notice(msg)
                 continue
             link = self.node.links.get(dest)
             if link is not None:
