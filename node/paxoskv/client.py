@@ -8,8 +8,11 @@
             kv.put("lock", "me", session=s.id)   # gone when the session ends
 
 `no_quorum` follows PaxosKV: "return" (default) gives an Entry whose `error`
-is "no_quorum"; "fail" raises NoQuorum; "retry" retries with backoff until a
-quorum answers or the timeout passes.
+is "no_quorum" (or "unreachable" when no endpoint answered at all); "fail" raises
+NoQuorum (or its subclass Unreachable); "retry" retries with backoff until a quorum
+answers or the timeout passes. An error Entry has no state: reading its `found`,
+`value` or `token` raises the error, so an unreachable cluster never reads as a
+missing key. Check `entry.ok` (or `entry.error`) to handle it without an exception.
 """
 
 from __future__ import annotations
@@ -44,26 +47,144 @@ class PaxosKVError(Exception):
 
 
 class NoQuorum(PaxosKVError):
-    """No quorum answered (or no node could be reached) in time."""
+    """No quorum answered in time (or, as `Unreachable`, no endpoint at all). For a put,
+    a delete or a session change the outcome is unknown (retrying is safe); a read
+    changed nothing."""
 
 
-@dataclass(frozen=True)
+class Unreachable(NoQuorum):
+    """No endpoint answered at all (connection refused, timed out, ...): the message
+    names each endpoint tried and why it failed. Its code is "unreachable"."""
+
+
+_STATE = ("found", "value", "token", "bindings", "deleted", "changed")
+
+
 class Entry:
-    """A key's state as decided by the cluster."""
+    """A key's state as decided by the cluster, or an error result.
 
-    bucket: str
-    key: str
-    found: bool = False
-    value: Any = None
-    token: int = 0
-    bindings: dict[str, Any] = field(default_factory=dict)
-    deleted: bool = False  # delete: the named generation has ended
-    changed: bool = False  # watch: the token differs from the one watched
-    error: str | None = None  # "no_quorum" under the "return" policy
+    Under the "return" policy a request that no quorum answered gives an error result:
+    `ok` is False, `error` is "no_quorum" or "unreachable" and `message` says why.
+    An error result has no state, so reading `found`, `value`, `token`, `bindings`,
+    `deleted` or `changed` raises the error (NoQuorum or Unreachable) instead of
+    answering "not found": check `ok` first to handle it without an exception.
+    """
+
+    __slots__ = ("_bindings", "_bucket", "_changed", "_deleted", "_error", "_found", "_key",
+                 "_message", "_token", "_value")
+
+    def __init__(self, bucket: str, key: str, found: bool = False, value: Any = None,
+                 token: int = 0, bindings: dict[str, Any] | None = None,
+                 deleted: bool = False, changed: bool = False, error: str | None = None,
+                 message: str = "") -> None:
+        self._bucket = bucket
+        self._key = key
+        self._found = found
+        self._value = value
+        self._token = token
+        self._bindings = dict(bindings or {})
+        self._deleted = deleted  # delete: the named generation has ended
+        self._changed = changed  # watch: the token differs from the one watched
+        self._error = error
+        self._message = message
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def error(self) -> str | None:
+        """None for an answer; "no_quorum" or "unreachable" for an error result."""
+        return self._error
+
+    @property
+    def message(self) -> str:
+        """Why an error result has no answer ("" for an answer)."""
+        return self._message
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self._error is None
+
+    def exception(self) -> NoQuorum | None:
+        """The error of an error result, as `no_quorum="fail"` would have raised it."""
+        if self._error is None:
+            return None
+        kind = Unreachable if self._error == "unreachable" else NoQuorum
+        return kind(self._error, self._message)
+
+    def _checked(self) -> None:
+        error = self.exception()
+        if error is not None:
+            raise error
+
+    @property
+    def found(self) -> bool:
+        """Whether the key holds a live value (raises for an error result)."""
+        self._checked()
+        return self._found
+
+    @property
+    def value(self) -> Any:
+        """The live value, None if not found (raises for an error result)."""
+        self._checked()
+        return self._value
+
+    @property
+    def token(self) -> int:
+        """The fencing token (raises for an error result)."""
+        self._checked()
+        return self._token
+
+    @property
+    def bindings(self) -> dict[str, Any]:
+        """The live value's bindings (raises for an error result)."""
+        self._checked()
+        return self._bindings
+
+    @property
+    def deleted(self) -> bool:
+        """For a delete: the named generation has ended (raises for an error result)."""
+        self._checked()
+        return self._deleted
+
+    @property
+    def changed(self) -> bool:
+        """For a watch: the token differs from the one watched (raises for an error
+        result)."""
+        self._checked()
+        return self._changed
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data: the state, or `error` and `message`."""
+        head: dict[str, Any] = {"bucket": self._bucket, "key": self._key}
+        if self._error is not None:
+            return {**head, "error": self._error, "message": self._message}
+        return {**head, "found": self._found, "value": self._value, "token": self._token,
+                "bindings": self._bindings, "deleted": self._deleted,
+                "changed": self._changed}
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, "_" + name) for name in ("bucket", "key", *_STATE,
+                                                            "error", "message"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self._error is not None:
+            return (f"Entry(bucket={self._bucket!r}, key={self._key!r}, "
+                    f"error={self._error!r}, message={self._message!r})")
+        return (f"Entry(bucket={self._bucket!r}, key={self._key!r}, found={self._found!r}, "
+                f"value={self._value!r}, token={self._token!r}, "
+                f"bindings={self._bindings!r}, deleted={self._deleted!r}, "
+                f"changed={self._changed!r})")
 
 
 def bindings(until: int | None = None, parent: str | None = None,
@@ -74,16 +195,44 @@ def bindings(until: int | None = None, parent: str | None = None,
     return {name: value for name, value in chosen.items() if value is not None}
 
 
+def check_endpoint(url: str) -> str:
+    """`url` if it is a usable http:// or https:// base URL; ValueError naming it if not
+    (a missing scheme would otherwise look like an unreachable cluster)."""
+    text = url.strip()
+    try:
+        parsed = httpx.URL(text)
+    except (httpx.InvalidURL, TypeError):
+        raise ValueError(f"endpoint {url!r} is not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        hint = f" (did you mean http://{text}?)" if "://" not in text else ""
+        raise ValueError(f"endpoint {url!r} is not an http:// or https:// URL{hint}")
+    return text.rstrip("/")
+
+
 def _timeout_ms(seconds: float) -> int:
     return min(max(1, int(seconds * 1000)), int(MAX_TIMEOUT * 1000))
 
 
-def _json(response: httpx.Response, policy: NoQuorumPolicy) -> dict[str, Any] | None:
-    """The body of a success; None for no_quorum under "return"; raises otherwise."""
+# The server's no_quorum message ends with this for every request; it is only true of
+# requests that change something.
+_MAYBE_DECIDED = "; the change may or may not have been decided"
+
+
+def _no_quorum_message(message: str, changes: bool) -> str:
+    message = message.replace(_MAYBE_DECIDED, "")
+    if changes:
+        return message + "; the change may or may not have been decided (retrying is safe)"
+    return message + "; a read changes nothing"
+
+
+def _json(response: httpx.Response, policy: NoQuorumPolicy, changes: bool = True
+          ) -> dict[str, Any] | NoQuorum:
+    """The body of a success; the NoQuorum error under "return"; raises otherwise."""
     try:
         data = response.json()
     except ValueError:
-        raise PaxosKVError("bad_response", f"HTTP {response.status_code}: not JSON",
+        raise PaxosKVError("bad_response", f"{response.request.url}: HTTP "
+                           f"{response.status_code}, not JSON",
                            status=response.status_code) from None
     if response.status_code == 200:
         return dict(data)
@@ -91,28 +240,38 @@ def _json(response: httpx.Response, policy: NoQuorumPolicy) -> dict[str, Any] | 
     code = error.get("code", "http_error")
     message = error.get("message", response.reason_phrase)
     if code == "no_quorum":
+        no_quorum = NoQuorum(code, _no_quorum_message(message, changes),
+                             status=response.status_code)
         if policy == "return":
-            return None
-        raise NoQuorum(code, message, status=response.status_code)
+            return no_quorum
+        raise no_quorum
     raise PaxosKVError(code, message, error.get("field"), response.status_code)
 
 
-def _entry(data: dict[str, Any] | None, bucket: str, key: str) -> Entry:
-    if data is None:
-        return Entry(bucket, key, error="no_quorum")
+def _entry(data: dict[str, Any] | NoQuorum, bucket: str, key: str) -> Entry:
+    if isinstance(data, NoQuorum):
+        return Entry(bucket, key, error=data.code, message=data.message)
     return Entry(data["bucket"], data["key"], data["found"], data["value"], data["token"],
                  data.get("bindings") or {}, bool(data.get("deleted", False)),
                  bool(data.get("changed", False)))
 
 
-def _bound(data: dict[str, Any] | None, name: str, default: str | None) -> str | None:
-    """The binding `name` from a pid/node lookup, or `default` when absent."""
-    return default if data is None or not data["found"] else str(data[name])
+def _bound(data: dict[str, Any] | NoQuorum, name: str, default: str | None) -> str | None:
+    """The binding `name` from a pid/node lookup, or `default` when absent; raises the
+    error of an unanswered lookup (None would read as "not bound")."""
+    if isinstance(data, NoQuorum):
+        raise data
+    return default if not data["found"] else str(data[name])
 
 
-def _unreachable(policy: NoQuorumPolicy, why: str) -> None:
-    if policy != "return":
-        raise NoQuorum("no_quorum", f"no node answered: {why}")
+def _why(exc: httpx.TransportError) -> str:
+    """A short reason for a transport failure: "connection refused", "timed out"."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    if text.startswith("[Errno"):
+        text = text.partition("] ")[2] or text
+    return text[:1].lower() + text[1:]
 
 
 @dataclass
@@ -122,34 +281,76 @@ class _Attempts:
     policy: NoQuorumPolicy
     endpoints: int
     deadline: float
+    budget: float
     failures: int = 0
+    reasons: dict[str, str] = field(default_factory=dict)  # endpoint: why it failed
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def failed(self) -> float | None:
-        """Count a failure: the pause before the next try, or None to give up."""
+    def failed(self, url: str, exc: httpx.TransportError) -> float | None:
+        """Count a failure of `url`: the pause before the next try, or None to give up."""
         self.failures += 1
+        self.reasons[url] = _why(exc)
         out_of_nodes = self.policy != "retry" and self.failures >= self.endpoints
         if out_of_nodes or self.remaining() <= 0.05:
             return None
         return min(0.05 * self.failures, 0.5)
+
+    def again(self) -> float | None:
+        """After a no_quorum answer under "retry": the pause before the next try (on
+        the next endpoint), or None once the deadline has passed."""
+        self.failures += 1
+        if self.policy != "retry" or self.remaining() <= 0.05:
+            return None
+        return min(0.05 * self.failures, 0.5, self.remaining())
+
+    def share(self) -> float:
+        """A timeout for one try that leaves time for the endpoints not yet tried (a
+        paused node accepts connections but never answers)."""
+        untried = max(self.endpoints - self.failures, 1)
+        return max(self.remaining() / untried, 0.05)
+
+    def unreachable(self) -> Unreachable:
+        tried = ", ".join(f"{url} ({why})" for url, why in self.reasons.items())
+        retried = (f" in {self.budget:g} s ({self.failures} tries)"
+                   if self.failures > len(self.reasons) else "")
+        return Unreachable("unreachable", f"no endpoint answered{retried}: {tried}")
+
+
+def _give_up(policy: NoQuorumPolicy, attempts: _Attempts) -> NoQuorum:
+    """No endpoint answered: the Unreachable error, returned under "return"."""
+    error = attempts.unreachable()
+    if policy == "return":
+        return error
+    raise error
 
 
 class _Base:
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, *,
                  bucket: str = "default", no_quorum: NoQuorumPolicy = "return",
                  timeout: float = 5.0) -> None:
-        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not self.endpoints:
+        """`endpoints`: the http:// or https:// URLs of some members (ValueError for
+        one that is not such a URL); `timeout`: seconds a call may take (any length:
+        longer than the server's 60 s limit, a watch or a retrying call is repeated)."""
+        raw = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not raw:
             raise ValueError("at least one endpoint is needed")
+        self.endpoints = [check_endpoint(url) for url in raw]
+        if no_quorum not in ("return", "fail", "retry"):
+            raise ValueError(f"no_quorum must be 'return', 'fail' or 'retry', not {no_quorum!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
         self.bucket = bucket
         self.no_quorum = no_quorum
         self.timeout = timeout
         self._current = random.randrange(len(self.endpoints))
 
+    def _endpoint(self) -> str:
+        return self.endpoints[self._current]
+
     def _url(self, path: str) -> str:
-        return self.endpoints[self._current].rstrip("/") + path
+        return self._endpoint() + path
 
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
@@ -158,7 +359,18 @@ class _Base:
               ) -> tuple[NoQuorumPolicy, _Attempts]:
         policy = no_quorum or self.no_quorum
         budget = self.timeout if timeout is None else timeout
-        return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget)
+        return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget,
+                                 budget)
+
+    def _body(self, body: dict[str, Any], policy: NoQuorumPolicy, remaining: float
+              ) -> dict[str, Any]:
+        return {**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)}
+
+
+def _status(response: httpx.Response, url: str) -> dict[str, Any]:
+    data = _json(response, "fail")
+    assert isinstance(data, dict)
+    return {"endpoint": url, **data}
 
 
 class Client(_Base):
@@ -196,7 +408,8 @@ class Client(_Base):
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
         """Read a key (linearizable unless `local=True`)."""
         consistency = "local" if local else "linearizable"
-        return self._entry("/v1/get", key, bucket, no_quorum, timeout, consistency=consistency)
+        return self._entry("/v1/get", key, bucket, no_quorum, timeout, changes=False,
+                           consistency=consistency)
 
     def delete(self, key: str, token: int, *, bucket: str | None = None,
                no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
@@ -206,29 +419,64 @@ class Client(_Base):
     def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
               no_quorum: NoQuorumPolicy | None = None) -> Entry:
         """Wait until the key's fencing token differs from `token` (`entry.changed`),
-        or `timeout` seconds (at most 60) pass."""
-        return self._entry("/v1/watch", key, bucket, no_quorum, min(timeout, MAX_TIMEOUT),
-                           token=token)
+        or `timeout` seconds pass (longer than the server's 60 s, the watch is renewed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            entry = self._entry("/v1/watch", key, bucket, no_quorum,
+                                max(min(remaining, MAX_TIMEOUT), 0.001), changes=False,
+                                token=token)
+            if not entry.ok or entry.changed or deadline - time.monotonic() <= 0.001:
+                return entry
 
     def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
             ) -> str | None:
-        """The session the key is bound to, or `default` if none (or no key)."""
+        """The session the key is bound to, or `default` if none (or no key). Without
+        a quorum it raises NoQuorum whatever the policy: `default` would read as "not
+        bound"."""
         data = self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
-                          no_quorum, timeout)
+                          no_quorum, timeout, changes=False)
         return _bound(data, "pid", default)
 
     def status(self) -> dict[str, Any]:
-        """The contacted node's view of the cluster."""
-        response = self._http.get(self._url("/v1/status"), timeout=self.timeout)
-        return dict(response.json())
+        """The view of the cluster of the first endpoint that answers (its URL is under
+        "endpoint"): a dead endpoint is skipped as in every call; Unreachable (naming
+        each endpoint and why) if none answers within the client's timeout."""
+        _, attempts = self._plan("fail", None)
+        while True:
+            url = self._endpoint()
+            try:
+                response = self._http.get(url + "/v1/status",
+                                          timeout=attempts.share())
+                return _status(response, url)
+            except httpx.TransportError as exc:
+                self._rotate()
+                if attempts.failed(url, exc) is None:
+                    raise attempts.unreachable() from None
+
+    def status_all(self) -> list[dict[str, Any]]:
+        """Every endpoint's view of the cluster, in order; an endpoint that does not
+        answer (within the client's timeout) has "error" and "message" instead."""
+        results = []
+        for url in self.endpoints:
+            try:
+                response = self._http.get(url + "/v1/status", timeout=self.timeout)
+                results.append(_status(response, url))
+            except httpx.TransportError as exc:
+                results.append({"endpoint": url, "error": "unreachable",
+                                "message": _why(exc)})
+            except PaxosKVError as exc:
+                results.append({"endpoint": url, "error": exc.code, "message": exc.message})
+        return results
 
     def node(self, key: str, default: str | None = None, *, bucket: str | None = None,
              no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
              ) -> str | None:
-        """The node the key is bound to, or `default` if none (or no key)."""
+        """The node the key is bound to, or `default` if none (or no key); raises
+        NoQuorum as `pid` does."""
         data = self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
-                          no_quorum, timeout)
+                          no_quorum, timeout, changes=False)
         return _bound(data, "node", default)
 
     # -- sessions ----------------------------------------------------------------------
@@ -240,7 +488,7 @@ class Client(_Base):
 
     def open_session(self, ttl: float) -> str:
         data = self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
-        assert data is not None
+        assert isinstance(data, dict)
         return str(data["session"])
 
     def keep_alive(self, session: str) -> int | None:
@@ -252,37 +500,49 @@ class Client(_Base):
             if exc.code == "not_found":
                 return None
             raise
-        assert data is not None
+        assert isinstance(data, dict)
         return int(data["until"])
 
     def close_session(self, session: str) -> bool:
         data = self._post("/v1/session/close", {"session": session}, "fail", None)
-        return bool(data and data["closed"])
+        return isinstance(data, dict) and bool(data["closed"])
 
     # -- transport -----------------------------------------------------------------------
 
     def _entry(self, path: str, key: str, bucket: str | None,
-               no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any) -> Entry:
+               no_quorum: NoQuorumPolicy | None, timeout: float | None,
+               changes: bool = True, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
-        data = self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum, timeout)
+        data = self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum, timeout,
+                          changes)
         return _entry(data, bucket, key)
 
     def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
-              timeout: float | None) -> dict[str, Any] | None:
+              timeout: float | None, changes: bool = True) -> dict[str, Any] | NoQuorum:
+        """The answer's body; under "return" the NoQuorum (or Unreachable) error instead
+        of raising it. `changes`: whether the request may change something (for the
+        no_quorum message)."""
         policy, attempts = self._plan(no_quorum, timeout)
         while True:
+            url = self._endpoint()
             remaining = attempts.remaining()
             try:
-                response = self._http.post(
-                    self._url(path), timeout=remaining + 1.0,
-                    json={**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)})
-                return _json(response, policy)
+                response = self._http.post(url + path, timeout=remaining + 1.0,
+                                           json=self._body(body, policy, remaining))
             except httpx.TransportError as exc:
                 self._rotate()
-                pause = attempts.failed()
+                pause = attempts.failed(url, exc)
                 if pause is None:
-                    _unreachable(policy, str(exc) or type(exc).__name__)
-                    return None
+                    return _give_up(policy, attempts)
+                time.sleep(pause)
+                continue
+            try:
+                return _json(response, policy, changes)
+            except NoQuorum:
+                pause = attempts.again()  # "retry" past the server's 60 s limit
+                if pause is None:
+                    raise
+                self._rotate()
                 time.sleep(pause)
 
 
@@ -424,7 +684,7 @@ class AsyncClient(_Base):
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                   ) -> Entry:
         consistency = "local" if local else "linearizable"
-        return await self._entry("/v1/get", key, bucket, no_quorum, timeout,
+        return await self._entry("/v1/get", key, bucket, no_quorum, timeout, changes=False,
                                  consistency=consistency)
 
     async def delete(self, key: str, token: int, *, bucket: str | None = None,
@@ -435,22 +695,41 @@ class AsyncClient(_Base):
     async def watch(self, key: str, token: int, *, timeout: float = 30.0,
                     bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None
                     ) -> Entry:
-        return await self._entry("/v1/watch", key, bucket, no_quorum,
-                                 min(timeout, MAX_TIMEOUT), token=token)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            entry = await self._entry("/v1/watch", key, bucket, no_quorum,
+                                      max(min(remaining, MAX_TIMEOUT), 0.001), changes=False,
+                                      token=token)
+            if not entry.ok or entry.changed or deadline - time.monotonic() <= 0.001:
+                return entry
 
     async def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                   ) -> str | None:
         data = await self._post("/v1/pid", {"bucket": bucket or self.bucket, "key": key},
-                                no_quorum, timeout)
+                                no_quorum, timeout, changes=False)
         return _bound(data, "pid", default)
 
     async def node(self, key: str, default: str | None = None, *, bucket: str | None = None,
                    no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                    ) -> str | None:
         data = await self._post("/v1/node", {"bucket": bucket or self.bucket, "key": key},
-                                no_quorum, timeout)
+                                no_quorum, timeout, changes=False)
         return _bound(data, "node", default)
+
+    async def status(self) -> dict[str, Any]:
+        """As `Client.status`."""
+        _, attempts = self._plan("fail", None)
+        while True:
+            url = self._endpoint()
+            try:
+                response = await self._http.get(url + "/v1/status", timeout=attempts.share())
+                return _status(response, url)
+            except httpx.TransportError as exc:
+                self._rotate()
+                if attempts.failed(url, exc) is None:
+                    raise attempts.unreachable() from None
 
     async def session(self, ttl: float = 10.0) -> AsyncSession:
         """A session kept alive by a background task: `async with await kv.session(5) as s`."""
@@ -459,7 +738,7 @@ class AsyncClient(_Base):
 
     async def open_session(self, ttl: float) -> str:
         data = await self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
-        assert data is not None
+        assert isinstance(data, dict)
         return str(data["session"])
 
     async def keep_alive(self, session: str) -> int | None:
@@ -470,37 +749,45 @@ class AsyncClient(_Base):
             if exc.code == "not_found":
                 return None
             raise
-        assert data is not None
+        assert isinstance(data, dict)
         return int(data["until"])
 
     async def close_session(self, session: str) -> bool:
         data = await self._post("/v1/session/close", {"session": session}, "fail", None)
-        return bool(data and data["closed"])
+        return isinstance(data, dict) and bool(data["closed"])
 
     async def _entry(self, path: str, key: str, bucket: str | None,
-                     no_quorum: NoQuorumPolicy | None, timeout: float | None, **extra: Any
-                     ) -> Entry:
+                     no_quorum: NoQuorumPolicy | None, timeout: float | None,
+                     changes: bool = True, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
         data = await self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum,
-                                timeout)
+                                timeout, changes)
         return _entry(data, bucket, key)
 
     async def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
-                    timeout: float | None) -> dict[str, Any] | None:
+                    timeout: float | None, changes: bool = True) -> dict[str, Any] | NoQuorum:
+        """As `Client._post`."""
         policy, attempts = self._plan(no_quorum, timeout)
         while True:
+            url = self._endpoint()
             remaining = attempts.remaining()
             try:
-                response = await self._http.post(
-                    self._url(path), timeout=remaining + 1.0,
-                    json={**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)})
-                return _json(response, policy)
+                response = await self._http.post(url + path, timeout=remaining + 1.0,
+                                                 json=self._body(body, policy, remaining))
             except httpx.TransportError as exc:
                 self._rotate()
-                pause = attempts.failed()
+                pause = attempts.failed(url, exc)
                 if pause is None:
-                    _unreachable(policy, str(exc) or type(exc).__name__)
-                    return None
+                    return _give_up(policy, attempts)
+                await asyncio.sleep(pause)
+                continue
+            try:
+                return _json(response, policy, changes)
+            except NoQuorum:
+                pause = attempts.again()
+                if pause is None:
+                    raise
+                self._rotate()
                 await asyncio.sleep(pause)
 
 
