@@ -4,36 +4,170 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
 import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
 from paxoskv import __version__
-from paxoskv.client import DEFAULT_ENDPOINTS, Client, Entry, PaxosKVError
+from paxoskv.client import (
+    DEFAULT_ENDPOINTS,
+    Client,
+    Entry,
+    NoQuorum,
+    NoQuorumPolicy,
+    PaxosKVError,
+    bindings,
+    check_endpoint,
+)
+
+# Exit statuses (documented in `paxoskv --help` and the README).
+OK = 0
+NO = 1  # a negative answer (not found, put lost, not deleted, no change, not bound) or
+#         a request refused as invalid (the message says which)
+USAGE = 2  # bad command line, endpoint or configuration
+UNAVAILABLE = 3  # no quorum, no endpoint answered, or the server failed: for a put,
+#                  delete or session change the outcome is unknown (retrying is safe)
+
+EXIT_CODES = """\
+exit status:
+  0  done: found, put won, deleted, changed, bound, session kept alive or closed
+  1  the answer is no (not found; the put lost: the key holds another value; not
+     deleted; no change in time; not bound; session ended), or the request was
+     refused as invalid (the message names the option)
+  2  usage: a bad option, endpoint or configuration file
+  3  no quorum answered, or no endpoint did: never "not found"; for a put, a delete
+     or a session change the outcome is unknown (retrying is safe)
+"""
+
+SETTINGS = """\
+settings (each from the first of: option, environment, configuration file, default):
+  --endpoints URL,...  $PAXOSKV_ENDPOINTS  endpoints = ["http://h1:7001", ...]
+  --bucket NAME        $PAXOSKV_BUCKET     bucket = "default"
+  --timeout SECONDS    $PAXOSKV_TIMEOUT    timeout = 5
+  --no-quorum POLICY   $PAXOSKV_NO_QUORUM  no_quorum = "fail"
+  -o, --output FORMAT  $PAXOSKV_OUTPUT     output = "json"
+The configuration file is TOML: --config FILE, $PAXOSKV_CONFIG, or
+$XDG_CONFIG_HOME/paxoskv/config.toml (~/.config/paxoskv/config.toml) if present.
+Options go before or after the command: `paxoskv -o value get k` = `paxoskv get k -o value`.
+"""
 
 EXAMPLES = """\
 examples:
   paxoskv dev                          start a 3-node local cluster (Ctrl-C stops it)
   paxoskv put leader pod-a             put if absent; prints the decided entry
-  paxoskv get leader                   linearizable read (exit 1 if not found)
+  paxoskv get leader -o value          linearizable read; only the value (exit 1 if absent)
   paxoskv delete leader --token 1      delete if the fencing token still matches
   paxoskv session --ttl 10             open a session, keep it alive until Ctrl-C or SIGTERM
   paxoskv put lock me --session ID     a key that ends with the session
+  paxoskv pid lock                     the session the key is bound to
   paxoskv put lease x --ttl 30         a key that ends in 30 seconds
   paxoskv watch lock --token 1         wait until the key changes
-  paxoskv status                       the contacted node's view of the cluster
-
-Endpoints come from --endpoints or $PAXOSKV_ENDPOINTS (comma-separated URLs).
+  paxoskv status --all -o table        every endpoint's view of the cluster
+  source <(paxoskv completion bash)    tab completion in bash
 """
+
+COMMAND_EXAMPLES = {
+    "put": """\
+examples:
+  paxoskv put leader pod-a                  {"key": "leader", "found": true, "value": "pod-a", ...}
+  paxoskv put config '{"replicas": 3}' --json
+  paxoskv put lease x --ttl 30              ends in 30 s (or --until MS since the epoch)
+  paxoskv put lock me --session ID          ends with the session (`paxoskv session`)
+  paxoskv put shard-7 worker-a --parent lease --node n2
+
+Put-if-absent: the first value decided stays until the key ends. If the key already
+holds a live value, the put changes nothing, prints that entry, says on stderr that
+it lost, and exits 1.
+""",
+    "get": """\
+examples:
+  paxoskv get leader                        the entry as JSON; exit 1 if not found
+  paxoskv get leader -o value               only the value (strings as they are)
+  paxoskv get leader --local                this node's latest known-chosen copy
+""",
+    "delete": """\
+examples:
+  paxoskv delete leader --token 1           ends generation 1, if it is still the live one
+
+Exit 0 if that generation has ended (by this delete or before it), 1 if not.
+""",
+    "watch": """\
+examples:
+  paxoskv watch leader --token 3 --timeout 120
+  paxoskv watch job --token 0               wait for the first put of a key
+
+Exit 0 once the key's token differs from --token (the entry is printed), 1 if
+--timeout seconds pass first.
+""",
+    "pid": """\
+examples:
+  paxoskv pid lock                          the session id the key is bound to
+  paxoskv pid lock -o value
+
+Exit 1 if the key is absent or not bound to a session.
+""",
+    "node": """\
+examples:
+  paxoskv node shard-7                      the node the key is bound to
+
+Exit 1 if the key is absent or not bound to a node.
+""",
+    "session": """\
+examples:
+  paxoskv session --ttl 10                  open, print the id, keep alive until Ctrl-C
+  id=$(paxoskv session open --ttl 30 -o value)
+  paxoskv session keepalive "$id"           renew for another TTL (exit 1 if it ended)
+  paxoskv session close "$id"               end it and every key bound to it
+""",
+    "status": """\
+examples:
+  paxoskv status                            the first answering endpoint's view
+  paxoskv status --all -o table             every endpoint, answering or not
+  paxoskv status -o value                   true if that node reaches a quorum
+
+Exit 3 if no endpoint answers (each one is named, with the reason).
+""",
+    "completion": """\
+examples:
+  source <(paxoskv completion bash)                     in this shell
+  paxoskv completion bash > /etc/bash_completion.d/paxoskv
+  paxoskv completion zsh > "${fpath[1]}/_paxoskv"
+""",
+}
+
+# What the CLI calls the request fields the server names in its errors.
+FLAGS = {
+    "key": "key", "value": "value", "bucket": "--bucket", "token": "--token",
+    "timeout_ms": "--timeout", "ttl_ms": "--ttl", "no_quorum": "--no-quorum",
+    "consistency": "--local", "session": "session id", "bindings.until": "--until",
+    "bindings.key": "--parent", "bindings.pid": "--session", "bindings.node": "--node",
+}
+OUTPUTS = ("json", "table", "value")
+POLICIES = ("fail", "retry", "return")
 
 
 class CliError(Exception):
-    """A one-line error for the user; exit status 1."""
+    """A one-line error for the user; exit status `status` (1 unless told)."""
+
+    def __init__(self, message: str, status: int = NO) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parse_listen(raw: str) -> tuple[str, int]:
@@ -54,6 +188,31 @@ def _parse_peers(raw: str) -> dict[str, str]:
     return peers
 
 
+def _seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
+    return seconds
+
+
+def _natural(least: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            number = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {least}, "
+                                             f"got {raw!r}")
+        return number
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def _parse_value(raw: str, as_json: bool) -> Any:
     if not as_json:
         return raw
@@ -63,16 +222,52 @@ def _parse_value(raw: str, as_json: bool) -> Any:
         raise CliError(f"value is not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
+# -- the parser ---------------------------------------------------------------------------
+
+
+def _global_options() -> Parser:
+    """The options every client command takes, before or after the command. Their
+    defaults are suppressed so that a value given before the command survives; the
+    real defaults come from `settings`."""
+    common = Parser(add_help=False)
+    group = common.add_argument_group("global options (before or after the command)")
+    suppress: dict[str, Any] = {"default": argparse.SUPPRESS}
+    group.add_argument("--endpoints", metavar="URL,...", **suppress,
+                       help="comma-separated node URLs (default: $PAXOSKV_ENDPOINTS, the "
+                       "configuration file, or the local dev cluster 127.0.0.1:7001-7003)")
+    group.add_argument("--bucket", metavar="NAME", **suppress,
+                       help="namespace (default 'default')")
+    group.add_argument("--timeout", metavar="SECONDS", type=_seconds, **suppress,
+                       help="how long to wait, for a watch or with --no-quorum retry too "
+                       "(default 5; any length)")
+    group.add_argument("--no-quorum", choices=POLICIES, **suppress,
+                       help="without a quorum: fail at once with exit 3 (default), retry "
+                       "until --timeout, or return: print the error entry and exit 3")
+    group.add_argument("-o", "--output", choices=OUTPUTS, **suppress,
+                       help="json (default: one object per line), table, or value (only "
+                       "the value)")
+    group.add_argument("--config", metavar="FILE", type=Path, **suppress,
+                       help="TOML file of defaults (default: $PAXOSKV_CONFIG or "
+                       "~/.config/paxoskv/config.toml)")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    common = _global_options()
+    parser = Parser(
         prog="paxoskv", description="PaxosKV: a strongly consistent, leaderless key-value "
-        "store for coordination.", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "store for coordination.", epilog=f"{EXAMPLES}\n{SETTINGS}\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
     parser.add_argument("--version", action="version", version=f"paxoskv {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=Parser)
 
     serve = sub.add_parser("serve", help="run one node",
-                           description="Run one PaxosKV node until SIGTERM or Ctrl-C.")
+                           description="Run one PaxosKV node until SIGTERM or Ctrl-C.",
+                           epilog="example:\n  paxoskv serve --name n1 --data-dir /var/lib/"
+                           "paxoskv --bootstrap \\\n    --peers n1=http://10.0.0.1:7001,"
+                           "n2=http://10.0.0.2:7001,n3=http://10.0.0.3:7001\n",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--name", required=True, help="this node's member name, e.g. n1")
     serve.add_argument("--peers", required=True, type=_parse_peers,
                        help="every member, this one included: n1=http://h1:7001,n2=...")
@@ -94,61 +289,236 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run a local cluster on 127.0.0.1",
                          description="Start N node processes on 127.0.0.1 with their own "
                          "data directories, wait until they are ready, and keep them "
-                         "running until Ctrl-C.")
+                         "running until Ctrl-C.",
+                         epilog="examples:\n  paxoskv dev\n  paxoskv dev --nodes 5 "
+                         "--base-port 8001 --data-dir /tmp/kv\n",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     dev.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
     dev.add_argument("--base-port", type=int, default=7001,
                      help="port of the first node; the others follow (default 7001)")
     dev.add_argument("--data-dir", type=Path, default=Path(".paxoskv-dev"),
                      help="root of the nodes' data directories (default .paxoskv-dev)")
 
-    def client_command(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_ + ".")
-        p.add_argument("--endpoints", default=os.environ.get("PAXOSKV_ENDPOINTS",
-                                                             ",".join(DEFAULT_ENDPOINTS)),
-                       help="comma-separated node URLs (default: $PAXOSKV_ENDPOINTS or the "
-                       "local dev cluster)")
-        p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-        if name not in ("status", "session"):
-            p.add_argument("key")
-            p.add_argument("--bucket", default="default", help="namespace (default 'default')")
-            p.add_argument("--no-quorum", choices=["return", "fail", "retry"], default="fail",
-                           help="without a quorum: fail at once (default) or retry until "
-                           "--timeout")
+    def command(name: str, help_: str, keyed: bool = True,
+                into: argparse._SubParsersAction[Parser] = sub) -> Parser:
+        p = into.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                            parents=[common], epilog=COMMAND_EXAMPLES.get(name),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if keyed:
+            p.add_argument("key", help="the key (1-1024 bytes of UTF-8)")
         return p
 
-    put = client_command("put", "put a value if the key is absent; print the decided entry")
-    put.add_argument("value")
+    put = command("put", "put a value if the key is absent; print the decided entry")
+    put.add_argument("value", help="the value (a string; with --json, any JSON but null)")
     put.add_argument("--json", action="store_true", help="parse VALUE as JSON")
-    put.add_argument("--until", type=int, metavar="MS",
+    put.add_argument("--until", type=_natural(0), metavar="MS",
                      help="the key ends at this deadline (ms since the epoch)")
-    put.add_argument("--ttl", type=float, metavar="SECONDS",
+    put.add_argument("--ttl", type=_seconds, metavar="SECONDS",
                      help="the key ends this many seconds from now (sets --until)")
     put.add_argument("--parent", metavar="KEY", help="the key ends when KEY (same bucket) does")
     put.add_argument("--session", metavar="ID", help="the key ends when the session does "
                      "(see `paxoskv session`)")
     put.add_argument("--node", metavar="NAME", help="the key ends when node NAME is not alive")
-    get = client_command("get", "read a key; exit status 1 if it is not found")
+    get = command("get", "read a key; exit status 1 if it is not found")
     get.add_argument("--local", action="store_true",
-                     help="read this node's copy: cheaper, possibly stale")
-    delete = client_command("delete", "delete a key if its fencing token still matches")
-    delete.add_argument("--token", type=int, required=True, help="the fencing token to end")
-    watch = client_command("watch", "wait until the key's fencing token differs from --token; "
-                           "print the entry (exit status 1 if it did not change in time)")
-    watch.add_argument("--token", type=int, default=0,
+                     help="read this node's latest known-chosen copy: cheaper, maybe stale")
+    delete = command("delete", "delete a key if its fencing token still matches")
+    delete.add_argument("--token", type=_natural(1), required=True,
+                        help="the fencing token (generation) to end")
+    watch = command("watch", "wait until the key's fencing token differs from --token, "
+                    "for up to --timeout seconds; print the entry")
+    watch.add_argument("--token", type=_natural(0), default=0,
                        help="the token last seen (default 0: wait for the first put)")
-    session = client_command("session", "open a session, print its id and keep it alive "
-                             "until Ctrl-C or SIGTERM, then close it (ending every key "
-                             "bound to it)")
-    session.add_argument("--ttl", type=float, default=10.0,
-                         help="seconds the session outlives its last keep-alive (default 10)")
-    client_command("status", "show the contacted node's view of the cluster")
+    command("pid", "print the session a key is bound to")
+    command("node", "print the node a key is bound to")
+
+    session = command("session", "open a session, print its id and keep it alive until "
+                      "Ctrl-C or SIGTERM, then close it (ending every key bound to it)",
+                      keyed=False)
+    ttl_help = "seconds the session outlives its last keep-alive (1-3600, default 10)"
+    session.add_argument("--ttl", type=_seconds, default=argparse.SUPPRESS, help=ttl_help)
+    actions = session.add_subparsers(dest="session_command", metavar="ACTION",
+                                     parser_class=Parser)
+    opened = command("open", "open a session, print its id and exit (keep it alive with "
+                     "`paxoskv session keepalive ID`)", keyed=False, into=actions)
+    opened.add_argument("--ttl", type=_seconds, default=argparse.SUPPRESS, help=ttl_help)
+    for name, what in (("keepalive", "renew a session for another TTL; exit 1 if it has "
+                        "ended"), ("close", "close a session, ending every key bound to "
+                                   "it; exit 1 if it had already ended")):
+        action = command(name, what, keyed=False, into=actions)
+        action.add_argument("id", metavar="ID", help="the session id")
+
+    status = command("status", "show the cluster as the first answering endpoint sees it",
+                     keyed=False)
+    status.add_argument("--all", action="store_true",
+                        help="ask every endpoint; list the ones that do not answer too")
+    completion = sub.add_parser("completion", help="print a shell completion script",
+                                description="Print a completion script for bash or zsh.",
+                                epilog=COMMAND_EXAMPLES["completion"],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    completion.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
-def _print_entry(entry: Entry) -> None:
-    fields = {"bucket": entry.bucket, "key": entry.key, "found": entry.found,
-              "value": entry.value, "token": entry.token}
-    print(json.dumps(fields))
+# -- settings -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoints: list[str]
+    bucket: str
+    timeout: float
+    no_quorum: NoQuorumPolicy
+    output: str
+
+
+def _config_file(args: argparse.Namespace) -> dict[str, Any]:
+    explicit: Path | None = getattr(args, "config", None)
+    if explicit is None and os.environ.get("PAXOSKV_CONFIG"):
+        explicit = Path(os.environ["PAXOSKV_CONFIG"])
+    if explicit is not None:
+        path = explicit
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        path = Path(base) / "paxoskv" / "config.toml"
+        if not path.is_file():
+            return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read configuration file {path}: {exc.strerror}", USAGE) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"configuration file {path} is not valid TOML: {exc}", USAGE) from None
+    unknown = sorted(set(data) - {"endpoints", "bucket", "timeout", "no_quorum", "output"})
+    if unknown:
+        raise CliError(f"configuration file {path}: unknown setting {unknown[0]!r} (known: "
+                       "endpoints, bucket, timeout, no_quorum, output)", USAGE)
+    return {"path": path, **data}
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The client settings: option, then environment, then configuration file, then
+    default; a bad one is a usage error naming where it came from."""
+    config = _config_file(args)
+
+    def pick(name: str, env: str, flag: str) -> tuple[Any, str] | None:
+        if hasattr(args, name):
+            return getattr(args, name), flag
+        if os.environ.get(env):
+            return os.environ[env], f"${env}"
+        if name in config:
+            return config[name], f"{name} in {config['path']}"
+        return None
+
+    def endpoints() -> list[str]:
+        chosen = pick("endpoints", "PAXOSKV_ENDPOINTS", "--endpoints")
+        if chosen is None:
+            return list(DEFAULT_ENDPOINTS)
+        raw, where = chosen
+        urls = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise CliError(f"{where}: expected URLs", USAGE)
+        urls = [u.strip() for u in urls if u.strip()]
+        if not urls:
+            raise CliError(f"{where}: no endpoints given", USAGE)
+        try:
+            return [check_endpoint(u) for u in urls]
+        except ValueError as exc:
+            raise CliError(f"{where}: {exc}", USAGE) from None
+
+    def timeout() -> float:
+        chosen = pick("timeout", "PAXOSKV_TIMEOUT", "--timeout")
+        if chosen is None:
+            return 5.0
+        raw, where = chosen
+        try:
+            return _seconds(str(raw))
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"{where}: {exc}", USAGE) from None
+
+    def choice(name: str, env: str, flag: str, allowed: Sequence[str], default: str) -> str:
+        chosen = pick(name, env, flag)
+        if chosen is None:
+            return default
+        raw, where = chosen
+        if raw not in allowed:
+            raise CliError(f"{where}: expected one of {', '.join(allowed)}, got {raw!r}",
+                           USAGE)
+        return str(raw)
+
+    bucket = pick("bucket", "PAXOSKV_BUCKET", "--bucket")
+    policy = choice("no_quorum", "PAXOSKV_NO_QUORUM", "--no-quorum", POLICIES, "fail")
+    return Settings(endpoints(), str(bucket[0]) if bucket else "default", timeout(),
+                    "retry" if policy == "retry" else "return" if policy == "return"
+                    else "fail",
+                    choice("output", "PAXOSKV_OUTPUT", "--output", OUTPUTS, "json"))
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict) and not value:
+        return "-"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    cells = [[name.upper() for name in columns]]
+    cells += [[_cell(row.get(name)) for name in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in cells)
+
+
+class Output:
+    def __init__(self, form: str) -> None:
+        self.form = form
+
+    def emit(self, data: dict[str, Any], value: Any = None, pretty: bool = False) -> None:
+        """Print `data` as JSON or a table, or just `value` (nothing if None)."""
+        if self.form == "value":
+            if value is not None:
+                print(value if isinstance(value, str) else json.dumps(value))
+        elif self.form == "table":
+            print(_table([data]))
+        else:
+            print(json.dumps(data, indent=2 if pretty else None))
+
+    def entry(self, entry: Entry, *extra: str) -> None:
+        """An entry: its state with `extra` ("deleted", "changed"), or its error."""
+        full = entry.to_dict()
+        if not entry.ok:
+            self.emit(full)
+            return
+        shown = ["bucket", "key", "found", "value", "token", "bindings", *extra]
+        self.emit({name: full[name] for name in shown}, entry.value)
+
+
+def say(message: str) -> None:
+    print(f"paxoskv: {message}", file=sys.stderr, flush=True)
+
+
+def _lost(entry: Entry, value: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a put lost: the decided entry is not the value and bindings asked for.
+    (Another client's put of the same value and bindings counts as ours.)"""
+    if not entry.found or entry.value != value or set(entry.bindings) != set(wanted):
+        return True
+    for name, want in wanted.items():
+        have = entry.bindings[name]
+        if (have.get("name") if isinstance(have, dict) else have) != want:
+            return True
+    return False
+
+
+# -- commands -----------------------------------------------------------------------------
 
 
 def _hold_session(kv: Client, ttl: float) -> int:
@@ -162,55 +532,162 @@ def _hold_session(kv: Client, ttl: float) -> int:
     try:
         with kv.session(ttl) as session:
             print(session.id, flush=True)
-            print(f"paxoskv: session open (ttl {ttl:g}s); bind keys with --session "
-                  f"{session.id}; Ctrl-C or SIGTERM closes it", file=sys.stderr, flush=True)
+            say(f"session open (ttl {ttl:g}s); bind keys with --session {session.id}; "
+                "Ctrl-C or SIGTERM closes it")
             while not stopped and not session.lost.is_set():
                 time.sleep(0.1)
             if stopped:
-                return 0
-        print("paxoskv: error: the session ended (keep-alives failed for a whole TTL)",
-              file=sys.stderr)
-        return 1
+                return OK
+        say("error: the session ended (keep-alives failed for a whole TTL)")
+        return NO
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 
 
-def _client_command(args: argparse.Namespace) -> int:
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    if not endpoints:
-        raise CliError("no endpoints given")
-    with Client(endpoints, timeout=args.timeout) as kv:
-        if args.command == "status":
-            print(json.dumps(kv.status(), indent=2))
-            return 0
-        if args.command == "session":
-            return _hold_session(kv, args.ttl)
-        options: dict[str, Any] = {"bucket": args.bucket, "no_quorum": args.no_quorum}
-        if args.command == "put":
-            until = args.until
-            if args.ttl is not None:
-                until = int((time.time() + args.ttl) * 1000)
-            entry = kv.put(args.key, _parse_value(args.value, args.json), until=until,
-                           parent=args.parent, session=args.session, node=args.node,
-                           **options)
-        elif args.command == "watch":
-            entry = kv.watch(args.key, args.token, timeout=args.timeout, **options)
-            _print_entry(entry)
-            return 0 if entry.changed else 1
-        elif args.command == "get":
-            entry = kv.get(args.key, local=args.local, **options)
+def _check_ttl(ttl: float) -> float:
+    if not 1 <= ttl <= 3600:
+        raise CliError(f"--ttl must be from 1 to 3600 seconds, not {ttl:g}", USAGE)
+    return ttl
+
+
+def _session_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
+    action = args.session_command
+    ttl = _check_ttl(getattr(args, "ttl", 10.0))
+    if action is None:
+        return _hold_session(kv, ttl)
+    if action == "open":
+        session_id = kv.open_session(ttl)
+        out.emit({"session": session_id, "ttl": ttl}, session_id)
+        say(f"session open (ttl {ttl:g}s): keep it alive with `paxoskv session keepalive "
+            f"{session_id}` within every {ttl:g} s; `paxoskv session close` ends it")
+        return OK
+    if action == "keepalive":
+        until = kv.keep_alive(args.id)
+        out.emit({"session": args.id, "alive": until is not None, "until": until}, until)
+        if until is None:
+            say(f"session {args.id} has ended (closed, expired or unknown)")
+            return NO
+        return OK
+    closed = kv.close_session(args.id)
+    out.emit({"session": args.id, "closed": closed}, closed)
+    if not closed:
+        say(f"session {args.id} had already ended (closed, expired or unknown)")
+        return NO
+    return OK
+
+
+def _status_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
+    if not args.all:
+        status = kv.status()
+        if out.form == "table":
+            print(f"{status['name']} at {status['endpoint']}: "
+                  f"{'quorate' if status['quorate'] else 'NOT QUORATE'} (quorum "
+                  f"{status['quorum']}), {status['keys']} keys, version {status['version']}")
+            print(_table([{k: v for k, v in m.items()} for m in status["members"]]))
         else:
-            entry = kv.delete(args.key, args.token, **options)
-            if not entry.deleted:
-                print(f"paxoskv: not deleted: the key's token is {entry.token} "
-                      f"({'live' if entry.found else 'not found'})", file=sys.stderr)
-                return 1
-        _print_entry(entry)
-        if args.command == "get" and not entry.found:
-            print("paxoskv: not found", file=sys.stderr)
-            return 1
-        return 0
+            out.emit(status, status["quorate"], pretty=True)
+        return OK
+    views = kv.status_all()
+    if out.form == "json":
+        print(json.dumps(views, indent=2))
+    elif out.form == "value":
+        for view in views:
+            print(f"{view['endpoint']} {view.get('quorate', view.get('error'))}")
+    else:
+        rows = []
+        for view in views:
+            members = view.get("members", [])
+            rows.append({"endpoint": view["endpoint"], "name": view.get("name"),
+                         "quorate": view.get("quorate"),
+                         "connected": f"{sum(m['connected'] for m in members)}/"
+                                      f"{len(members)}" if members else None,
+                         "keys": view.get("keys"),
+                         "error": (f"{view['error']}: {view['message']}"
+                                   if "error" in view else None)})
+        print(_table(rows))
+    answered = [v for v in views if "error" not in v]
+    if not answered:
+        say("error: unreachable: no endpoint answered")
+        return UNAVAILABLE
+    return OK
+
+
+def _key_command(kv: Client, args: argparse.Namespace, out: Output, policy: NoQuorumPolicy
+                 ) -> int:
+    command = args.command
+    if command in ("pid", "node"):
+        lookup = kv.pid if command == "pid" else kv.node
+        bound = lookup(args.key, no_quorum=policy)
+        out.emit({"bucket": kv.bucket, "key": args.key, "found": bound is not None,
+                  command: bound}, bound)
+        if bound is None:
+            what = "a session" if command == "pid" else "a node"
+            say(f"not bound: key {args.key!r} is absent or not bound to {what}")
+            return NO
+        return OK
+    if command == "put":
+        until = args.until
+        if args.ttl is not None:
+            if until is not None:
+                raise CliError("give --ttl or --until, not both", USAGE)
+            until = int((time.time() + args.ttl) * 1000)
+        value = _parse_value(args.value, args.json)
+        wanted = bindings(until, args.parent, args.session, args.node)
+        entry = kv.put(args.key, value, until=until, parent=args.parent,
+                       session=args.session, node=args.node, no_quorum=policy)
+        out.entry(entry)
+        if entry.ok and _lost(entry, value, wanted):
+            say(f"put lost: key {args.key!r} already holds "
+                f"{'another value' if entry.value != value else 'the value, bound otherwise'}"
+                f" (token {entry.token}); nothing was written")
+            return NO
+    elif command == "get":
+        entry = kv.get(args.key, local=args.local, no_quorum=policy)
+        out.entry(entry)
+        if entry.ok and not entry.found:
+            say("not found")
+            return NO
+    elif command == "delete":
+        entry = kv.delete(args.key, args.token, no_quorum=policy)
+        out.entry(entry, "deleted")
+        if entry.ok and not entry.deleted:
+            say(f"not deleted: the key's token is {entry.token} "
+                f"({'live' if entry.found else 'not found'})")
+            return NO
+    else:
+        if sys.stderr.isatty():
+            say(f"waiting up to {kv.timeout:g} s for {args.key!r} to change from token "
+                f"{args.token} (Ctrl-C stops)")
+        entry = kv.watch(args.key, args.token, timeout=kv.timeout, no_quorum=policy)
+        out.entry(entry, "changed")
+        if entry.ok and not entry.changed:
+            say(f"no change within {kv.timeout:g} s")
+            return NO
+    if not entry.ok:
+        say(f"error: {entry.error}: {entry.message}")
+        return UNAVAILABLE
+    return OK
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    chosen = settings(args)
+    out = Output(chosen.output)
+    if chosen.no_quorum == "retry" and sys.stderr.isatty():
+        say(f"retrying without a quorum for up to {chosen.timeout:g} s (Ctrl-C stops)")
+    with Client(chosen.endpoints, timeout=chosen.timeout, bucket=chosen.bucket,
+                no_quorum=chosen.no_quorum) as kv:
+        if args.command == "status":
+            return _status_command(kv, args, out)
+        if args.command == "session":
+            return _session_command(kv, args, out)
+        return _key_command(kv, args, out, chosen.no_quorum)
+
+
+def _error_line(exc: PaxosKVError) -> str:
+    if exc.field is None:
+        return f"{exc.code}: {exc.message}"
+    return f"{exc.code} ({FLAGS.get(exc.field, exc.field)}): {exc.message}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,22 +704,84 @@ def main(argv: list[str] | None = None) -> int:
                 args.listen = (url.host, url.port or 80)
             run(ServerConfig(args.name, args.peers, args.listen[0], args.listen[1],
                              args.data_dir, args.admin_token, args.bootstrap), args.log_level)
-            return 0
+            return OK
         if args.command == "dev":
             from paxoskv import devcluster
 
             if not 1 <= args.nodes <= 9:
                 raise CliError("--nodes must be from 1 to 9")
             return devcluster.run(args.nodes, args.base_port, args.data_dir)
+        if args.command == "completion":
+            print(completion_script(build_parser(), args.shell))
+            return OK
         return _client_command(args)
+    except NoQuorum as exc:
+        say(f"error: {_error_line(exc)}")
+        return UNAVAILABLE
     except PaxosKVError as exc:
-        print(f"paxoskv: error: {exc}", file=sys.stderr)
-        return 1
-    except (CliError, OSError) as exc:
-        print(f"paxoskv: error: {exc}", file=sys.stderr)
-        return 1
+        say(f"error: {_error_line(exc)}")
+        return UNAVAILABLE if exc.status is None or exc.status >= 500 else NO
+    except CliError as exc:
+        say(f"error: {exc}")
+        return exc.status
+    except OSError as exc:
+        say(f"error: {exc}")
+        return NO
     except httpx.HTTPError as exc:
-        print(f"paxoskv: error: {exc}", file=sys.stderr)
-        return 1
+        say(f"error: {exc}")
+        return UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+
+
+# -- shell completion ---------------------------------------------------------------------
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")
+            or o == "-o"]
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A bash completion function for `paxoskv` (zsh runs it through bashcompinit)."""
+    commands = _subcommands(parser)
+    cases = []
+    for name, sub in commands.items():
+        words = _options(sub) + list(_subcommands(sub))
+        cases.append(f'        {name}) opts="{" ".join(words)}" ;;')
+    values = {o: " ".join(str(c) for c in a.choices) for p in [parser, *commands.values()]
+              for a in p._actions if a.choices and not isinstance(a, argparse._SubParsersAction)
+              for o in a.option_strings}
+    value_cases = [f'        {o}) COMPREPLY=($(compgen -W "{w}" -- "$cur")); return ;;'
+                   for o, w in values.items()]
+    script = f"""\
+# paxoskv completion for {shell}: source <(paxoskv completion {shell})
+_paxoskv() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    local cmd="" i opts
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${{COMP_WORDS[i]}}" in
+            {"|".join(commands)}) cmd="${{COMP_WORDS[i]}}"; break ;;
+        esac
+    done
+    case "$prev" in
+{chr(10).join(value_cases)}
+        --config|--data-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    case "$cmd" in
+{chr(10).join(cases)}
+        *) opts="{" ".join(commands)} {" ".join(_options(parser))}" ;;
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}}
+complete -F _paxoskv paxoskv"""
+    if shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
