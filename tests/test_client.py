@@ -1,0 +1,204 @@
+"""The Python clients: unreachable is never absent, failover, endpoints, timeouts (issue 13,
+items 2 and 3). Most run against a scripted transport or a dead port; a few against a
+real one-node cluster."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from paxoskv.client import AsyncClient, Client, Entry, NoQuorum, Unreachable
+from paxoskv.devcluster import free_ports
+from tests.harness import LocalCluster, running
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    yield from running(tmp_path_factory.mktemp("client"), 1)
+
+
+@pytest.fixture
+def dead() -> str:
+    """The URL of a port nothing listens on."""
+    return f"http://127.0.0.1:{free_ports(1)[0]}"
+
+
+def scripted(answers: list[tuple[int, dict[str, Any]]], seen: list[dict[str, Any]],
+             **options: Any) -> Client:
+    """A client whose requests get `answers` in turn; `seen` collects the bodies."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        status, body = answers.pop(0)
+        return httpx.Response(status, json=body)
+
+    kv = Client("http://node.invalid:7001", **options)
+    kv._http = httpx.Client(transport=httpx.MockTransport(handler))
+    return kv
+
+
+def entry_body(found: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"bucket": "default", "key": "k", "found": found, "value": "v" if found else None,
+            "token": 1, "bindings": {}, **extra}
+
+
+SERVER_NO_QUORUM = {"error": {"code": "no_quorum", "message": "no quorum answered within "
+                              "5000 ms; the change may or may not have been decided"}}
+
+
+# -- item 2: an unreachable cluster never reads as a missing key --------------------------
+
+
+def test_unreachable_under_return_is_an_error_entry_that_cannot_read_as_missing(
+        dead: str) -> None:
+    with Client([dead], timeout=1.0) as kv:
+        entry = kv.get("k")  # "return", the default
+        assert not entry.ok and entry.error == "unreachable"
+        assert dead in entry.message and "connection refused" in entry.message
+        for name in ("found", "value", "token", "bindings", "deleted", "changed"):
+            with pytest.raises(Unreachable):
+                getattr(entry, name)
+        assert "found" not in entry.to_dict() and entry.to_dict()["error"] == "unreachable"
+        assert "unreachable" in repr(entry)
+
+
+def test_unreachable_raises_under_fail_and_retry_naming_each_endpoint(dead: str) -> None:
+    other = f"http://127.0.0.1:{free_ports(1)[0]}"
+    with Client([dead, other], timeout=0.5) as kv:
+        for policy in ("fail", "retry"):
+            with pytest.raises(Unreachable) as raised:
+                kv.put("k", "v", no_quorum=policy)
+            assert raised.value.code == "unreachable"
+            assert isinstance(raised.value, NoQuorum)  # `except NoQuorum` still catches it
+            assert dead in str(raised.value) and other in str(raised.value)
+
+
+def test_bindings_lookups_without_an_answer_raise_instead_of_the_default(dead: str) -> None:
+    with Client([dead], timeout=0.5) as kv:
+        with pytest.raises(Unreachable):
+            kv.pid("k", "no-session")
+        with pytest.raises(Unreachable):
+            kv.node("k")
+
+
+def test_a_no_quorum_answer_under_return_cannot_read_as_missing() -> None:
+    seen: list[dict[str, Any]] = []
+    with scripted([(503, SERVER_NO_QUORUM)], seen) as kv:
+        entry = kv.get("k")
+    assert entry.error == "no_quorum" and not entry.ok
+    with pytest.raises(NoQuorum) as raised:
+        _ = entry.found
+    assert not isinstance(raised.value, Unreachable)
+
+
+def test_answers_read_as_before() -> None:
+    entry = Entry("b", "k", True, {"x": 1}, 3, {"pid": "s"}, False, True)
+    assert entry.ok and entry.found and entry.value == {"x": 1} and entry.token == 3
+    assert entry.bindings == {"pid": "s"} and entry.changed and not entry.deleted
+    assert entry == Entry("b", "k", True, {"x": 1}, 3, {"pid": "s"}, False, True)
+    assert entry != Entry("b", "k", True, {"x": 1}, 4, {"pid": "s"}, False, True)
+    assert entry.exception() is None
+
+
+async def test_async_client_unreachable_is_an_error_entry_too(dead: str) -> None:
+    async with AsyncClient([dead], timeout=0.5) as kv:
+        entry = await kv.get("k")
+        assert entry.error == "unreachable"
+        with pytest.raises(Unreachable):
+            _ = entry.found
+        with pytest.raises(Unreachable):
+            await kv.get("k", no_quorum="fail")
+
+
+# -- item 3: status fails over; endpoint errors name the URL ------------------------------
+
+
+@pytest.mark.parametrize("url", ["localhost:7001", "127.0.0.1:7001", "ftp://h:1", "http://"])
+def test_an_endpoint_without_http_is_refused_naming_it(url: str) -> None:
+    with pytest.raises(ValueError, match="is not an http"):
+        Client(["http://127.0.0.1:7001", url])
+    with pytest.raises(ValueError) as raised:
+        AsyncClient(url)
+    assert repr(url) in str(raised.value)
+
+
+def test_status_fails_over_to_an_endpoint_that_answers(cluster: LocalCluster,
+                                                       dead: str) -> None:
+    for first in range(2):  # the dead endpoint tried first, then second
+        with Client([dead, cluster.url(0)], timeout=2.0) as kv:
+            kv._current = first
+            status = kv.status()
+        assert status["name"] == "n1" and status["endpoint"] == cluster.url(0)
+        assert status["quorate"] is True
+
+
+def test_status_of_no_answering_endpoint_names_each(dead: str) -> None:
+    other = f"http://127.0.0.1:{free_ports(1)[0]}"
+    with Client([dead, other], timeout=1.0) as kv, pytest.raises(Unreachable) as raised:
+        kv.status()
+    assert f"{dead} (connection refused)" in str(raised.value)
+    assert f"{other} (connection refused)" in str(raised.value)
+
+
+def test_status_all_lists_every_endpoint(cluster: LocalCluster, dead: str) -> None:
+    with Client([dead, cluster.url(0)], timeout=2.0) as kv:
+        views = kv.status_all()
+    assert [v["endpoint"] for v in views] == [dead, cluster.url(0)]
+    assert views[0]["error"] == "unreachable" and views[1]["name"] == "n1"
+
+
+async def test_async_status_fails_over(cluster: LocalCluster, dead: str) -> None:
+    async with AsyncClient([dead, cluster.url(0)], timeout=2.0) as kv:
+        kv._current = 0
+        status = await kv.status()
+    assert status["name"] == "n1"
+
+
+# -- timeouts and messages ----------------------------------------------------------------
+
+
+def test_a_watch_longer_than_the_server_limit_is_renewed() -> None:
+    seen: list[dict[str, Any]] = []
+    answers = [(200, entry_body(changed=False)), (200, entry_body(changed=True, token=2))]
+    with scripted(answers, seen) as kv:
+        entry = kv.watch("k", 1, timeout=100)
+    assert entry.changed and len(seen) == 2
+    assert all(59_000 < body["timeout_ms"] <= 60_000 for body in seen)
+
+
+def test_retry_goes_on_past_the_server_limit() -> None:
+    seen: list[dict[str, Any]] = []
+    answers = [(503, SERVER_NO_QUORUM), (200, entry_body())]
+    with scripted(answers, seen, timeout=100) as kv:
+        entry = kv.put("k", "v", no_quorum="retry")
+    assert entry.ok and entry.value == "v" and len(seen) == 2
+    assert 59_000 < seen[0]["timeout_ms"] <= 60_000
+
+
+def test_a_reads_no_quorum_does_not_say_a_change_may_have_been_decided() -> None:
+    seen: list[dict[str, Any]] = []
+    answers = [(503, SERVER_NO_QUORUM), (503, SERVER_NO_QUORUM), (503, SERVER_NO_QUORUM)]
+    with scripted(answers, seen, no_quorum="fail") as kv:
+        with pytest.raises(NoQuorum) as read:
+            kv.get("k")
+        with pytest.raises(NoQuorum) as watched:
+            kv.watch("k", 1, timeout=1)
+        with pytest.raises(NoQuorum) as written:
+            kv.put("k", "v")
+    for error in (read.value, watched.value):
+        assert "may or may not" not in error.message and "changes nothing" in error.message
+    assert "may or may not have been decided" in written.value.message
+
+
+def test_real_cluster_round_trip_still_works(cluster: LocalCluster, dead: str) -> None:
+    with Client([dead, cluster.url(0)], timeout=3.0) as kv:
+        put = kv.put("client-k", "v", until=2**53)
+        assert put.ok and put.found and put.bindings == {"until": 2**53}
+        assert kv.get("client-k").value == "v"
+        assert kv.delete("client-k", put.token).deleted
+
