@@ -13,8 +13,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-run: install  ## a local 3-node cluster on 127.0.0.1:7001-7003 (Ctrl-C stops it)
-	$(BIN)/paxoskv dev
+# `make run` installs first if needed, saying so and ticking while pip works (it is quiet
+# otherwise, ~15 s); the banner's commands then name .venv/bin/paxoskv unless the venv
+# is on the PATH. A node that dies is restarted after 10 s; Ctrl-C stops them all.
+run:  ## a local 3-node cluster on 127.0.0.1:7001-7003 (Ctrl-C stops it)
+	@if ! $(MAKE) --no-print-directory --question install 2>/dev/null; then \
+	  printf 'make run: installing PaxosKV and its dependencies into %s (about 15 s the first time) ' '$(VENV)'; \
+	  start=$$(date +%s); \
+	  ( while sleep 1 && kill -0 $$$$ 2>/dev/null; do printf .; done ) & ticker=$$!; \
+	  $(MAKE) --no-print-directory --silent install; status=$$?; \
+	  kill $$ticker 2>/dev/null; wait $$ticker 2>/dev/null; \
+	  if [ $$status -ne 0 ]; then echo; echo 'make run: installing failed'; exit $$status; fi; \
+	  echo " done in $$(( $$(date +%s) - start )) s"; \
+	fi
+	@$(BIN)/paxoskv dev
 
 # The fault tests partition nodes with nftables inside a network namespace (iproute2),
 # and cut power to an ext4 image, loop-mounted in a private mount namespace (e2fsprogs,

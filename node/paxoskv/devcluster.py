@@ -1,16 +1,28 @@
-"""`paxoskv dev`: a local cluster of node processes on 127.0.0.1, for trying it out."""
+"""`paxoskv dev`: a local cluster of node processes on 127.0.0.1, for trying it out.
+
+It checks first that its ports and data directory are free (a second `paxoskv dev`
+fails at once, touching nothing of the first), starts the nodes, waits until they are
+ready, and then supervises them: a node that exits (kill one to see the others keep
+serving) is restarted after a delay, and the restart is reported. Ctrl-C or SIGTERM
+stops every node.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import itertools
+import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -50,10 +62,39 @@ def peers_arg(members: Sequence[LocalMember]) -> str:
     return ",".join(f"{m.name}={m.url}" for m in members)
 
 
-def serve_command(member: LocalMember, members: Sequence[LocalMember]) -> list[str]:
+def serve_command(member: LocalMember, members: Sequence[LocalMember],
+                  bootstrap: bool = True) -> list[str]:
+    """The node's command line; `bootstrap`: it may create the cluster on an empty data
+    directory (not for a restart: a member that lost its data must not)."""
     return [sys.executable, "-m", "paxoskv", "serve", "--name", member.name,
             "--peers", peers_arg(members), "--listen", f"{member.host}:{member.port}",
-            "--data-dir", str(member.data_dir), "--bootstrap"]
+            "--data-dir", str(member.data_dir), *(["--bootstrap"] if bootstrap else [])]
+
+
+# Seconds before a node that exited is restarted (a test sets it short); "off": never.
+RESTART_DELAY_VARIABLE = "PAXOSKV_DEV_RESTART_DELAY_S"
+DEFAULT_RESTART_DELAY = 10.0
+# A node that exits sooner than this after its start is failing to start: each such
+# exit doubles its next delay, up to the maximum.
+QUICK_EXIT_S = 10.0
+MAX_RESTART_DELAY = 120.0
+
+
+def restart_delay() -> float | None:
+    raw = os.environ.get(RESTART_DELAY_VARIABLE, "").strip().lower()
+    if not raw:
+        return DEFAULT_RESTART_DELAY
+    if raw in ("off", "never", "no"):
+        return None
+    try:
+        delay = float(raw)
+    except ValueError:
+        raise SystemExit(f"paxoskv: error: {RESTART_DELAY_VARIABLE}: expected seconds "
+                         f"or 'off', not {raw!r}") from None
+    if not 0 <= delay <= 3600:
+        raise SystemExit(f"paxoskv: error: {RESTART_DELAY_VARIABLE}: expected 0 to 3600 "
+                         "seconds or 'off'")
+    return delay
 
 
 def _die_with_parent() -> None:
@@ -65,21 +106,19 @@ def _die_with_parent() -> None:
         pass  # not Linux: Ctrl-C and SIGTERM still stop the children
 
 
-def start(members: Sequence[LocalMember], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def start_node(member: LocalMember, members: Sequence[LocalMember], log_dir: Path,
+               bootstrap: bool = True) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for m in members:
-        with open(log_dir / f"{m.name}.log", "ab") as logfile:
-            # A session of their own: Ctrl-C reaches only `paxoskv dev`, which
-            # then stops the nodes gracefully.
-            procs.append(subprocess.Popen(serve_command(m, members), stdout=logfile,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=_die_with_parent))
-    return procs
+    with open(log_dir / f"{member.name}.log", "ab") as logfile:
+        # A session of their own: Ctrl-C reaches only `paxoskv dev`, which
+        # then stops the nodes gracefully.
+        return subprocess.Popen(serve_command(member, members, bootstrap), stdout=logfile,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def start(members: Sequence[LocalMember], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    return [start_node(m, members, log_dir) for m in members]
 
 
 def ready(member: LocalMember) -> bool:
@@ -102,57 +141,271 @@ def stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
             p.wait()
 
 
+def busy_port(members: Sequence[LocalMember]) -> str | None:
+    """Why one of the members' ports cannot be listened on now (None: all are free)."""
+    for m in members:
+        with socket.socket() as sock:
+            # As the node will (a port in TIME_WAIT after a stop is free to it).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((m.host, m.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (f"port {m.port} on {m.host} (node {m.name}) is already in use, "
+                            "maybe by another `paxoskv dev`; stop it, or choose other ports "
+                            "with --base-port")
+                return f"cannot listen on {m.host}:{m.port} (node {m.name}): {exc.strerror}"
+    return None
+
+
+def lock_data_root(data_root: Path) -> int:
+    """Hold `data_root` for this `paxoskv dev` (the kernel drops the lock however the
+    process ends); OSError naming the holder if another one has it."""
+    data_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_root / "dev.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise OSError(f"data directory {data_root} is in use by another `paxoskv dev` "
+                      f"(pid {holder}); stop it, or choose another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def last_line(path: Path) -> str:
+    """The last line of a node's log, its "msg" if a JSON log line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
+            lines = [line for line in f.read().decode(errors="replace").splitlines()
+                     if line.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    try:
+        entry = json.loads(lines[-1])
+        text = str(entry["msg"]) if isinstance(entry, dict) and "msg" in entry else lines[-1]
+    except ValueError:
+        text = lines[-1]
+    return text[:300]
+
+
+def command_name() -> str:
+    """How the user can run this `paxoskv` from their shell: `paxoskv` if the PATH finds
+    this one, else the path of the script next to this Python (e.g. .venv/bin/paxoskv)."""
+    script = Path(sys.executable).parent / "paxoskv"
+    if not script.exists():
+        return f"{sys.executable} -m paxoskv"
+    found = shutil.which("paxoskv")
+    if found is not None:
+        try:
+            if os.path.samefile(found, script):
+                return "paxoskv"
+        except OSError:
+            pass
+    relative = os.path.relpath(script)
+    return str(script) if relative.startswith("..") else relative
+
+
+@dataclass
+class Supervised:
+    """One node process of the dev cluster, and its restart state."""
+
+    member: LocalMember
+    proc: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None  # when to restart it, once it has exited
+    delay: float = 0.0  # the delay of its latest restart
+    rejoining: bool = False  # restarted, not yet ready
+
+
+class _StopRequested:
+    """Set by SIGINT/SIGTERM: the loops notice within a fraction of a second (a
+    KeyboardInterrupt could land anywhere, even between starting a node and noting it)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+
+def say(text: str) -> None:
+    print(f"paxoskv dev: {text}", file=sys.stderr, flush=True)
+
+
+def _note_in_log(log_dir: Path, name: str, text: str) -> None:
+    """A JSON line in a node's log, as the node would log it, by the supervisor."""
+    line = json.dumps({"ts": round(time.time(), 3), "level": "warning",
+                       "logger": "paxoskv.dev", "msg": text, "node": name})
+    try:
+        with open(log_dir / f"{name}.log", "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+
+
 def run(size: int, base_port: int, data_root: Path, timeout: float = 30.0) -> int:
     members = plan(size, base_port, data_root)
+    delay = restart_delay()
+    problem = busy_port(members)
+    if problem is not None:
+        print(f"paxoskv: error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        lock = lock_data_root(data_root)
+    except OSError as exc:
+        print(f"paxoskv: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _run(members, data_root, timeout, delay)
+    finally:
+        os.close(lock)
+
+
+def _run(members: list[LocalMember], data_root: Path, timeout: float,
+         delay: float | None) -> int:
+    log_dir = data_root / "logs"
     # Stop the nodes on SIGTERM as on Ctrl-C, and on Ctrl-C even when started in the
     # background by a shell (which leaves SIGINT ignored).
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    procs = start(members, data_root / "logs")
+    stop_requested = _StopRequested()
+    signal.signal(signal.SIGTERM, stop_requested)
+    signal.signal(signal.SIGINT, stop_requested)
+    nodes: list[Supervised] = []
+    try:
+        for m in members:
+            if stop_requested.signal is not None:
+                break
+            nodes.append(Supervised(m, start_node(m, members, log_dir)))
+        if stop_requested.signal is None and not _wait_ready(nodes, log_dir, timeout,
+                                                             stop_requested):
+            return 1
+        if stop_requested.signal is None:
+            _banner(nodes, data_root, delay)
+            _supervise(nodes, members, log_dir, delay, stop_requested)
+        print("\nstopping…", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        stop([n.proc for n in nodes])
+        print("cluster stopped", file=sys.stderr, flush=True)
+
+
+def _wait_ready(nodes: list[Supervised], log_dir: Path, timeout: float,
+                stop_requested: _StopRequested) -> bool:
+    size = len(nodes)
     spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
     tty = sys.stderr.isatty()
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            up = [m for m in members if ready(m)]
-            dead = [m for m, p in zip(members, procs, strict=True) if p.poll() is not None]
-            if dead:
-                print(f"\npaxoskv: error: node {dead[0].name} exited; see "
-                      f"{data_root / 'logs' / (dead[0].name + '.log')}", file=sys.stderr)
-                stop(procs)
-                return 1
-            line = f"{next(spinner)} starting {size} nodes: {len(up)}/{size} ready"
-            if tty:
-                print(f"\r{line}", end="", file=sys.stderr, flush=True)
-            if len(up) == size:
-                break
-            if time.monotonic() > deadline:
-                print(f"\npaxoskv: error: cluster not ready after {timeout:.0f}s; logs in "
-                      f"{data_root / 'logs'}", file=sys.stderr)
-                stop(procs)
-                return 1
-            time.sleep(0.2)
-        endpoints = ",".join(m.url for m in members)
-        print(f"\r✔ {size}-node PaxosKV cluster ready{' ' * 20}", file=sys.stderr)
-        print(f"""
-  nodes:     {endpoints}
+    while stop_requested.signal is None:
+        up = [n for n in nodes if ready(n.member)]
+        dead = [n for n in nodes if n.proc.poll() is not None]
+        if dead:
+            name = dead[0].member.name
+            why = last_line(log_dir / f"{name}.log")
+            print(f"\npaxoskv: error: node {name} exited "
+                  f"({describe_exit(dead[0].proc.returncode)})"
+                  f"{': ' + why if why else ''}; see {log_dir / (name + '.log')}",
+                  file=sys.stderr)
+            return False
+        line = f"{next(spinner)} starting {size} nodes: {len(up)}/{size} ready"
+        if tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        if len(up) == size:
+            return True
+        if time.monotonic() > deadline:
+            print(f"\npaxoskv: error: cluster not ready after {timeout:.0f}s; logs in "
+                  f"{log_dir}", file=sys.stderr)
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _banner(nodes: list[Supervised], data_root: Path, delay: float | None) -> None:
+    size = len(nodes)
+    members = [n.member for n in nodes]
+    paxoskv = command_name()
+    width = max(len(m.url) for m in members)
+    node_lines = "\n".join(f"    {n.member.name}  {n.member.url:<{width}}  pid {n.proc.pid}"
+                           for n in nodes)
+    default = [m.url for m in members] == [f"http://127.0.0.1:{7001 + i}" for i in range(3)]
+    endpoints = "" if default else (
+        f"    export PAXOSKV_ENDPOINTS={','.join(m.url for m in members)}\n")
+    victim = nodes[1] if size > 1 else nodes[0]
+    restart = ("it is restarted after "
+               f"{delay:g} s" if delay is not None else "it stays down (restarts are off)")
+    print(f"\r✔ {size}-node PaxosKV cluster ready{' ' * 20}", file=sys.stderr)
+    print(f"""
+  nodes:
+{node_lines}
   data:      {data_root}  (logs in {data_root / 'logs'})
 
   Try, in another shell:
-    paxoskv put greeting hello        # first write wins
-    paxoskv put greeting world        # still hello
-    paxoskv get greeting
+{endpoints}    {paxoskv} put greeting hello        # first write wins
+    {paxoskv} put greeting world        # still hello
+    {paxoskv} get greeting
+    {paxoskv} status                    # each member, connected or not
     curl -s {members[0].url}/v1/get -d '{{"key": "greeting"}}'
+
+  Kill a node (kill -9 {victim.proc.pid} stops {victim.member.name}): the others keep serving
+  while a majority is up, and status shows it disconnected; {restart}.
 
   Press Ctrl-C to stop the cluster (data is kept for the next start).
 """, file=sys.stderr, flush=True)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("paxoskv: a node exited; stopping the cluster", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping…", file=sys.stderr)
-        return 0
-    finally:
-        stop(procs)
-        print("cluster stopped", file=sys.stderr)
+
+
+def _supervise(nodes: list[Supervised], members: list[LocalMember], log_dir: Path,
+               delay: float | None, stop_requested: _StopRequested) -> None:
+    """Until a stop is requested: restart nodes that exit, after `delay`."""
+    while stop_requested.signal is None:
+        now = time.monotonic()
+        for n in nodes:
+            if n.proc.poll() is not None and n.restart_at is None:
+                _exited(n, nodes, log_dir, delay, now)
+            elif n.restart_at is not None and now >= n.restart_at:
+                n.proc = start_node(n.member, members, log_dir, bootstrap=False)
+                n.started, n.restart_at, n.rejoining = now, None, True
+                say(f"node {n.member.name} restarted (pid {n.proc.pid})")
+            elif n.rejoining and n.proc.poll() is None and ready(n.member):
+                n.rejoining = False
+                say(f"node {n.member.name} is ready again")
+        time.sleep(0.1)
+
+
+def _exited(n: Supervised, nodes: list[Supervised], log_dir: Path, delay: float | None,
+            now: float) -> None:
+    name = n.member.name
+    how = describe_exit(n.proc.returncode)
+    alive = [o.member.name for o in nodes if o.proc.poll() is None]
+    quorum = len(nodes) // 2 + 1
+    serving = (f"{', '.join(alive)} keep serving" if len(alive) >= quorum else
+               f"only {', '.join(alive) or 'none'} left: no majority, requests fail "
+               "with no_quorum")
+    if delay is None:
+        n.restart_at = float("inf")
+        say(f"node {name} (pid {n.proc.pid}) exited ({how}); {serving}. Restarts are off "
+            f"({RESTART_DELAY_VARIABLE}); log: {log_dir / (name + '.log')}")
+        _note_in_log(log_dir, name, f"node exited ({how}); not restarted")
+        return
+    # An error exit soon after a start is a node failing to start: back off, and show
+    # its last words (a kill, or a clean exit on SIGTERM, is restarted as usual).
+    failing = n.proc.returncode > 0 and now - n.started < QUICK_EXIT_S
+    wait = min(max(n.delay * 2, delay, 1.0), MAX_RESTART_DELAY) if failing and n.delay \
+        else delay
+    n.delay, n.restart_at = wait, now + wait
+    why = last_line(log_dir / f"{name}.log") if n.proc.returncode > 0 else ""
+    say(f"node {name} (pid {n.proc.pid}) exited ({how}){': ' + why if why else ''}; "
+        f"{serving}. Restarting it in {wait:g} s; log: {log_dir / (name + '.log')}")
+    _note_in_log(log_dir, name, f"node exited ({how}); paxoskv dev restarts it in {wait:g} s")
