@@ -156,7 +156,9 @@ async def test_async_status_fails_over(cluster: LocalCluster, dead: str) -> None
     async with AsyncClient([dead, cluster.url(0)], timeout=2.0) as kv:
         kv._current = 0
         status = await kv.status()
+        views = await kv.status_all()
     assert status["name"] == "n1"
+    assert [v.get("error") for v in views] == ["unreachable", None]
 
 
 # -- timeouts and messages ----------------------------------------------------------------

@@ -731,6 +731,19 @@ class AsyncClient(_Base):
                 if attempts.failed(url, exc) is None:
                     raise attempts.unreachable() from None
 
+    async def status_all(self) -> list[dict[str, Any]]:
+        """As `Client.status_all`, asking every endpoint at once."""
+        async def one(url: str) -> dict[str, Any]:
+            try:
+                response = await self._http.get(url + "/v1/status", timeout=self.timeout)
+                return _status(response, url)
+            except httpx.TransportError as exc:
+                return {"endpoint": url, "error": "unreachable", "message": _why(exc)}
+            except PaxosKVError as exc:
+                return {"endpoint": url, "error": exc.code, "message": exc.message}
+
+        return list(await asyncio.gather(*(one(url) for url in self.endpoints)))
+
     async def session(self, ttl: float = 10.0) -> AsyncSession:
         """A session kept alive by a background task: `async with await kv.session(5) as s`."""
         session_id = await self.open_session(ttl)
