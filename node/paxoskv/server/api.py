@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from paxoskv import __version__
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent, public_bindings
@@ -50,21 +52,32 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return json_reply({"error": error}, status=status)
 
 
+# Headers of aiohttp's own error answers that a JSON error keeps (Allow on a 405).
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON with a stable code, including aiohttp's own."""
     try:
         return await handler(request)
     except v.RequestError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large",
                               f"request body exceeds {v.MAX_BODY_BYTES} bytes", "body")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        code = {400: "invalid_request", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status, "http_error")
+        response = error_response(exc.status, code, exc.reason)
+        for name in _KEPT_HEADERS:
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
     except NoQuorum as exc:
         return error_response(503, "no_quorum", str(exc))
     except Exception:
@@ -78,8 +91,63 @@ def entry(target: v.Target, state: KeyState) -> dict[str, Any]:
             "bindings": public_bindings(state) if state.live else {}}
 
 
+def client_fault(exc: BaseException | None) -> str | None:
+    """What was wrong with a request that aiohttp could not parse or read (a malformed
+    header, chunk or encoding: the client's fault), on one line; None for other errors."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, HttpProcessingError):
+            return " ".join(str(exc.message).split())
+        if isinstance(exc, RequestPayloadError):
+            return " ".join(str(exc).split())
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; a body that cannot be read (malformed chunks, a
+    Content-Encoding it is not in) is a 400 naming the body, not an internal error."""
+    try:
+        raw = await request.read()
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        raise v.RequestError("body", f"request body could not be read: {client_fault(exc)}"
+                             ) from None
+    return v.parse_body(raw)
+
+
+class ServerLog:
+    """aiohttp's server logger, except that a request it could not parse (bad client
+    input) is one warning line, without a traceback."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def _fault(self, exc_info: Any) -> str | None:
+        return client_fault(exc_info) if isinstance(exc_info, BaseException) else None
+
+    def exception(self, msg: str, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        fault = self._fault(exc_info)
+        if fault is None:
+            self._logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+        else:
+            log.warning("%s: refused a malformed request: %s", msg % args if args else msg,
+                        fault)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if self._fault(kwargs.get("exc_info")) is not None:
+            kwargs.pop("exc_info")
+        self._logger.debug(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+def _handler_args() -> dict[str, Any]:
+    return {"logger": ServerLog(logging.getLogger("aiohttp.server"))}
+
+
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    body = v.parse_body(await request.read())
+    body = await read_body(request)
     v.only(body, allowed | {"bucket", "key", "no_quorum", "timeout_ms"})
     return body
 
@@ -142,14 +210,8 @@ async def node_binding(request: web.Request) -> web.Response:
 
 async def report_nodes(request: web.Request) -> web.Response:
     """An external reporter's full view of which nodes are alive (admin only)."""
-    expected = request.app[ADMIN_TOKEN]
-    if not expected:
-        raise v.RequestError("authorization", "the admin endpoint is disabled: start the "
-                             "node with --admin-token", "forbidden", 403)
-    if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {expected}"):
-        raise v.RequestError("authorization", "a valid 'Authorization: Bearer <admin token>' "
-                             "header is required", "unauthorized", 401)
-    body = v.parse_body(await request.read())
+    authorize_admin(request)
+    body = await read_body(request)
     v.only(body, {"source", "nodes", "timeout_ms"})
     source, alive = v.node_report(body)
     _, timeout = v.options(body)
@@ -157,8 +219,32 @@ async def report_nodes(request: web.Request) -> web.Response:
     return json_reply({"source": source, **changes})
 
 
+ADMIN_REALM = 'Bearer realm="paxoskv admin"'
+
+
+def authorize_admin(request: web.Request) -> None:
+    """Bearer authentication (RFC 6750): no credentials, or wrong ones, are a 401 with
+    WWW-Authenticate; credentials on a node whose admin endpoint is off are a 403."""
+    expected = request.app[ADMIN_TOKEN]
+    header = request.headers.get("Authorization")
+    if not header:
+        raise v.RequestError(
+            "authorization", "an 'Authorization: Bearer <admin token>' header is required"
+            + ("" if expected else " (and this node has no admin token: start it with "
+               "--admin-token)"), "unauthorized", 401, {"WWW-Authenticate": ADMIN_REALM})
+    if not expected:
+        raise v.RequestError("authorization", "the admin endpoint is disabled: start the "
+                             "node with --admin-token", "forbidden", 403)
+    scheme, _, credentials = header.partition(" ")
+    # Bytes: compare_digest refuses str with non-ASCII characters (a client could send).
+    given = credentials.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected.encode()):
+        raise v.RequestError("authorization", "the admin token is not valid", "unauthorized",
+                             401, {"WWW-Authenticate": f'{ADMIN_REALM}, error="invalid_token"'})
+
+
 async def open_session(request: web.Request) -> web.Response:
-    body = v.parse_body(await request.read())
+    body = await read_body(request)
     v.only(body, {"ttl_ms", "no_quorum", "timeout_ms"})
     ttl = v.ttl_ms(body)
     policy, timeout = v.options(body)
@@ -168,7 +254,7 @@ async def open_session(request: web.Request) -> web.Response:
 
 async def _session_request(request: web.Request) -> tuple[str, float, bool]:
     """(session id, timeout, retry?) of a keep-alive or close."""
-    body = v.parse_body(await request.read())
+    body = await read_body(request)
     v.only(body, {"session", "no_quorum", "timeout_ms"})
     session = v.session_id(body.get("session"))
     policy, timeout = v.options(body)
@@ -304,7 +390,7 @@ def identity_app(name: str, names: list[str], member_id: str) -> web.Application
     async def identity(request: web.Request) -> web.Response:
         return json_reply(ident.describe(name, names, None, member_id))
 
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors], handler_args=_handler_args())
     app.router.add_get(ident.IDENTITY_PATH, identity)
     app.router.add_get("/healthz", healthz)
     return app
@@ -319,7 +405,8 @@ async def identity_info(request: web.Request) -> web.Response:
 def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
                identity: ident.Identity, admin_token: str | None = None,
                faults: MessageFaults | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES)
+    app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES,
+                          handler_args=_handler_args())
     app[NODE] = node
     app[LIFETIMES] = lifetimes
     app[LIVENESS] = liveness

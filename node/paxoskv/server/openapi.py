@@ -10,14 +10,19 @@ from paxoskv.server import validation as v
 _TARGET: dict[str, Any] = {
     "bucket": {"type": "string", "pattern": f"^{v.BUCKET_PATTERN.pattern}$",
                "default": "default", "description": "Namespace, created on first use."},
-    "key": {"type": "string", "minLength": 1,
-            "description": f"At most {v.MAX_KEY_BYTES} bytes of UTF-8."},
+    "key": {"type": "string", "minLength": 1, "maxLength": v.MAX_KEY_BYTES,
+            "description": f"At most {v.MAX_KEY_BYTES} bytes of UTF-8 (413 too_large "
+                           "beyond)."},
     "no_quorum": {"type": "string", "enum": list(v.NO_QUORUM_POLICIES), "default": "return",
                   "description": "return/fail: 503 no_quorum at once; retry: retry with "
                                  "backoff until a quorum answers or timeout_ms passes."},
     "timeout_ms": {"type": "integer", "minimum": 1, "maximum": v.MAX_TIMEOUT_MS,
                    "default": v.DEFAULT_TIMEOUT_MS},
 }
+
+# Integers are JSON numbers with no fraction (5000.0 is 5000, as JSON Schema says);
+# tokens and deadlines go up to 2^64-1, the largest integer that comes back exactly.
+_NODE_NAME = {"type": "string", "pattern": f"^{v.NODE_NAME.pattern}$"}
 
 _ENTRY = {
     "type": "object",
@@ -39,7 +44,8 @@ _ERROR = {
     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
         "code": {"type": "string", "enum": ["invalid_request", "invalid_value", "too_large",
                                            "no_quorum", "not_found", "method_not_allowed",
-                                           "unauthorized", "forbidden", "internal"]},
+                                           "unauthorized", "forbidden", "http_error",
+                                           "internal"]},
         "message": {"type": "string"},
         "field": {"type": "string", "description": "The request field at fault."},
     }}},
@@ -48,20 +54,33 @@ _ERROR = {
 
 _SESSION = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 
+# A JSON value whose integers come back exactly (see validation.MIN_INT).
+_JSON = {"anyOf": [
+    {"type": ["string", "boolean", "null"]},
+    {"type": "number", "not": {"type": "integer"}},
+    {"type": "integer", "minimum": v.MIN_INT, "maximum": v.MAX_INT},
+    {"type": "array", "items": {"$ref": "#/components/schemas/Json"}},
+    {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Json"}},
+]}
+
 _BINDINGS = {
     "type": "object", "additionalProperties": False,
     "description": "The key lives while every binding does; when one dies, the key is "
                    "deleted by consensus. A binding already dead gives 422 invalid_value.",
     "properties": {
-        "until": {"type": "integer", "minimum": 0,
+        "until": {"type": "integer", "minimum": 0, "maximum": v.MAX_INT,
                   "description": "Deadline in ms since the epoch (never ended before it)."},
-        "key": {"type": "string", "description": "Parent key of the same bucket: pinned "
+        "key": {"type": "string", "minLength": 1, "maxLength": v.MAX_KEY_BYTES,
+                "description": "Parent key of the same bucket: pinned "
                 "to its current generation; the key ends when that generation does."},
         "pid": {**_SESSION, "description": "A session id: the key ends with the session."},
-        "node": {"type": "string", "description": "A node (member or pod) name: pinned to "
+        "node": {**_NODE_NAME, "description": "A node (member or pod) name: pinned to "
                  "its current incarnation; the key ends when that node is not alive."},
     },
 }
+
+
+_NOT_ALLOWED = {"$ref": "#/components/responses/MethodNotAllowed"}
 
 
 def _plain(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -74,7 +93,7 @@ def _plain(summary: str, fields: dict[str, Any], required: list[str]) -> dict[st
             "type": "object", "additionalProperties": False, "required": required,
             "properties": {**fields, **options}}}}},
         "responses": {"200": {"description": "OK"}, "400": errors, "404": errors,
-                      "503": errors},
+                      "405": _NOT_ALLOWED, "413": errors, "503": errors},
     }}
 
 
@@ -88,7 +107,7 @@ def _operation(summary: str, extra: dict[str, Any], required: list[str],
             "required": ["key", *required], "properties": {**_TARGET, **extra}}}}},
         "responses": {"200": {"description": "OK", "content": {
             "application/json": {"schema": result}}},
-            "400": errors, "413": errors, "422": errors, "503": errors},
+            "400": errors, "405": _NOT_ALLOWED, "413": errors, "422": errors, "503": errors},
     }}
 
 
@@ -106,9 +125,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/put": _operation(
                 "Put if absent: the first value decided for a key stays until the key dies. "
                 "Returns the decided value, which may be another client's.",
-                {"value": {"description": f"Any JSON value but null, at most "
+                {"value": {"$ref": "#/components/schemas/Json", "not": {"type": "null"},
+                           "description": f"Any JSON value but null, at most "
                            f"{v.MAX_VALUE_BYTES} bytes encoded; integers from -2^63 to "
-                           "2^64-1 (others are refused: they would not come back exactly)."},
+                           "2^64-1 (others are refused: they would not come back exactly; "
+                           "a number written with a fraction or an exponent, such as "
+                           "1e300, is kept as the float it is)."},
                  "bindings": _BINDINGS},
                 ["value"], entry),
             "/v1/get": _operation(
@@ -123,24 +145,29 @@ def openapi_document() -> dict[str, Any]:
                 [], entry),
             "/v1/delete": _operation(
                 "Delete a key if its fencing token still matches.",
-                {"token": {"type": "integer", "minimum": 1}}, ["token"], deleted),
+                {"token": {"type": "integer", "minimum": 1, "maximum": v.MAX_INT}},
+                ["token"], deleted),
             "/v1/watch": _operation(
                 "Long-poll until the key's fencing token differs from `token`, or "
                 "timeout_ms passes; `changed` says which.",
-                {"token": {"type": "integer", "minimum": 0,
+                {"token": {"type": "integer", "minimum": 0, "maximum": v.MAX_INT,
                            "description": "The token last seen (0: never seen)."}},
-                [], {"allOf": [entry, {"type": "object", "properties": {
-                    "changed": {"type": "boolean"}}}]}),
+                [], {"allOf": [entry, {"type": "object", "required": ["changed"],
+                                       "properties": {"changed": {"type": "boolean"}}}]}),
             "/v1/pid": _operation(
                 "The session a key is bound to (found: false when the key or its "
                 "binding is absent).", {}, [],
-                {"type": "object", "properties": {"found": {"type": "boolean"},
-                                                  "pid": {"type": ["string", "null"]}}}),
+                {"type": "object", "required": ["bucket", "key", "found", "pid"],
+                 "properties": {"bucket": {"type": "string"}, "key": {"type": "string"},
+                                "found": {"type": "boolean"},
+                                "pid": {"type": ["string", "null"]}}}),
             "/v1/node": _operation(
                 "The node a key is bound to (found: false when the key or its binding is "
                 "absent).", {}, [],
-                {"type": "object", "properties": {"found": {"type": "boolean"},
-                                                  "node": {"type": ["string", "null"]}}}),
+                {"type": "object", "required": ["bucket", "key", "found", "node"],
+                 "properties": {"bucket": {"type": "string"}, "key": {"type": "string"},
+                                "found": {"type": "boolean"},
+                                "node": {"type": ["string", "null"]}}}),
             "/v1/admin/nodes": {"post": {
                 "summary": "Report which nodes are alive (admin: 'Authorization: Bearer "
                            "<admin token>'). A full, level-triggered view from one source: "
@@ -151,14 +178,23 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"type": "object", "additionalProperties": False,
                                "required": ["source", "nodes"], "properties": {
-                                   "source": {"type": "string"},
+                                   "source": {**_NODE_NAME, "not": {"const": "member"},
+                                              "description": "The reporter ('member' is "
+                                              "the cluster's own)."},
                                    "nodes": {"type": "object",
+                                             "propertyNames": _NODE_NAME,
                                              "additionalProperties": {"type": "boolean"}},
                                    "timeout_ms": _TARGET["timeout_ms"]}}}}},
                 "responses": {"200": {"description": "The incarnations started and ended"},
                               "400": {"$ref": "#/components/responses/Error"},
-                              "401": {"$ref": "#/components/responses/Error"},
-                              "403": {"$ref": "#/components/responses/Error"}}}},
+                              "401": {"$ref": "#/components/responses/Unauthorized"},
+                              "403": {"description": "The admin endpoint is off on this "
+                                      "node (started without --admin-token).", "content": {
+                                          "application/json": {"schema": {
+                                              "$ref": "#/components/schemas/Error"}}}},
+                              "405": _NOT_ALLOWED,
+                              "413": {"$ref": "#/components/responses/Error"},
+                              "503": {"$ref": "#/components/responses/Error"}}}},
             "/v1/session/open": _plain(
                 "Open a session: it lives while kept alive, at least ttl_ms after the "
                 "latest keep-alive.", {"ttl_ms": {"type": "integer", "minimum": v.MIN_TTL_MS,
@@ -181,8 +217,25 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Entry": _ENTRY, "Error": _ERROR},
-            "responses": {"Error": {"description": "An error", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {"Entry": _ENTRY, "Error": _ERROR, "Json": _JSON},
+            "responses": {
+                "Error": {"description": "An error", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Unauthorized": {
+                    "description": "No admin token, or a wrong one (unauthorized).",
+                    "headers": {"WWW-Authenticate": {
+                        "description": 'Bearer realm="paxoskv admin" (with '
+                                       'error="invalid_token" for a wrong token)',
+                        "schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/Error"}}}},
+                "MethodNotAllowed": {
+                    "description": "The path is served, not for this method (every path "
+                                   "answers 405 method_not_allowed to other methods).",
+                    "headers": {"Allow": {"description": "The methods the path serves.",
+                                          "schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/Error"}}}},
+            },
         },
     }

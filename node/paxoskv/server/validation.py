@@ -24,12 +24,13 @@ class RequestError(Exception):
     """A client error: `status`, a stable `code`, the `field` at fault."""
 
     def __init__(self, field: str, message: str, code: str = "invalid_request",
-                 status: int = 400) -> None:
+                 status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.code = code
         self.status = status
         self.message = message
+        self.headers = headers or {}  # e.g. WWW-Authenticate on a 401
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,19 @@ def _inexact(value: Any) -> bool:
     return False
 
 
+def integer(raw: Any) -> int | None:
+    """`raw` as an integer field reads it, None if it is not one. JSON has one number
+    type, and JSON Schema's "integer" (the OpenAPI document's) is any number with no
+    fraction: 5000.0 is 5000, as 5000 is. Booleans are not numbers."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return None
+
+
 def only(body: dict[str, Any], allowed: set[str]) -> None:
     for name in body:
         if name not in allowed:
@@ -121,9 +135,8 @@ def options(body: dict[str, Any]) -> tuple[str, float]:
     if policy not in NO_QUORUM_POLICIES:
         raise RequestError("no_quorum", "no_quorum must be one of "
                            + ", ".join(NO_QUORUM_POLICIES))
-    timeout_ms = body.get("timeout_ms", DEFAULT_TIMEOUT_MS)
-    if (not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool)
-            or not 1 <= timeout_ms <= MAX_TIMEOUT_MS):
+    timeout_ms = integer(body.get("timeout_ms", DEFAULT_TIMEOUT_MS))
+    if timeout_ms is None or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
         raise RequestError("timeout_ms", f"timeout_ms must be an integer from 1 to "
                            f"{MAX_TIMEOUT_MS}")
     return str(policy), timeout_ms / 1000
@@ -150,15 +163,18 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("bindings", {})
     if not isinstance(raw, dict):
         raise RequestError("bindings", "bindings must be a JSON object")
+    checked = dict(raw)
     for name, value in raw.items():
         field = f"bindings.{name}"
         if name not in BINDINGS:
             raise RequestError(field, f"unknown binding {name!r}; expected one of "
                                + ", ".join(BINDINGS))
-        if name == "until" and (not isinstance(value, int) or isinstance(value, bool)
-                                or value < 0):
-            raise RequestError(field, "until must be a deadline in milliseconds since the "
-                               "epoch (a non-negative integer)")
+        if name == "until":
+            until = integer(value)
+            if until is None or not 0 <= until <= MAX_INT:
+                raise RequestError(field, "until must be a deadline in milliseconds since "
+                                   "the epoch (an integer from 0 to 2^64-1)")
+            checked[name] = until
         if name == "key" and (not isinstance(value, str) or not value
                               or len(value.encode()) > MAX_KEY_BYTES):
             raise RequestError(field, f"key must name another key of the same bucket "
@@ -167,7 +183,7 @@ def bindings(body: dict[str, Any]) -> dict[str, Any]:
             session_id(value, field)
         if name == "node":
             node_name(value, field)
-    return dict(raw)
+    return checked
 
 
 def node_report(body: dict[str, Any]) -> tuple[str, dict[str, bool]]:
@@ -201,15 +217,11 @@ def session_id(raw: Any, field: str = "session") -> str:
 
 
 def ttl_ms(body: dict[str, Any]) -> int:
-    raw = body.get("ttl_ms")
-    if (not isinstance(raw, int) or isinstance(raw, bool)
-            or not MIN_TTL_MS <= raw <= MAX_TTL_MS):
+    raw = integer(body.get("ttl_ms"))
+    if raw is None or not MIN_TTL_MS <= raw <= MAX_TTL_MS:
         raise RequestError("ttl_ms", f"ttl_ms is required: an integer from {MIN_TTL_MS} to "
                            f"{MAX_TTL_MS}")
     return raw
-
-
-
 
 
 def dead_binding(field: str, message: str) -> RequestError:
@@ -218,18 +230,18 @@ def dead_binding(field: str, message: str) -> RequestError:
 
 
 def watch_token(body: dict[str, Any]) -> int:
-    raw = body.get("token", 0)
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
-        raise RequestError("token", "token must be a non-negative integer: the fencing "
+    raw = integer(body.get("token", 0))
+    if raw is None or not 0 <= raw <= MAX_INT:
+        raise RequestError("token", "token must be an integer from 0 to 2^64-1: the fencing "
                            "token the watcher last saw (0 for a key never seen)")
     return raw
 
 
 def token(body: dict[str, Any]) -> int:
-    raw = body.get("token")
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
-        raise RequestError("token", "token is required and must be a positive integer "
-                           "(the fencing token returned by put or get)")
+    raw = integer(body.get("token"))
+    if raw is None or not 1 <= raw <= MAX_INT:
+        raise RequestError("token", "token is required: an integer from 1 to 2^64-1 (the "
+                           "fencing token returned by put or get)")
     return raw
 
 
