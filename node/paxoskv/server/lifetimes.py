@@ -170,6 +170,8 @@ class Lifetimes:
 
     def observe(self, key: str, state: KeyState) -> None:
         """Index a state this node's acceptor recorded (accepted, maybe not chosen)."""
+        if not state.bindings and key not in self._children and key not in self._parents:
+            return  # the common case: a key with no lifetime, no children, no old parents
         if key in self._children and self._parent_changed(key, state):
             for child in self._children[key]:
                 self._suspect(child, key)

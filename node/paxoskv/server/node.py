@@ -36,7 +36,7 @@ from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
 from paxoskv.server.aio import mapped, quiet, wait_until
-from paxoskv.server.rounds import NoQuorum, Repeated, Rounds
+from paxoskv.server.rounds import NoQuorum, Repeated, Rounds, unknown_outcome
 from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 
 __all__ = ["Disk", "Link", "NoQuorum", "Node", "Repeated", "Stats"]
@@ -251,7 +251,7 @@ class Node:
         self.stats.hedged += 1
         local = asyncio.ensure_future(self.submit(key, change, deadline - self.clock(), retry))
         try:
-            return await _first_answer([forward, local], deadline - self.clock())
+            return await _first_answer([forward, local], deadline - self.clock(), change)
         finally:
             local.cancel()
 
@@ -305,17 +305,20 @@ class Node:
         re-reads every `watch_reread_s` seconds, for changes decided without this node.
         """
         deadline = self.clock() + timeout
+        loop = asyncio.get_running_loop()
         while True:
-            remaining = deadline - self.clock()
-            state = await self.read(key, max(remaining, self.attempt_timeout), retry=False)
-            if state.token != token:
-                return state, True
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return state, False
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # Listen before reading: a change that lands while the read runs wakes
+            # the next wait at once instead of being missed until the re-read.
+            waiter: asyncio.Future[None] = loop.create_future()
             self._watchers.setdefault(key, []).append(waiter)
             try:
+                remaining = deadline - self.clock()
+                state = await self.read(key, max(remaining, self.attempt_timeout), retry=False)
+                if state.token != token:
+                    return state, True
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return state, False
                 await wait_until(waiter, min(remaining, self.watch_reread_s))
             finally:
                 waiting = self._watchers.get(key)
@@ -405,7 +408,8 @@ class Node:
         self._stopped = True
 
 
-async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float) -> KeyState:
+async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float,
+                        change: Change) -> KeyState:
     """The first state any of `futures` gives; NoQuorum if none gives one in time."""
     pending = set(futures)
     loop = asyncio.get_running_loop()
@@ -418,4 +422,4 @@ async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float)
         for future in futures:  # in order, not the set's: deterministic under simulation
             if future in done and not future.cancelled() and future.exception() is None:
                 return future.result()
-    raise NoQuorum("no quorum answered in time; the change may or may not have been decided")
+    raise NoQuorum(f"no quorum answered in time; {unknown_outcome(change)}")

@@ -20,7 +20,7 @@ from paxoskv.core import messages
 from paxoskv.core.ballot import ZERO, Ballot
 from paxoskv.core.messages import Commit, Inspect, Observed
 from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
-from paxoskv.core.state import Change, KeyState, answers, compose
+from paxoskv.core.state import Change, KeyState, Read, answers, compose
 from paxoskv.server.aio import quiet, wait_until
 from paxoskv.server.transport import PeerUnavailable
 
@@ -45,6 +45,19 @@ class _Waiter:
     retry: bool
 
 
+def unknown_outcome(change: Change) -> str:
+    """What a client can conclude when `change` got no answer in time."""
+    if isinstance(change, Read):
+        return "the read did not complete (a read changes nothing)"
+    return "the change may or may not have been decided"
+
+
+def _time_out(future: asyncio.Future[KeyState], change: Change, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
+                                      f"{unknown_outcome(change)}"))
+
+
 class Rounds:
     """The proposer of `node`: it decides the changes `submit` queues."""
 
@@ -55,21 +68,20 @@ class Rounds:
 
     async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
         """Queue a change; concurrent changes of one key share one round."""
+        loop = asyncio.get_running_loop()
         # Quiet: a caller that gave up (a hedge that lost) never reads its failure.
-        future: asyncio.Future[KeyState] = quiet(asyncio.get_running_loop().create_future())
+        future: asyncio.Future[KeyState] = quiet(loop.create_future())
         deadline = self.node.clock() + timeout
         self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key))
+        # Once the future is done the worker skips it: a timeout (or the caller
+        # giving up, which cancels it) drops the change from later rounds.
+        timer = loop.call_later(timeout, _time_out, future, change, timeout)
         try:
-            done = await wait_until(future, timeout)
+            return await future
         finally:
-            if not future.done():
-                future.cancel()  # the worker skips it from now on
-        if not done:
-            raise NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
-                           "the change may or may not have been decided")
-        return future.result()
+            timer.cancel()
 
     async def _work(self, key: str) -> None:
         backoff = 0.05
