@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ BAD_REQUESTS: list[tuple[str, bytes | dict[str, Any], int, str, str]] = [
     ("/v1/session/open", {}, 400, "invalid_request", "ttl_ms"),
     ("/v1/session/open", {"ttl_ms": 999}, 400, "invalid_request", "ttl_ms"),
     ("/v1/session/open", {"ttl_ms": 3_600_001}, 400, "invalid_request", "ttl_ms"),
-    ("/v1/session/open", {"ttl_ms": 5000.0}, 400, "invalid_request", "ttl_ms"),
+    ("/v1/session/open", {"ttl_ms": 5000.5}, 400, "invalid_request", "ttl_ms"),
     ("/v1/session/keepalive", {"session": "not-hex"}, 400, "invalid_request", "session"),
     ("/v1/session/keepalive", {}, 400, "invalid_request", "session"),
     ("/v1/session/close", {"session": "ab" * 15}, 400, "invalid_request", "session"),
@@ -207,10 +208,10 @@ def test_openapi_document_describes_every_client_route(cluster: LocalCluster) ->
     assert {"bucket", "key", "value", "no_quorum", "timeout_ms"} <= set(put_fields)
     assert set(put_fields["bindings"]["properties"]) == {"until", "key", "pid", "node"}
     # Every POST operation described is served: an empty body is a 400, not a 404
-    # (403 for the admin endpoint, which this cluster runs without a token).
+    # (401 for the admin endpoint: the request carries no credentials).
     for path, item in doc["paths"].items():
         if "post" in item:
-            expected = 403 if path.startswith("/v1/admin/") else 400
+            expected = 401 if path.startswith("/v1/admin/") else 400
             assert httpx.post(cluster.url(0) + path, content=b"{}").status_code == expected, path
 
 
@@ -258,7 +259,7 @@ def test_cli_put_get_delete(cluster: LocalCluster) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (("put", "k", "{oops", "--json"), "value is not valid JSON"),
     (("put", "k" * 2000, "v"), "too_large (key)"),
-    (("put", "k", "v", "--bucket", "bad/bucket"), "invalid_request (bucket)"),
+    (("put", "k", "v", "--bucket", "bad/bucket"), "invalid_request (--bucket)"),
     (("delete", "never-there", "--token", "1"), "not deleted"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(cluster: LocalCluster, args: tuple[str, ...],
@@ -274,8 +275,23 @@ def test_cli_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "paxoskv", "get", "k", "--endpoints",
                              "http://127.0.0.1:9", "--timeout", "1"],
                             capture_output=True, text=True, timeout=30)
+    # Unreachable is never "not found" (exit 1): exit 3, naming the endpoint.
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and "http://127.0.0.1:9" in result.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "paxoskv", "serve", "--name", "n1", "--peers",
+             f"n1=http://127.0.0.1:{port}", "--data-dir", str(tmp_path), "--bootstrap"],
+            capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "no_quorum" in result.stderr
+    # One line naming the address; no "Unclosed client session" after it.
+    assert result.stderr.count("\n") == 1 and "address already in use" in result.stderr
 
 
 def test_serve_rejects_a_name_not_among_peers(tmp_path: Path) -> None:

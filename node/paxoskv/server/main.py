@@ -180,12 +180,18 @@ async def serve(config: ServerConfig) -> None:
     # 127.0.0.1 on loopback), so that per-address firewall rules, such as the
     # fault tests' partitions, see which node a packet comes from.
     local = None if config.listen_host in ("", "0.0.0.0", "::") else (config.listen_host, 0)
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
-                                    connector=aiohttp.TCPConnector(local_addr=local))
+    async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
+            connector=aiohttp.TCPConnector(local_addr=local)) as session:
+        await _serve(config, storage, session, breaks)
+
+
+async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.ClientSession,
+                 breaks: frozenset[str]) -> None:
+    """Run the node until SIGTERM or SIGINT; `session` carries its peer links."""
     try:
         identity = await establish(config, storage, session)
     except ident.IdentityError as exc:
-        await session.close()
         raise SystemExit(f"paxoskv: error: {exc}") from None
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
@@ -218,7 +224,6 @@ async def serve(config: ServerConfig) -> None:
     await lifetimes.stop()
     await node.stop()
     await runner.cleanup()
-    await session.close()
     await storage.close()
     log.info("stopped", extra={"node": config.name})
 
