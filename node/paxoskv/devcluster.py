@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import itertools
 import json
 import os
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from paxoskv import lockfile
 
 
 @dataclass(frozen=True)
@@ -161,18 +162,11 @@ def busy_port(members: Sequence[LocalMember]) -> str | None:
 def lock_data_root(data_root: Path) -> int:
     """Hold `data_root` for this `paxoskv dev` (the kernel drops the lock however the
     process ends); OSError naming the holder if another one has it."""
-    data_root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_root / "dev.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        return lockfile.hold(data_root / "dev.lock")
+    except lockfile.Held as held:
         raise OSError(f"data directory {data_root} is in use by another `paxoskv dev` "
-                      f"(pid {holder}); stop it, or choose another --data-dir") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+                      f"(pid {held.holder}); stop it, or choose another --data-dir") from None
 
 
 def describe_exit(returncode: int) -> str:

@@ -33,9 +33,10 @@ REPORT = REPO / "tests" / "mutants" / "report.md"
 GROUPS = {
     "state, proposer, acceptor": ["node/paxoskv/core/state.py", "node/paxoskv/core/proposer.py",
                                   "node/paxoskv/core/acceptor.py"],
-    "ballot, messages, storage, checker": ["node/paxoskv/core/ballot.py",
+    "ballot, messages, storage, lockfile, checker": ["node/paxoskv/core/ballot.py",
                                            "node/paxoskv/core/messages.py",
                                            "node/paxoskv/server/storage.py",
+                                           "node/paxoskv/lockfile.py",
                                            "tests/faults/checker.py"],
 }
 FAST_TESTS = ["tests/test_core.py", "tests/test_storage.py", "tests/test_checker.py",

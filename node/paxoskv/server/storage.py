@@ -10,7 +10,6 @@ it is durable, which is what a reply must wait for.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from paxoskv import lockfile
 from paxoskv.core.acceptor import Record, Write
 from paxoskv.server.aio import resolved
 
@@ -35,21 +35,13 @@ class DataDirInUse(Exception):
 
 
 def lock_data_dir(data_dir: Path) -> int:
-    """Hold an exclusive lock on `data_dir` for this process's lifetime (the
-    kernel drops it when the process dies, however it dies): two nodes sharing
-    one acceptor's state would each promise without the other knowing."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold an exclusive lock on `data_dir` for this process's lifetime: two nodes
+    sharing one acceptor's state would each promise without the other knowing."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        return lockfile.hold(data_dir / "LOCK")
+    except lockfile.Held as held:
         raise DataDirInUse(f"data directory {data_dir} is in use by another node "
-                           f"(pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+                           f"(pid {held.holder})") from None
 
 
 # Test-only planted bugs (PAXOSKV_TEST_BREAK, see main.py), to show that the fault
