@@ -127,7 +127,7 @@ def test_unknown_route_and_method_are_json_errors(cluster: LocalCluster) -> None
 def test_put_get_delete_round_trip(cluster: LocalCluster) -> None:
     put = post(cluster, "/v1/put", {"key": "lock", "value": {"owner": "a"}}).json()
     assert put == {"bucket": "default", "key": "lock", "found": True,
-                   "value": {"owner": "a"}, "token": 1, "bindings": {}}
+                   "value": {"owner": "a"}, "token": 1, "bindings": {}, "created": True}
     second = post(cluster, "/v1/put", {"key": "lock", "value": {"owner": "b"}}, node=1).json()
     assert second["value"] == {"owner": "a"}, "first write wins"
     stale = post(cluster, "/v1/delete", {"key": "lock", "token": 5}, node=2).json()
@@ -154,6 +154,13 @@ def test_integers_at_the_edges_of_the_exact_range_come_back_exactly(
              "float": 1.2345678901234568e+29}
     assert post(cluster, "/v1/put", {"key": "exact-ints", "value": value}).status_code == 200
     assert post(cluster, "/v1/get", {"key": "exact-ints"}).json()["value"] == value
+
+
+def test_a_put_says_whether_it_created_the_generation(cluster: LocalCluster) -> None:
+    first = post(cluster, "/v1/put", {"key": "created", "value": "v"}).json()
+    same = post(cluster, "/v1/put", {"key": "created", "value": "v"}, node=1).json()
+    assert (first["created"], first["token"]) == (True, 1)
+    assert (same["created"], same["value"], same["token"]) == (False, "v", 1)
 
 
 def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:

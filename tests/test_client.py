@@ -60,7 +60,7 @@ def test_unreachable_under_return_is_an_error_entry_that_cannot_read_as_missing(
         entry = kv.get("k")  # "return", the default
         assert not entry.ok and entry.error == "unreachable"
         assert dead in entry.message and "connection refused" in entry.message
-        for name in ("found", "value", "token", "bindings", "deleted", "changed"):
+        for name in ("found", "value", "token", "bindings", "deleted", "changed", "created"):
             with pytest.raises(Unreachable):
                 getattr(entry, name)
         assert "found" not in entry.to_dict() and entry.to_dict()["error"] == "unreachable"

@@ -931,6 +931,18 @@ def test_a_renewed_deadline_is_not_ended_by_the_old_one() -> None:
 # -- at most once, deadlines that only move later, guards carried forward ---------------
 
 
+def test_a_put_knows_whether_it_won_from_what_it_answered() -> None:
+    mine = PutIfAbsent("me", {}, "mine", expires=5_000)
+    theirs = PutIfAbsent("me", {}, "theirs", expires=5_000)  # the same value, another put
+    after_mine, after_theirs, again = answers(EMPTY, [mine, theirs, mine])
+    assert after_mine is not None and mine.won(after_mine)
+    assert after_theirs is not None and after_theirs.value == "me"
+    assert not theirs.won(after_theirs), "the same value put by another is not a win"
+    assert again is not None and mine.won(again), "a repeat answers as the first run did"
+    ended = step(DeleteIf(1), after_mine)
+    assert not mine.won(ended) and not theirs.won(ended)
+
+
 def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> None:
     # Regression (issue 8, violation 2): a forwarded put that ran again after the key
     # was deleted brought the deleted value back.
@@ -943,8 +955,9 @@ def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> Non
     assert again == deleted  # the repeat changes nothing
     # ... and answers as the first run did: it created generation 1; the changes
     # batched after it still run.
-    assert answers(deleted, [put, PutIfAbsent("w")]) == [
-        KeyState(1, True, "v", {}), KeyState(3, True, "w", {}, deleted.applied)]
+    repeat, following = answers(deleted, [put, PutIfAbsent("w")])
+    assert repeat is not None and repeat.generation() == (1, True, "v") and put.won(repeat)
+    assert following == KeyState(3, True, "w", {}, deleted.applied)
 
 
 def test_a_losing_put_is_remembered_too() -> None:

@@ -25,7 +25,6 @@ from paxoskv.client import (
     NoQuorum,
     NoQuorumPolicy,
     PaxosKVError,
-    bindings,
     check_endpoint,
 )
 
@@ -506,18 +505,6 @@ def say(message: str) -> None:
     print(f"paxoskv: {message}", file=sys.stderr, flush=True)
 
 
-def _lost(entry: Entry, value: Any, wanted: dict[str, Any]) -> bool:
-    """Whether a put lost: the decided entry is not the value and bindings asked for.
-    (Another client's put of the same value and bindings counts as ours.)"""
-    if not entry.found or entry.value != value or set(entry.bindings) != set(wanted):
-        return True
-    for name, want in wanted.items():
-        have = entry.bindings[name]
-        if (have.get("name") if isinstance(have, dict) else have) != want:
-            return True
-    return False
-
-
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -633,13 +620,12 @@ def _key_command(kv: Client, args: argparse.Namespace, out: Output, policy: NoQu
                 raise CliError("give --ttl or --until, not both", USAGE)
             until = int((time.time() + args.ttl) * 1000)
         value = _parse_value(args.value, args.json)
-        wanted = bindings(until, args.parent, args.session, args.node)
         entry = kv.put(args.key, value, until=until, parent=args.parent,
                        session=args.session, node=args.node, no_quorum=policy)
-        out.entry(entry)
-        if entry.ok and _lost(entry, value, wanted):
+        out.entry(entry, "created")
+        if entry.ok and not entry.created:
             say(f"put lost: key {args.key!r} already holds "
-                f"{'another value' if entry.value != value else 'the value, bound otherwise'}"
+                f"{'another value' if entry.value != value else 'this value, put by another'}"
                 f" (token {entry.token}); nothing was written")
             return NO
     elif command == "get":

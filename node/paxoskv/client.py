@@ -57,7 +57,7 @@ class Unreachable(NoQuorum):
     names each endpoint tried and why it failed. Its code is "unreachable"."""
 
 
-_STATE = ("found", "value", "token", "bindings", "deleted", "changed")
+_STATE = ("found", "value", "token", "bindings", "deleted", "changed", "created")
 
 
 class Entry:
@@ -70,13 +70,13 @@ class Entry:
     answering "not found": check `ok` first to handle it without an exception.
     """
 
-    __slots__ = ("_bindings", "_bucket", "_changed", "_deleted", "_error", "_found", "_key",
-                 "_message", "_token", "_value")
+    __slots__ = ("_bindings", "_bucket", "_changed", "_created", "_deleted", "_error", "_found",
+                 "_key", "_message", "_token", "_value")
 
     def __init__(self, bucket: str, key: str, found: bool = False, value: Any = None,
                  token: int = 0, bindings: dict[str, Any] | None = None,
                  deleted: bool = False, changed: bool = False, error: str | None = None,
-                 message: str = "") -> None:
+                 message: str = "", created: bool = False) -> None:
         self._bucket = bucket
         self._key = key
         self._found = found
@@ -85,6 +85,7 @@ class Entry:
         self._bindings = dict(bindings or {})
         self._deleted = deleted  # delete: the named generation has ended
         self._changed = changed  # watch: the token differs from the one watched
+        self._created = created  # put: this put decided the live generation (it won)
         self._error = error
         self._message = message
 
@@ -159,6 +160,13 @@ class Entry:
         self._checked()
         return self._changed
 
+    @property
+    def created(self) -> bool:
+        """For a put: this put decided the live generation, so it won (False: the key
+        already held a value, the one returned). Raises for an error result."""
+        self._checked()
+        return self._created
+
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data: the state, or `error` and `message`."""
         head: dict[str, Any] = {"bucket": self._bucket, "key": self._key}
@@ -166,7 +174,7 @@ class Entry:
             return {**head, "error": self._error, "message": self._message}
         return {**head, "found": self._found, "value": self._value, "token": self._token,
                 "bindings": self._bindings, "deleted": self._deleted,
-                "changed": self._changed}
+                "changed": self._changed, "created": self._created}
 
     def _fields(self) -> tuple[Any, ...]:
         return tuple(getattr(self, "_" + name) for name in ("bucket", "key", *_STATE,
@@ -184,7 +192,7 @@ class Entry:
         return (f"Entry(bucket={self._bucket!r}, key={self._key!r}, found={self._found!r}, "
                 f"value={self._value!r}, token={self._token!r}, "
                 f"bindings={self._bindings!r}, deleted={self._deleted!r}, "
-                f"changed={self._changed!r})")
+                f"changed={self._changed!r}, created={self._created!r})")
 
 
 def bindings(until: int | None = None, parent: str | None = None,
@@ -253,7 +261,7 @@ def _entry(data: dict[str, Any] | NoQuorum, bucket: str, key: str) -> Entry:
         return Entry(bucket, key, error=data.code, message=data.message)
     return Entry(data["bucket"], data["key"], data["found"], data["value"], data["token"],
                  data.get("bindings") or {}, bool(data.get("deleted", False)),
-                 bool(data.get("changed", False)))
+                 bool(data.get("changed", False)), created=bool(data.get("created", False)))
 
 
 def _bound(data: dict[str, Any] | NoQuorum, name: str, default: str | None) -> str | None:

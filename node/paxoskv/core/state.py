@@ -125,14 +125,22 @@ class PutIfAbsent:
         return bool(self.id) and (self.expires <= state.horizon
                                   or any(a[0] == self.id for a in state.applied))
 
+    def won(self, state: KeyState) -> bool:
+        """Whether this put created `state`'s live generation (`state` is what it
+        answered: the state right after it, or a repeat's answer). Exact unless more
+        than MAX_APPLIED puts with later expiries crowd its id out at its own step."""
+        return state.live and any(a[0] == self.id and a[3] and a[2] == state.token
+                                  for a in state.applied)
+
     def answer(self, state: KeyState) -> KeyState | None:
         """What a repeat of this put on `state` answers: what its first run did, as far
         as `state` tells (None: unknown, the id was forgotten or the generation it
         lost to has ended)."""
-        for id_, _, token, won in state.applied:
+        for a in state.applied:
+            id_, _, token, won = a
             if id_ == self.id:
                 if won:
-                    return KeyState(token, True, self.value, self.bindings)
+                    return KeyState(token, True, self.value, self.bindings, (a,))
                 return state if state.live and state.token == token else None
         return None
 

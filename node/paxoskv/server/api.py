@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from paxoskv import __version__
-from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent, public_bindings
+from paxoskv.core.state import DeleteIf, KeyState, public_bindings
 from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
@@ -181,9 +181,10 @@ async def put(request: web.Request) -> web.Response:
     wanted = v.bindings(body)
     node = request.app[NODE]
     bindings = await request.app[LIFETIMES].resolve(target, wanted) if wanted else {}
-    state = await node.change(target.key_id, PutIfAbsent(value, bindings), target.timeout,
+    change = node.new_put(value, bindings, target.timeout)
+    state = await node.change(target.key_id, change, target.timeout,
                               target.no_quorum == "retry")
-    return json_reply(entry(target, state))
+    return json_reply({**entry(target, state), "created": change.won(state)})
 
 
 async def _binding(request: web.Request, name: str) -> tuple[v.Target, Any]:

@@ -229,13 +229,15 @@ class Node:
 
     # -- client operations ------------------------------------------------------
 
+    def new_put(self, value: Any, bindings: dict[str, Any], timeout: float) -> PutIfAbsent:
+        """A put with its id: the id makes every run of it after the first a no-op,
+        and its expiry bounds how long any node may still start a run of it."""
+        return PutIfAbsent(value, bindings, self.new_id(), self.wall_ms() + int(timeout * 1000))
+
     async def change(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
         """Apply `change` by consensus and return the key's resulting state."""
         if isinstance(change, PutIfAbsent) and not change.id:
-            # The id makes every run of this put after the first a no-op; its
-            # expiry bounds how long any node may still start a run of it.
-            change = PutIfAbsent(change.value, change.bindings, self.new_id(),
-                                 self.wall_ms() + int(timeout * 1000))
+            change = self.new_put(change.value, change.bindings, timeout)
         deadline = self.clock() + timeout
         home = self.home(key)
         link = self.links.get(home)

@@ -116,6 +116,10 @@ def openapi_document() -> dict[str, Any]:
     deleted = {"allOf": [entry, {"type": "object", "required": ["deleted"], "properties": {
         "deleted": {"type": "boolean", "description": "The named generation has ended "
                     "(by this delete or before it: a retried delete answers true again)."}}}]}
+    created = {"allOf": [entry, {"type": "object", "required": ["created"], "properties": {
+        "created": {"type": "boolean", "description": "This put decided the live "
+                    "generation (it won; a retried put answers as its first run did). "
+                    "False: the key already held a value, which is the one returned."}}}]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "PaxosKV", "version": __version__,
@@ -132,7 +136,7 @@ def openapi_document() -> dict[str, Any]:
                            "a number written with a fraction or an exponent, such as "
                            "1e300, is kept as the float it is)."},
                  "bindings": _BINDINGS},
-                ["value"], entry),
+                ["value"], created),
             "/v1/get": _operation(
                 "Read a key: linearizable by default, or this node's possibly stale copy.",
                 {"consistency": {"type": "string", "enum": list(v.CONSISTENCY),
