@@ -69,7 +69,7 @@ BAD_REQUESTS: list[tuple[str, bytes | dict[str, Any], int, str, str]] = [
      "body"),
     ("/v1/get", {"key": "bad-13", "consistency": "eventual"}, 400, "invalid_request",
      "consistency"),
-    ("/v1/delete", {"key": "bad-14"}, 400, "invalid_request", "token"),
+    ("/v1/delete", {"key": "bad-14", "token": 0}, 400, "invalid_request", "token"),
     ("/v1/delete", {"key": "bad-15", "token": "1"}, 400, "invalid_request", "token"),
     ("/v1/delete", {"key": "bad-16", "token": True}, 400, "invalid_request", "token"),
     ("/v1/put", {"key": "bad-17", "value": "v", "timeout_ms": 60_001}, 400, "invalid_request",
@@ -161,6 +161,17 @@ def test_a_put_says_whether_it_created_the_generation(cluster: LocalCluster) -> 
     same = post(cluster, "/v1/put", {"key": "created", "value": "v"}, node=1).json()
     assert (first["created"], first["token"]) == (True, 1)
     assert (same["created"], same["value"], same["token"]) == (False, "v", 1)
+
+
+def test_a_delete_without_a_token_ends_whatever_is_live(cluster: LocalCluster) -> None:
+    post(cluster, "/v1/put", {"key": "any-gen", "value": 1})
+    gone = post(cluster, "/v1/delete", {"key": "any-gen"}, node=1).json()
+    assert (gone["deleted"], gone["found"], gone["token"]) == (True, False, 2)
+    absent = post(cluster, "/v1/delete", {"key": "any-gen"}, node=2).json()
+    assert (absent["deleted"], absent["token"]) == (False, 2), "nothing live to end"
+    post(cluster, "/v1/put", {"key": "any-gen", "value": 2})
+    again = post(cluster, "/v1/delete", {"key": "any-gen"}).json()
+    assert (again["deleted"], again["token"]) == (True, 4)
 
 
 def test_local_read_is_this_nodes_copy(cluster: LocalCluster) -> None:

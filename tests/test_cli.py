@@ -129,6 +129,11 @@ def test_entries_show_bindings_deleted_and_changed(capsys: pytest.CaptureFixture
     assert put.status == 0 and put.json()["bindings"] == {"until": 2**53}
     deleted = run(capsys, "delete", "shown", "--token", "1", *at(cluster))
     assert deleted.status == 0 and deleted.json()["deleted"] is True
+    assert run(capsys, "put", "shown-2", "v", *at(cluster)).status == 0
+    unconditional = run(capsys, "delete", "shown-2", *at(cluster))
+    assert unconditional.status == 0 and unconditional.json()["deleted"] is True
+    nothing = run(capsys, "delete", "shown-2", *at(cluster))
+    assert nothing.status == cli.NO and "not found" in nothing.err
     watched = run(capsys, "watch", "shown", "--token", "1", "--timeout", "2", *at(cluster))
     assert watched.status == 0 and watched.json()["changed"] is True
 
@@ -265,7 +270,7 @@ def test_errors_name_the_option_not_the_http_field(
 
 
 @pytest.mark.parametrize("args", [
-    ("get",), ("put", "k"), ("delete", "k"), ("delete", "k", "--token", "0"),
+    ("get",), ("put", "k"), ("delete",), ("delete", "k", "--token", "0"),
     ("get", "k", "--timeout", "-1"), ("get", "k", "-o", "yaml"), ("frobnicate",),
     ("session", "close"),
 ])

@@ -96,8 +96,10 @@ examples:
     "delete": """\
 examples:
   paxoskv delete leader --token 1           ends generation 1, if it is still the live one
+  paxoskv delete leader                     ends whatever generation is live
 
-Exit 0 if that generation has ended (by this delete or before it), 1 if not.
+Exit 0 if that generation has ended (by this delete or before it), 1 if not (without
+--token: 1 if the key was absent).
 """,
     "watch": """\
 examples:
@@ -321,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     get = command("get", "read a key; exit status 1 if it is not found")
     get.add_argument("--local", action="store_true",
                      help="read this node's latest known-chosen copy: cheaper, maybe stale")
-    delete = command("delete", "delete a key if its fencing token still matches")
-    delete.add_argument("--token", type=_natural(1), required=True,
-                        help="the fencing token (generation) to end")
+    delete = command("delete", "delete a key: the generation --token if it is still live, "
+                     "else (without --token) whatever is live")
+    delete.add_argument("--token", type=_natural(1),
+                        help="the fencing token (generation) to end; without it, the live one")
     watch = command("watch", "wait until the key's fencing token differs from --token, "
                     "for up to --timeout seconds; print the entry")
     watch.add_argument("--token", type=_natural(0), default=0,

@@ -419,10 +419,12 @@ class Client(_Base):
         return self._entry("/v1/get", key, bucket, no_quorum, timeout, changes=False,
                            consistency=consistency)
 
-    def delete(self, key: str, token: int, *, bucket: str | None = None,
+    def delete(self, key: str, token: int | None = None, *, bucket: str | None = None,
                no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None) -> Entry:
-        """End the key's generation `token`; `entry.deleted` says whether it ended."""
-        return self._entry("/v1/delete", key, bucket, no_quorum, timeout, token=token)
+        """End the key's generation `token` if it is still the live one, or without a
+        token whatever generation is live; `entry.deleted` says whether one ended."""
+        extra: dict[str, Any] = {} if token is None else {"token": token}
+        return self._entry("/v1/delete", key, bucket, no_quorum, timeout, **extra)
 
     def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
               no_quorum: NoQuorumPolicy | None = None) -> Entry:
@@ -695,10 +697,11 @@ class AsyncClient(_Base):
         return await self._entry("/v1/get", key, bucket, no_quorum, timeout, changes=False,
                                  consistency=consistency)
 
-    async def delete(self, key: str, token: int, *, bucket: str | None = None,
+    async def delete(self, key: str, token: int | None = None, *, bucket: str | None = None,
                      no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                      ) -> Entry:
-        return await self._entry("/v1/delete", key, bucket, no_quorum, timeout, token=token)
+        extra: dict[str, Any] = {} if token is None else {"token": token}
+        return await self._entry("/v1/delete", key, bucket, no_quorum, timeout, **extra)
 
     async def watch(self, key: str, token: int, *, timeout: float = 30.0,
                     bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None

@@ -299,10 +299,22 @@ async def get(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     body = await _body(request, {"token"})
     target = v.target(body)
-    token = v.token(body)
+    token = v.optional_token(body)
     node = request.app[NODE]
-    state = await node.change(target.key_id, DeleteIf(token), target.timeout,
-                              target.no_quorum == "retry")
+    retry = target.no_quorum == "retry"
+    deadline = time.monotonic() + target.timeout
+    if token is None:
+        # Unconditional: end the generation a linearizable read finds live. Still a
+        # conditional change underneath, so a forwarded, hedged or duplicated run of
+        # it can never end a generation decided after it (a single "delete whatever
+        # is live" change could). If that generation ends meanwhile, the delete is
+        # linearized right after its end, on an absent key: nothing more to do.
+        live = await node.read(target.key_id, target.timeout, retry)
+        if not live.live:
+            return json_reply({**entry(target, live), "deleted": False})
+        token = live.token
+    state = await node.change(target.key_id, DeleteIf(token),
+                              max(deadline - time.monotonic(), 0.001), retry)
     # True once generation `token` has ended, by this delete or before it: so a
     # retried (or hedged, or duplicated) delete answers as the first run did.
     deleted = state.token > token

@@ -148,9 +148,14 @@ def openapi_document() -> dict[str, Any]:
                                  "state that was merely accepted and might not be chosen."}},
                 [], entry),
             "/v1/delete": _operation(
-                "Delete a key if its fencing token still matches.",
-                {"token": {"type": "integer", "minimum": 1, "maximum": v.MAX_INT}},
-                ["token"], deleted),
+                "Delete a key: end its generation `token` if that is still the live one, "
+                "or, without a token, whatever generation is live.",
+                {"token": {"type": "integer", "minimum": 1, "maximum": v.MAX_INT,
+                           "description": "The fencing token of the generation to end. "
+                           "Without it, the delete ends the live generation (found by a "
+                           "linearizable read); `deleted` is then false if the key was "
+                           "absent."}},
+                [], deleted),
             "/v1/watch": _operation(
                 "Long-poll until the key's fencing token differs from `token`, or "
                 "timeout_ms passes; `changed` says which.",

@@ -237,11 +237,15 @@ def watch_token(body: dict[str, Any]) -> int:
     return raw
 
 
-def token(body: dict[str, Any]) -> int:
-    raw = integer(body.get("token"))
+def optional_token(body: dict[str, Any]) -> int | None:
+    """A delete's token, if it names one (without one, it ends whatever is live)."""
+    if "token" not in body:
+        return None
+    raw = integer(body["token"])
     if raw is None or not 1 <= raw <= MAX_INT:
-        raise RequestError("token", "token is required: an integer from 1 to 2^64-1 (the "
-                           "fencing token returned by put or get)")
+        raise RequestError("token", "token must be an integer from 1 to 2^64-1 (the fencing "
+                           "token returned by put or get), or left out to delete whatever "
+                           "generation is live")
     return raw
 
 
