@@ -53,6 +53,7 @@ _ERROR = {
 
 
 _SESSION = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+_DEADLINE = {"type": "integer", "minimum": 0, "description": "Milliseconds since the epoch."}
 
 # A JSON value whose integers come back exactly (see validation.MIN_INT).
 _JSON = {"anyOf": [
@@ -83,7 +84,17 @@ _BINDINGS = {
 _NOT_ALLOWED = {"$ref": "#/components/responses/MethodNotAllowed"}
 
 
-def _plain(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    """An answer's schema: an object with (at least) these properties, all present."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _json_ok(result: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": result}}}
+
+
+def _plain(summary: str, fields: dict[str, Any], required: list[str],
+           result: dict[str, Any]) -> dict[str, Any]:
     """An operation on something other than a key (sessions)."""
     errors = {"$ref": "#/components/responses/Error"}
     options = {name: _TARGET[name] for name in ("no_quorum", "timeout_ms")}
@@ -92,9 +103,14 @@ def _plain(summary: str, fields: dict[str, Any], required: list[str]) -> dict[st
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "additionalProperties": False, "required": required,
             "properties": {**fields, **options}}}}},
-        "responses": {"200": {"description": "OK"}, "400": errors, "404": errors,
+        "responses": {"200": _json_ok(result), "400": errors, "404": errors,
                       "405": _NOT_ALLOWED, "413": errors, "503": errors},
     }}
+
+
+def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A GET-only path (every other method: 405 with Allow)."""
+    return {"get": {"summary": summary, "responses": {**responses, "405": _NOT_ALLOWED}}}
 
 
 def _operation(summary: str, extra: dict[str, Any], required: list[str],
@@ -111,7 +127,30 @@ def _operation(summary: str, extra: dict[str, Any], required: list[str],
     }}
 
 
+# One request body per operation, as a client would send it.
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "/v1/put": {"key": "leader", "value": "pod-a", "bindings": {"until": 4_102_444_800_000}},
+    "/v1/get": {"key": "leader", "consistency": "linearizable"},
+    "/v1/delete": {"key": "leader", "token": 1},
+    "/v1/watch": {"key": "leader", "token": 1, "timeout_ms": 30_000},
+    "/v1/pid": {"key": "lock"},
+    "/v1/node": {"bucket": "shards", "key": "shard-7"},
+    "/v1/admin/nodes": {"source": "operator", "nodes": {"pod-a": True, "pod-b": False}},
+    "/v1/session/open": {"ttl_ms": 10_000},
+    "/v1/session/keepalive": {"session": "0123456789abcdef0123456789abcdef"},
+    "/v1/session/close": {"session": "0123456789abcdef0123456789abcdef"},
+}
+
+
 def openapi_document() -> dict[str, Any]:
+    document = _document()
+    for path, example in _EXAMPLES.items():
+        document["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+            "example"] = example
+    return document
+
+
+def _document() -> dict[str, Any]:
     entry = {"$ref": "#/components/schemas/Entry"}
     deleted = {"allOf": [entry, {"type": "object", "required": ["deleted"], "properties": {
         "deleted": {"type": "boolean", "description": "The named generation has ended "
@@ -194,7 +233,12 @@ def openapi_document() -> dict[str, Any]:
                                              "propertyNames": _NODE_NAME,
                                              "additionalProperties": {"type": "boolean"}},
                                    "timeout_ms": _TARGET["timeout_ms"]}}}}},
-                "responses": {"200": {"description": "The incarnations started and ended"},
+                "responses": {"200": _json_ok(_object({
+                                  "source": _NODE_NAME,
+                                  "started": {"type": "array", "items": _NODE_NAME},
+                                  "ended": {"type": "array", "items": _NODE_NAME}}),
+                                  "The nodes whose incarnation this report started, and "
+                                  "those it ended"),
                               "400": {"$ref": "#/components/responses/Error"},
                               "401": {"$ref": "#/components/responses/Unauthorized"},
                               "403": {"description": "The admin endpoint is off on this "
@@ -207,22 +251,36 @@ def openapi_document() -> dict[str, Any]:
             "/v1/session/open": _plain(
                 "Open a session: it lives while kept alive, at least ttl_ms after the "
                 "latest keep-alive.", {"ttl_ms": {"type": "integer", "minimum": v.MIN_TTL_MS,
-                                                  "maximum": v.MAX_TTL_MS}}, ["ttl_ms"]),
+                                                  "maximum": v.MAX_TTL_MS}}, ["ttl_ms"],
+                _object({"session": _SESSION, "ttl_ms": {"type": "integer"},
+                         "until": _DEADLINE})),
             "/v1/session/keepalive": _plain(
                 "Move the session's deadline ttl_ms ahead (404 not_found if it ended).",
-                {"session": _SESSION}, ["session"]),
+                {"session": _SESSION}, ["session"],
+                _object({"session": _SESSION, "until": _DEADLINE})),
             "/v1/session/close": _plain(
                 "Close the session: every key bound to it ends.", {"session": _SESSION},
-                ["session"]),
-            "/v1/status": {"get": {"summary": "This node's view of the cluster.",
-                                   "responses": {"200": {"description": "OK"}}}},
-            "/healthz": {"get": {"summary": "Liveness: the process answers.",
-                                 "responses": {"200": {"description": "OK"}}}},
-            "/readyz": {"get": {"summary": "Readiness: a quorum of members is reachable.",
-                                "responses": {"200": {"description": "Ready"},
-                                              "503": {"$ref": "#/components/responses/Error"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics.",
-                                 "responses": {"200": {"description": "OK"}}}},
+                ["session"], _object({"session": _SESSION, "closed": {
+                    "type": "boolean", "description": "False: it had already ended."}})),
+            "/v1/status": _get("This node's view of the cluster.", {"200": _json_ok(_object({
+                "name": _NODE_NAME, "version": {"type": "string"},
+                "boot": {"type": "integer", "minimum": 1},
+                "quorum": {"type": "integer", "minimum": 1},
+                "quorate": {"type": "boolean"},
+                "members": {"type": "array", "items": _object({
+                    "name": _NODE_NAME, "self": {"type": "boolean"},
+                    "connected": {"type": "boolean"}})},
+                "keys": {"type": "integer", "minimum": 0}}))}),
+            "/v1/openapi.json": _get("This document.", {"200": _json_ok(
+                {"type": "object", "required": ["openapi", "info", "paths"]})}),
+            "/healthz": _get("Liveness: the process answers.", {"200": _json_ok(
+                _object({"status": {"const": "ok"}}))}),
+            "/readyz": _get("Readiness: a quorum of members is reachable.", {
+                "200": _json_ok(_object({"status": {"const": "ready"}}), "Ready"),
+                "503": {"$ref": "#/components/responses/Error"}}),
+            "/metrics": _get("Prometheus metrics.", {"200": {
+                "description": "The Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}),
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
