@@ -339,3 +339,35 @@ def test_a_malformed_request_is_a_4xx_and_at_most_one_log_line(tmp_path: Path) -
         assert cluster.log_problems() == []
     finally:
         cluster.close()
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def test_a_value_nested_too_deep_is_refused_and_every_node_lives_on(
+        cluster: LocalCluster) -> None:
+    """Regression (issue 13's schemathesis work): a value of 254 levels of arrays (500
+    bytes) passed every check, and the node that stored it died ('storage commit failed:
+    Recursion limit reached', its encoder stops at 255 levels); from 255 levels the size
+    check itself failed, a 500. A value may now nest 100 levels; deeper is a 400 naming
+    the value, on every node, and nothing is written."""
+    for index in range(len(cluster.members)):
+        url = cluster.url(index)
+        for depth in (101, 253, 254, 255, 1000):
+            key = f"deep-{index}-{depth}"
+            refused = httpx.post(url + "/v1/put", timeout=10, content=b'{"key": "%s", '
+                                 b'"value": %s}' % (key.encode(), _nested(depth)))
+            assert refused.status_code == 400, (depth, refused.text)
+            assert refused.json()["error"]["field"] == "value"
+            absent = httpx.post(url + "/v1/get", json={"key": key}, timeout=10).json()
+            assert (absent["found"], absent["token"]) == (False, 0), absent
+        deepest = b'{"a": %s}' % _nested(99)  # 100 levels: an object, then 99 arrays
+        put = httpx.post(url + "/v1/put", timeout=10, content=b'{"key": "deep-%d-100", '
+                         b'"value": %s}' % (index, deepest))
+        assert put.status_code == 200 and put.json()["created"], put.text
+        got = httpx.post(url + "/v1/get", json={"key": f"deep-{index}-100"}, timeout=10)
+        assert got.content.count(b"[") == 99 and got.json()["value"]["a"], got.text[:200]
+    for index in range(len(cluster.members)):
+        assert httpx.get(cluster.url(index) + "/readyz").status_code == 200
+    assert cluster.log_problems() == []

@@ -170,7 +170,8 @@ def _document() -> dict[str, Any]:
                 "Returns the decided value, which may be another client's.",
                 {"value": {"$ref": "#/components/schemas/Json", "not": {"type": "null"},
                            "description": f"Any JSON value but null, at most "
-                           f"{v.MAX_VALUE_BYTES} bytes encoded; integers from -2^63 to "
+                           f"{v.MAX_VALUE_BYTES} bytes encoded and {v.MAX_VALUE_DEPTH} "
+                           "levels of arrays and objects (400 beyond); integers from -2^63 to "
                            "2^64-1 (others are refused: they would not come back exactly; "
                            "a number written with a fraction or an exponent, such as "
                            "1e300, is kept as the float it is)."},

@@ -12,6 +12,10 @@ import orjson
 MAX_BODY_BYTES = 1024 * 1024
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 64 * 1024
+# Levels of arrays and objects in a value. The node stores and sends a value inside a few
+# levels of its own (a key's record, a peer message), and its JSON encoder stops at 255
+# levels; a value deeper than that could be parsed but not stored.
+MAX_VALUE_DEPTH = 100
 MAX_TIMEOUT_MS = 60_000
 MIN_TTL_MS, MAX_TTL_MS = 1_000, 3_600_000
 DEFAULT_TIMEOUT_MS = 5_000
@@ -142,9 +146,27 @@ def options(body: dict[str, Any]) -> tuple[str, float]:
     return str(policy), timeout_ms / 1000
 
 
+def too_deep(raw: Any, limit: int) -> bool:
+    """`raw` has more than `limit` levels of arrays and objects (without recursion)."""
+    pending: list[tuple[Any, int]] = [(raw, 0)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item \
+            if isinstance(item, list) else None
+        if children is None:
+            continue
+        if level >= limit:
+            return True
+        pending.extend((child, level + 1) for child in children)
+    return False
+
+
 def value(body: dict[str, Any]) -> Any:
     if "value" not in body:
         raise RequestError("value", "value is required (any JSON value)")
+    if too_deep(body["value"], MAX_VALUE_DEPTH):
+        raise RequestError("value", f"value nests arrays and objects more than "
+                           f"{MAX_VALUE_DEPTH} levels deep")
     if len(orjson.dumps(body["value"])) > MAX_VALUE_BYTES:
         raise RequestError("value", f"value exceeds {MAX_VALUE_BYTES} bytes as JSON",
                            "too_large", 413)
