@@ -14,7 +14,8 @@ meaning.
   server, would be at fault: those wait at least MIN_WAIT_MS (a healthy cluster answers in
   milliseconds, so a longer deadline costs nothing).
 - session. A keep-alive of a well-formed id is sent for the session that the test opened
-  ($PAXOSKV_TEST_SESSION), so that it reaches a live session (a random id is a 404)."""
+  ($PAXOSKV_TEST_SESSION), so that it reaches a live session (a random id is a 404), until
+  schemathesis, which reuses ids it saw in answers, closes it."""
 
 from __future__ import annotations
 
