@@ -1150,3 +1150,51 @@ def test_commits_older_than_the_accepted_ballot_teach_only_the_latest_chosen_sta
     acc.handle(Commit(K, b(8), s7))  # older than the chosen record: changes nothing
     assert acc.chosen_state(K) == pending
     assert acc.record(K) == Record(b(9), b(9), pending, True)
+
+
+def test_a_commit_mark_marks_only_the_ballot_this_acceptor_accepted() -> None:
+    """A bare mark (no state) names a ballot: it may mark chosen only the state this
+    acceptor accepted at that very ballot. A late mark of an older round, or the mark
+    of a round this acceptor missed, must not make a merely accepted state servable."""
+    acc = Acceptor()
+    assert acc.mark_chosen(K, b(1)) is False  # nothing held: nothing to mark or persist
+    assert acc.handle(Commit(K, b(1))) == (Learned(K, b(1)), None)
+    assert not acc.has_record(K)
+    acc.handle(Accept(K, b(1), KeyState(1, True, "v1")))
+    pending = KeyState(2, False)
+    acc.handle(Accept(K, b(3), pending))
+    for other in (b(1), b(2), b(4)):  # older than what it holds, and rounds it missed
+        assert acc.mark_chosen(K, other) is False, other
+        assert acc.handle(Commit(K, other)) == (Learned(K, other), None), other
+    assert acc.chosen_state(K) == EMPTY
+    assert acc.record(K) == Record(b(3), b(3), pending, False)
+
+
+def test_a_commit_mark_after_a_higher_promise_marks_the_record_once() -> None:
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    acc.handle(Accept(K, b(1), state))
+    acc.handle(Prepare(K, b(2)))  # promised higher, accepted nothing at it
+    assert acc.handle(Commit(K, b(1))) == (Learned(K, b(1)), (K, Record(b(2), b(1), state, True)))
+    assert acc.chosen_state(K) == state
+    # Marked already: a repeated mark changes nothing and has nothing to persist.
+    assert acc.mark_chosen(K, b(1)) is False
+    assert acc.handle(Commit(K, b(1))) == (Learned(K, b(1)), None)
+    acc2 = Acceptor()
+    acc2.handle(Accept(K, b(1), state))
+    assert acc2.mark_chosen(K, b(1)) is True  # the node's own path to the same mark
+    assert acc2.mark_chosen(K, b(1)) is False
+    assert acc2.record(K) == Record(b(1), b(1), state, True)
+
+
+def test_a_commit_with_the_state_an_acceptor_already_accepted_marks_its_record_chosen() -> None:
+    """A commit carries the state to acceptors the proposer did not hear accept; one
+    whose Accepted reply was lost holds it already, and must mark it chosen durably."""
+    acc = Acceptor()
+    state = KeyState(1, True, "v")
+    acc.handle(Accept(K, b(1), state))
+    commit = decode(encode(Commit(K, b(1), state)))  # as it arrives from the wire
+    assert isinstance(commit, Commit)
+    assert acc.handle(commit) == (Learned(K, b(1)), (K, Record(b(1), b(1), state, True)))
+    assert acc.chosen_state(K) == state
+    assert acc.handle(commit) == (Learned(K, b(1)), None)  # a repeat: nothing new

@@ -101,6 +101,21 @@ def test_each_commit_is_counted_once_and_an_idle_storage_commits_nothing(tmp_pat
     assert (storage.commits, storage.records_written) == (2, 3)
 
 
+def test_close_commits_a_write_whose_commit_has_not_started_yet(tmp_path: Path) -> None:
+    """A clean stop writes what it has queued (the node's commit marks, at SIGTERM)
+    and closes at once: close must wait for those writes, not only for a commit
+    already under way."""
+    async def scenario(storage: Storage) -> bool:
+        write = storage.write([("b/k", _record(1))])  # queued; its commit starts soon
+        await storage.close()
+        return write.done()
+
+    assert asyncio.run(scenario(Storage(tmp_path)))
+    reopened = Storage(tmp_path)
+    assert reopened.load() == {"b/k": _record(1)}
+    asyncio.run(reopened.close())
+
+
 def test_meta_entries_are_set_replaced_and_removed_durably(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
     assert storage.is_empty()
