@@ -201,8 +201,10 @@ def test_a_checker_without_one_rule_is_caught_by_that_rules_histories_alone(rule
 # so that a change of the simulator's schedules cannot quietly void the test.
 PLANTED = [("delete-drops-guard", LIFETIME),  # a key ended before its deadline
            ("renew-backwards", SESSION_EARLY),  # a renewal moved a deadline back
-           ("ack-before-durable", REAL_TIME),  # a crash lost acknowledged writes
-           ("forget-accepted", REAL_TIME)]  # promises forgot what was accepted
+           ("ack-before-durable", REAL_TIME)]  # a crash lost acknowledged writes
+# (forget-accepted, promises that forget what was accepted, usually breaks several
+# rules at once, so no seed need show it by one rule alone: tests/test_sim.py shows
+# that random seeds find it.)
 SEEDS_TO_SEARCH = range(1, 81)
 
 

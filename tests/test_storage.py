@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,16 @@ async def _replies_before_commit(tmp_path: Path, breaks: frozenset[str]) -> list
     def spawn(coro: Awaitable[None]) -> None:
         tasks.add(asyncio.ensure_future(coro))
 
-    for n in range(20):
+    # Hold the writer thread until every frame is served, so that no commit can
+    # finish first by luck: a reply that leaves now left before its commit.
+    gate = threading.Event()
+    storage._thread.submit(gate.wait)
+    for n in range(1, 21):  # request ids count from 1 (0 is a notice: no reply)
         accept = Accept(f"b/k{n}", Ballot(1, 1, "b"), KeyState(1, True, n))
         node.serve_frame("b", [[n, "m", encode(accept)]], send, spawn)
         await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # time for any reply that does not wait for its commit
+    gate.set()
     await storage.flushed()
     await asyncio.sleep(0.05)
     await storage.close()
@@ -215,7 +222,7 @@ def test_peer_replies_leave_only_once_their_write_is_committed(tmp_path: Path) -
 def test_the_reply_check_catches_replies_before_the_commit(tmp_path: Path) -> None:
     """Must fail on the planted bug: replies sent as soon as the write is queued."""
     early = asyncio.run(_replies_before_commit(tmp_path, frozenset({REPLY_BEFORE_DURABLE})))
-    assert len(early) > 10
+    assert len(early) == 20, early
 
 
 def test_storage_is_fsynced_at_every_commit(tmp_path: Path) -> None:
