@@ -131,9 +131,11 @@ class LocalCluster:
         self.procs.clear()
 
 
-def running(root: Path, size: int) -> Iterator[LocalCluster]:
-    """A started cluster for a fixture; every process is gone afterwards."""
-    cluster = LocalCluster(root, size)
+def running(root: Path, size: int, env: dict[str, str] | None = None
+            ) -> Iterator[LocalCluster]:
+    """A started cluster for a fixture (`env`: for every node); every process is gone
+    afterwards."""
+    cluster = LocalCluster(root, size, env=env)
     try:
         cluster.start_all()
         yield cluster

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, running
 
 TOKEN = "conformance-admin-token"
 Schema = dict[str, Any]
@@ -126,13 +126,8 @@ def test_the_validator_knows_what_it_must() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("conformance"), 3,
-                           env={"PAXOSKV_ADMIN_TOKEN": TOKEN})
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running(tmp_path_factory.mktemp("conformance"), 3,
+                       env={"PAXOSKV_ADMIN_TOKEN": TOKEN})
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, running
 from tests.schemathesis_hooks import SESSION_ENV
 
 TOKEN = "schemathesis-admin-token"
@@ -42,13 +42,8 @@ CONFIG = ROOT / "tests" / "schemathesis.toml"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("schemathesis"), 3,
-                           env={"PAXOSKV_ADMIN_TOKEN": TOKEN})
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running(tmp_path_factory.mktemp("schemathesis"), 3,
+                       env={"PAXOSKV_ADMIN_TOKEN": TOKEN})
 
 
 def schemathesis_run(cluster: LocalCluster, session: str, workdir: Path,
