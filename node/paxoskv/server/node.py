@@ -192,15 +192,14 @@ class Node:
                 UNHURRIED_FLUSH_S, self.flush_unhurried)
 
     def flush_unhurried(self) -> None:
-        """Queue the current records of the keys `persist_later` noted."""
+        """Queue the current records of the keys `persist_later` noted (the timer's
+        work; it finds nothing to do if a durable write took them along first)."""
+        self._flush_timer = None
         writes = self._take_unhurried()
         if writes:
             self.storage.write(writes)
 
     def _take_unhurried(self) -> list[Write]:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
         keys, self._unhurried = self._unhurried, set()
         return [(key, self.acceptor.record(key)) for key in sorted(keys)]
 
@@ -406,6 +405,8 @@ class Node:
         for link in self.links.values():
             await link.stop()
         self.rounds.stop()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         self.flush_unhurried()  # keep the commit marks across a clean restart
         self._stopped = True
 
