@@ -731,14 +731,14 @@ def test_issued_ballots_are_new_and_climb_one_round_above_what_they_must_pass() 
 
 def test_a_fresh_key_at_its_home_skips_prepare_at_zero_and_all_else_runs_full_rounds() -> None:
     ballots = Ballots("n", 1)
-    assert ballots.plan(K, home=True, known_key=False, above=None) == Plan(
+    assert ballots.plan(K, zero=ZERO, known_key=False, above=None) == Plan(
         "zero", ZERO, EMPTY, Ballot(1, 1, "n"))
-    assert ballots.plan(K, home=True, known_key=True, above=None) == Plan(
+    assert ballots.plan(K, zero=ZERO, known_key=True, above=None) == Plan(
         "full", Ballot(2, 1, "n"), None, Ballot(3, 1, "n"))
-    assert ballots.plan(K, home=False, known_key=False, above=None) == Plan(
+    assert ballots.plan(K, zero=None, known_key=False, above=None) == Plan(
         "full", Ballot(4, 1, "n"), None, Ballot(5, 1, "n"))
     # After a conflict, never ZERO again: above what the conflict showed.
-    assert ballots.plan(K, home=True, known_key=False, above=b(9, "q")) == Plan(
+    assert ballots.plan(K, zero=ZERO, known_key=False, above=b(9, "q")) == Plan(
         "full", Ballot(10, 1, "n"), None, Ballot(11, 1, "n"))
 
 
@@ -747,19 +747,19 @@ def test_a_cached_promise_is_used_once_and_never_after_a_conflict() -> None:
     state = KeyState(1, True, "v")
     promised = ballots.issue()
     ballots.remember(K, Decided(EMPTY, state, promised))
-    assert ballots.plan(K, home=False, known_key=True, above=None) == Plan(
+    assert ballots.plan(K, zero=None, known_key=True, above=None) == Plan(
         "cached", promised, state, Ballot(2, 1, "n"))
-    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"  # used up
+    assert ballots.plan(K, zero=None, known_key=True, above=None).path == "full"  # used up
     ballots.remember(K, Decided(EMPTY, state, ballots.issue()))
-    plan = ballots.plan(K, home=False, known_key=True, above=b(20, "q"))
+    plan = ballots.plan(K, zero=None, known_key=True, above=b(20, "q"))
     assert (plan.path, plan.ballot) == ("full", Ballot(21, 1, "n"))
-    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"  # dropped
+    assert ballots.plan(K, zero=None, known_key=True, above=None).path == "full"  # dropped
     # A decision without a promise, or a forgotten one, leaves nothing to use.
     ballots.remember("other", Decided(EMPTY, state, None))
-    assert ballots.plan("other", home=False, known_key=True, above=None).path == "full"
+    assert ballots.plan("other", zero=None, known_key=True, above=None).path == "full"
     ballots.remember(K, Decided(EMPTY, state, ballots.issue()))
     ballots.forget()
-    assert ballots.plan(K, home=False, known_key=True, above=None).path == "full"
+    assert ballots.plan(K, zero=None, known_key=True, above=None).path == "full"
 
 
 def test_the_promise_cache_keeps_only_the_most_recently_decided_keys() -> None:
@@ -769,7 +769,7 @@ def test_the_promise_cache_keeps_only_the_most_recently_decided_keys() -> None:
         ballots.remember(f"k{i}", decided)
 
     def cached(key: str) -> bool:
-        return ballots.plan(key, home=False, known_key=True, above=None).path == "cached"
+        return ballots.plan(key, zero=None, known_key=True, above=None).path == "cached"
 
     assert cached("k0")  # a full cache keeps every key
     ballots.remember("k0", decided)
@@ -783,7 +783,7 @@ def test_a_hint_only_ever_raises_the_ballot() -> None:
     ballots = Ballots("n", 1)
 
     def ballot(above: Ballot | None, hint: Ballot | None) -> Ballot:
-        plan = ballots.plan(K, home=False, known_key=True, above=above, hint=hint)
+        plan = ballots.plan(K, zero=None, known_key=True, above=above, hint=hint)
         assert plan.path == "full" and plan.next_promise > plan.ballot
         return plan.ballot
 

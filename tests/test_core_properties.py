@@ -364,8 +364,8 @@ class PaxosNetwork(RuleBasedStateMachine):
         own = self.acceptors[p.name]
         assert own is not None  # a proposer is up only while its node is
         # The ballot, as the node's driver picks it: with the driver's own class.
-        plan = p.ballots.plan(key, home=home(key) == p.name, known_key=own.has_record(key),
-                              above=p.conflicts.pop(key, None),
+        plan = p.ballots.plan(key, zero=ZERO if home(key) == p.name else None,
+                              known_key=own.has_record(key), above=p.conflicts.pop(key, None),
                               hint=own.record(key).promised)
         op = self.new_op(p, key, plan.path)
         ballot = plan.ballot

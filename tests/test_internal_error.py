@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from paxoskv.core.acceptor import Acceptor
+from paxoskv.core.config import Config, Member
 from paxoskv.server.api import create_app
 from paxoskv.server.identity import Identity
 from paxoskv.server.lifetimes import Lifetimes
@@ -23,7 +24,8 @@ async def test_an_unexpected_error_is_a_json_500_and_the_node_serves_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = Storage(tmp_path)
-    node = Node("n1", ["n1"], Acceptor(), storage, storage.next_boot())
+    node = Node("n1", Config.initial([Member("n1", "", "member-1")]), Acceptor(), storage,
+                storage.next_boot())
     identity = Identity("cluster-a", "member-1", {"n1": "member-1"})
     runner = web.AppRunner(create_app(node, Lifetimes(node), Liveness(node), identity))
     await runner.setup()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from paxoskv.core import messages
+from paxoskv.core.config import Config, Member
 from paxoskv.core.messages import Accept, Promise
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
@@ -222,8 +223,8 @@ class World:
 
 def key_homed_on(name: str) -> str:
     """A client key whose home member is `name`."""
-    node = Node(name, NAMES, None, None, 1)  # type: ignore[arg-type]  # only home() is used
-    return next(k for k in (f"k{i}" for i in range(100)) if node.home(f"{BUCKET}/{k}") == name)
+    config = Config.initial([Member(n, "", f"id-{n}") for n in NAMES])  # homes go by name
+    return next(k for k in (f"k{i}" for i in range(100)) if config.home(f"{BUCKET}/{k}") == name)
 
 
 PLANTED = [None, "plant"]

@@ -16,6 +16,7 @@ import pytest
 
 from paxoskv.core.acceptor import Acceptor, Record
 from paxoskv.core.ballot import Ballot
+from paxoskv.core.config import Config, Member
 from paxoskv.core.messages import Accept, encode
 from paxoskv.core.state import KeyState
 from paxoskv.server.node import Node
@@ -187,7 +188,8 @@ async def _replies_before_commit(tmp_path: Path, breaks: frozenset[str]) -> list
     """Serve peer frames on a real node over real storage; the keys whose reply left
     before their record was committed."""
     storage = Storage(tmp_path, breaks)
-    node = Node("a", ["a", "b", "c"], Acceptor(), storage, boot=1)
+    node = Node("a", Config.initial([Member(n, "", f"id-{n}") for n in "abc"]), Acceptor(),
+                storage, boot=1)
     early: list[str] = []
     tasks: set[asyncio.Task[None]] = set()
 

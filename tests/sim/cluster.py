@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paxoskv.core.acceptor import Acceptor
+from paxoskv.core.config import Config
 from paxoskv.server import identity
 from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes
@@ -118,6 +119,14 @@ class SimCluster:
         return identity.describe(name, self.names, identity.load(DiskMeta(disk), self.names),
                                  disk.meta.get("member_id"))
 
+    def config_of(self, member: Member) -> Config:
+        """The configuration `member` starts with: the one its disk's identity records
+        (with amnesia, a wiped disk records none: then a peer's)."""
+        known = identity.load(DiskMeta(member.disk), self.names) or next(
+            found for m in self.members.values()
+            if (found := identity.load(DiskMeta(m.disk), self.names)) is not None)
+        return identity.initial_config(known, {name: f"sim://{name}" for name in self.names})
+
     def _admit(self, member: Member) -> None:
         """As main.establish with --bootstrap: a disk that records the cluster starts;
         one that does not asks the peers that are up, and gets IdentityError if the
@@ -157,7 +166,7 @@ class SimCluster:
         storage = self.storage_class(member.disk, proc, self.rng, self.disk_timing)
         acceptor = Acceptor(storage.load())
         clock = member.clock
-        node = Node(member.name, self.names, acceptor, storage,
+        node = Node(member.name, self.config_of(member), acceptor, storage,
                     storage.next_boot(), clock=self.loop.time,
                     wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
         storage.on_durable = functools.partial(self.ledger.saw, member.name)

@@ -35,7 +35,7 @@ from unittest import mock
 
 from paxoskv.core import state as core_state
 from paxoskv.core.acceptor import Acceptor, Write
-from paxoskv.core.ballot import ZERO, Ballot, first_ballot
+from paxoskv.core.ballot import Ballot, first_ballot
 from paxoskv.core.messages import Promise, Reply, Request
 from paxoskv.core.proposer import Ballots, Plan
 from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew
@@ -58,7 +58,7 @@ def forgetful(handle: Handle) -> Handle:
     return forgetful_handle
 
 
-def plan_from_acceptor(self: Ballots, key: str, *, home: bool, known_key: bool,
+def plan_from_acceptor(self: Ballots, key: str, *, zero: Ballot | None, known_key: bool,
                        above: Ballot | None, hint: Ballot | None = None) -> Plan:
     """`Ballots.plan` as the driver chose ballots at 6056439: a full round starts
     just above the local acceptor's promise (`hint`) or the conflict's (`above`),
@@ -70,8 +70,8 @@ def plan_from_acceptor(self: Ballots, key: str, *, home: bool, known_key: bool,
     cached = self._cached.pop(key, None)
     if cached is not None and above is None:
         return make("cached", *cached)
-    if above is None and home and not known_key:
-        return make("zero", ZERO, EMPTY)
+    if above is None and zero is not None and not known_key:
+        return make("zero", zero, EMPTY)
     promised = hint
     if promised is None or (above is not None and above > promised):
         promised = above

@@ -18,6 +18,11 @@ class Ballot(NamedTuple):
     boot: int
     node: str
 
+    @property
+    def is_zero(self) -> bool:
+        """A ZERO ballot (of any epoch): see `zero`."""
+        return self.round == 0
+
     def successor(self) -> Ballot:
         return Ballot(self.round + 1, self.boot, self.node)
 
@@ -29,11 +34,15 @@ class Ballot(NamedTuple):
         return Ballot(int(raw[0]), int(raw[1]), str(raw[2]))
 
 
-# The lowest ballot. Only a key's home proposer ever uses it, at most once per
-# key, so it may skip the prepare phase: no lower ballot can have accepted
-# anything. (This holds while membership is static; a membership change must
-# fall back to full rounds for keys whose home moves.)
-ZERO = Ballot(0, 0, "")
+def zero(epoch: int) -> Ballot:
+    """The ZERO ballot of a configuration epoch: round 0, below every full-round
+    ballot. Only a key's home proposer of that epoch uses it, at most once per
+    key, so it may skip the prepare phase: in a static cluster no lower ballot
+    can have accepted anything; across membership steps see core.config (3)."""
+    return Ballot(0, epoch, "")
+
+
+ZERO = zero(0)  # the ZERO ballot of the configuration a cluster bootstraps with
 
 
 def first_ballot(node: str, boot: int, above: Ballot | None) -> Ballot:

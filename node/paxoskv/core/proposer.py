@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from paxoskv.core.ballot import ZERO, Ballot
+from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
@@ -203,9 +203,9 @@ class Ballots:
     counter, which is durable; so no ballot is ever issued twice, whatever any
     acceptor (the local one included) saw or forgot. A promise that a quorum
     made for a decided round is cached and used at most once (it leaves the
-    cache when used). ZERO is used only by the key's home on a key its own
-    acceptor has no record of, and the driver records that use on the home's
-    disk before any peer sees it, so ZERO too is used once per key.
+    cache when used). A ZERO ballot is used only by the key's home of its epoch,
+    on a key its own acceptor has no record of, and the driver records that use
+    on the home's disk before any peer sees it, so it too is used once per key.
     """
 
     def __init__(self, node: str, boot: int) -> None:
@@ -219,9 +219,10 @@ class Ballots:
         self._round = max(self._round, 0 if above is None else above.round) + 1
         return Ballot(self._round, self.boot, self.node)
 
-    def plan(self, key: str, *, home: bool, known_key: bool, above: Ballot | None,
+    def plan(self, key: str, *, zero: Ballot | None, known_key: bool, above: Ballot | None,
              hint: Ballot | None = None) -> Plan:
-        """The next attempt on `key`. `home`: this proposer is the key's home;
+        """The next attempt on `key`. `zero`: the ZERO ballot this proposer may use
+        for the key (it is the key's home in a settled configuration; else None);
         `known_key`: its acceptor has a record of the key; `above`: the highest
         promise a conflict showed (None on a first attempt); `hint`: a promise
         seen locally, to skip a likely conflict (never a source of ballots)."""
@@ -229,8 +230,8 @@ class Ballots:
         if cached is not None and above is None:
             ballot, state = cached
             return Plan("cached", ballot, state, self.issue(ballot))
-        if above is None and home and not known_key:
-            return Plan("zero", ZERO, EMPTY, self.issue())
+        if above is None and zero is not None and not known_key:
+            return Plan("zero", zero, EMPTY, self.issue())
         if hint is not None and (above is None or hint > above):
             above = hint
         ballot = self.issue(above)

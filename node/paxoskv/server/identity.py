@@ -37,6 +37,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from paxoskv.core.config import Config, Member
+
 log = logging.getLogger("paxoskv.identity")
 
 IDENTITY_PATH = "/v1/identity"
@@ -77,6 +79,12 @@ class Identity:
     def headers(self, name: str) -> dict[str, str]:
         return {"X-PaxosKV-Peer": name, "X-PaxosKV-Cluster": self.cluster_id,
                 "X-PaxosKV-Member": self.member_id}
+
+
+def initial_config(identity: Identity, urls: Mapping[str, str]) -> Config:
+    """The configuration a cluster bootstrapped with: its members' names, ids and URLs."""
+    return Config.initial([Member(name, urls[name], member_id)
+                           for name, member_id in identity.members.items()])
 
 
 def cluster_id_of(members: Mapping[str, str]) -> str:

@@ -195,8 +195,8 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
         raise SystemExit(f"paxoskv: error: {exc}") from None
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
-    node = Node(config.name, list(config.members), acceptor, storage, boot,
-                wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
+    node = Node(config.name, ident.initial_config(identity, config.members), acceptor, storage,
+                boot, wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot),
                 watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")))
     faults = message_faults(test_rng(config.name + "/network", boot))

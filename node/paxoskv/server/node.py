@@ -24,14 +24,14 @@ import logging
 import os
 import random
 import time
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import Ballot
+from paxoskv.core.config import Config
 from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
@@ -90,7 +90,7 @@ class Stats:
 @dataclass
 class Node:
     name: str
-    members: Sequence[str]  # every member's name, this node's included
+    config: Config  # the members (this node included), agreed by consensus
     acceptor: Acceptor
     storage: Disk
     boot: int
@@ -110,8 +110,6 @@ class Node:
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
-        self.members = sorted(self.members)
-        self.quorum = len(self.members) // 2 + 1
         self.ballots = Ballots(self.name, self.boot)
         self.rounds = Rounds(self)
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
@@ -133,8 +131,16 @@ class Node:
 
     # -- membership view ------------------------------------------------------
 
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.config.names
+
+    @property
+    def quorum(self) -> int:
+        return self.config.quorum
+
     def home(self, key: str) -> str:
-        return self.members[zlib.crc32(key.encode()) % len(self.members)]
+        return self.config.home(key)
 
     def reachable(self) -> int:
         return 1 + sum(link.connected for link in self.links.values())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from paxoskv.core import messages
-from paxoskv.core.ballot import ZERO, Ballot
+from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import Commit, Inspect, Observed
 from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
 from paxoskv.core.state import Change, KeyState, Read, answers, compose
@@ -153,9 +153,10 @@ class Rounds:
 
     def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
                   above: Ballot | None) -> Proposal:
-        plan = self.node.ballots.plan(key, home=self.node.home(key) == self.node.name,
-                                 known_key=self.node.acceptor.has_record(key), above=above,
-                                 hint=self.node.acceptor.record(key).promised)
+        home = self.node.home(key) == self.node.name
+        plan = self.node.ballots.plan(key, zero=self.node.config.zero() if home else None,
+                                      known_key=self.node.acceptor.has_record(key), above=above,
+                                      hint=self.node.acceptor.record(key).promised)
         if plan.path == "cached":
             self.node.stats.cached_promise += 1
         elif plan.path == "zero":
@@ -187,7 +188,7 @@ class Rounds:
                 done.set_result(None)
 
         outgoing = proposal.start()
-        if proposal.ballot == ZERO:
+        if proposal.ballot.is_zero:
             # The ZERO ballot may be used once per key: record its use on this
             # node's disk before any peer can see it. (Sending in parallel is not
             # safe, even with a per-boot ballot: a home that lost an unsynced
