@@ -16,10 +16,11 @@ import itertools
 import os
 import signal
 import time
-import zlib
 from dataclasses import dataclass
 
 import httpx
+
+from paxoskv.core.config import home_of
 
 WRITERS = 8
 BEFORE_S, PAUSE_S, AFTER_S = 3.0, 5.0, 3.0
@@ -108,8 +109,10 @@ async def _measure(store: str, url: str, pid: int, prefix: str
 
 
 def paxoskv_home(key: str, members: int) -> int:
-    """The index of a default-bucket key's home member (node.py `Node.home`)."""
-    return zlib.crc32(f"default/{key}".encode()) % members
+    """The index of a default-bucket key's home member, of members n1, n2, ... (as
+    bench/run.py names them)."""
+    names = [f"n{i + 1}" for i in range(members)]
+    return names.index(home_of(names, f"default/{key}"))
 
 
 def measure_availability(store: str, urls: list[str], pids: list[int], paused: int,

@@ -20,11 +20,11 @@ import contextlib
 import itertools
 import math
 import random
-import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from paxoskv.core.config import home_of
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import Lifetimes
@@ -61,10 +61,7 @@ class Mix:
         """The client keys (`keys` of them)."""
         candidates = (f"k{i}" for i in range(1000))
         if self.home is not None:
-            # As Node.home picks a key's home.
-            members = sorted(members)
-            candidates = (k for k in candidates if members[
-                zlib.crc32(f"{BUCKET}/{k}".encode()) % len(members)] == self.home)
+            candidates = (k for k in candidates if home_of(members, f"{BUCKET}/{k}") == self.home)
         return list(itertools.islice(candidates, self.keys))
 
 

@@ -66,6 +66,7 @@ longer lists it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -90,8 +91,13 @@ class Member:
         return Member(str(raw["name"]), str(raw["url"]), str(raw["member_id"]))
 
 
-def _weight(name: str, key: str) -> bytes:
-    return hashlib.blake2b(f"{name}\0{key}".encode(), digest_size=8).digest()
+def home_of(names: Iterable[str], key: str) -> str:
+    """The member (of `names`) whose proposer decides `key`: rendezvous hashing on
+    member names, so adding a member moves only the keys it wins, and removing
+    one only the keys it held (a member replaced under its old name gets its old
+    keys back; one home per epoch is all that ZERO needs, see 3)."""
+    return max(names, key=lambda name: hashlib.blake2b(f"{name}\0{key}".encode(),
+                                                       digest_size=8).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +135,8 @@ class Config:
         return next((m for m in self.members if m.name == name), None)
 
     def home(self, key: str) -> str:
-        """The member whose proposer decides `key`: rendezvous hashing on member
-        names, so a step moves only the keys that the added member wins or that
-        the removed member held (a member replaced under its old name gets its
-        old keys back; one home per epoch is all that ZERO needs, see 3)."""
-        return max(self.names, key=lambda name: _weight(name, key))
+        """The member whose proposer decides `key` (see `home_of`)."""
+        return home_of(self.names, key)
 
     def zero(self) -> Ballot | None:
         """The ZERO ballot of this epoch, or None while a step's rescan runs (see 3)."""
