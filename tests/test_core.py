@@ -11,11 +11,12 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from paxoskv.core.acceptor import BLANK, Acceptor, Record
-from paxoskv.core.ballot import ZERO, Ballot, first_ballot
+from paxoskv.core.ballot import ZERO, Ballot, first_ballot, zero
 from paxoskv.core.messages import (
     Accept,
     Accepted,
     Commit,
+    Fenced,
     Inspect,
     Learned,
     Observed,
@@ -813,6 +814,12 @@ MESSAGES: list[Request | Reply] = [
     Commit(K, b(9)),
     Commit(K, b(9), KeyState(3, True, "caught up")),
     Learned(K, b(9)),
+    Prepare(K, b(1), 7),
+    Accept(K, zero(3), EMPTY, b(1, "p", 2), 3),
+    Inspect(K, 2),
+    Commit(K, b(9), KeyState(3, True, "caught up"), 5),
+    Fenced(K, b(1), 4),
+    Fenced(K, None, 4),
 ]
 
 
@@ -825,7 +832,7 @@ def test_message_encode_decode_round_trip(msg: Request | Reply) -> None:
 def test_message_kinds_are_distinct_on_the_wire() -> None:
     kinds = {encode(m)[0] for m in MESSAGES}
     assert kinds == {"prepare", "accept", "inspect", "promise", "accepted", "rejected",
-                     "observed", "too_early", "commit", "learned"}
+                     "observed", "too_early", "commit", "learned", "fenced"}
 
 
 def test_bad_messages_are_refused() -> None:

@@ -2,6 +2,14 @@
 
 `handle` returns the reply and, when the register changed, the record to make
 durable. The caller must persist that record before the reply leaves the node.
+
+Fencing (core.config, 2): requests carry their proposer's configuration epoch.
+The acceptor refuses (`Fenced`) a request older than the newest epoch it knows
+for the key: its node's (`epoch`, from the configuration it adopted) or the
+key's own (`Record.epoch`, the newest epoch that touched the register). The
+key's epoch is written with the promise or accept that raised it, so a member
+that promised a rescan's ballot refuses a late accept of the older epoch even
+if it has not adopted the new configuration yet, and even after a crash.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from paxoskv.core.messages import (
     Accept,
     Accepted,
     Commit,
+    Fenced,
     Inspect,
     Learned,
     Observed,
@@ -34,6 +43,7 @@ class Record(NamedTuple):
     accepted: Ballot | None = None
     state: KeyState = EMPTY
     chosen: bool = False
+    epoch: int = 0  # the newest configuration epoch of a request this register took
 
     def to_json(self) -> list[Any]:
         return [
@@ -41,15 +51,18 @@ class Record(NamedTuple):
             None if self.accepted is None else self.accepted.to_json(),
             self.state.to_json(),
             self.chosen,
+            self.epoch,
         ]
 
     @staticmethod
     def from_json(raw: list[Any]) -> Record:
+        # (Records written before commit marks have 3 fields, before epochs 4.)
         return Record(
             None if raw[0] is None else Ballot.from_json(raw[0]),
             None if raw[1] is None else Ballot.from_json(raw[1]),
             KeyState.from_json(raw[2]),
             bool(raw[3]) if len(raw) > 3 else False,
+            int(raw[4]) if len(raw) > 4 else 0,
         )
 
 
@@ -71,18 +84,20 @@ def _pack(rec: Record) -> Packed:
     # A tuple that holds any dict stays tracked, so bindings become pairs.
     return (None if rec.promised is None else tuple(rec.promised),
             None if rec.accepted is None else tuple(rec.accepted),
-            (token, live, value, tuple(bindings.items()), applied, horizon), rec.chosen)
+            (token, live, value, tuple(bindings.items()), applied, horizon), rec.chosen,
+            rec.epoch)
 
 
 def _unpack(raw: Packed) -> Record:
-    promised, accepted, (token, live, value, bindings, applied, horizon), chosen = raw
+    promised, accepted, (token, live, value, bindings, applied, horizon), chosen, epoch = raw
     return Record(None if promised is None else Ballot(*promised),
                   None if accepted is None else Ballot(*accepted),
-                  KeyState(token, live, value, dict(bindings), applied, horizon), chosen)
+                  KeyState(token, live, value, dict(bindings), applied, horizon), chosen, epoch)
 
 
 class Acceptor:
-    def __init__(self, records: dict[str, Record] | None = None) -> None:
+    def __init__(self, records: dict[str, Record] | None = None, epoch: int = 0) -> None:
+        self.epoch = epoch  # the epoch of the configuration this acceptor's node adopted
         self._packed: dict[str, Packed] = {k: _pack(r) for k, r in (records or {}).items()}
         # key -> (ballot, state) known chosen, for keys whose record holds a state
         # not (yet) known to be chosen: what a local read serves meanwhile.
@@ -115,7 +130,13 @@ class Acceptor:
     def handle(self, msg: Request, now_ms: int | None = None) -> tuple[Reply, Write | None]:
         """Answer `msg`. `now_ms` is this node's clock, for tombstones that
         claim a deadline has passed (None: accept them unchecked)."""
+        if not isinstance(msg, Prepare | Accept | Inspect | Commit):
+            raise TypeError(f"not a request: {msg!r}")
         rec = self.record(msg.key)
+        fence = max(self.epoch, rec.epoch)
+        if msg.epoch < fence:
+            return Fenced(msg.key, None if isinstance(msg, Inspect) else msg.ballot, fence), None
+        epoch = msg.epoch  # the register's epoch from now on (>= fence)
         match msg:
             case Inspect(key):
                 return Observed(key, rec.accepted, rec.state), None
@@ -124,7 +145,8 @@ class Acceptor:
                 # only its own proposer uses that ballot.
                 if rec.promised is not None and ballot < rec.promised:
                     return Rejected(key, ballot, rec.promised), None
-                return self._store(key, Record(ballot, rec.accepted, rec.state, rec.chosen),
+                return self._store(key, Record(ballot, rec.accepted, rec.state, rec.chosen,
+                                               epoch),
                                    Promise(key, ballot, rec.accepted, rec.state))
             case Accept(key, ballot, state, next_promise):
                 if rec.promised is not None and ballot < rec.promised:
@@ -136,10 +158,10 @@ class Acceptor:
                 if rec.chosen and rec.accepted is not None and rec.accepted != ballot:
                     self._last_chosen[key] = (rec.accepted, rec.state)
                 chosen = rec.chosen and rec.accepted == ballot and rec.state == state
-                return self._store(key, Record(promised, ballot, state, chosen),
+                return self._store(key, Record(promised, ballot, state, chosen, epoch),
                                    Accepted(key, ballot))
             case Commit(key, ballot, state):
-                return self._commit(key, rec, ballot, state)
+                return self._commit(key, rec, ballot, state, epoch)
         raise TypeError(f"not a request: {msg!r}")
 
     def mark_chosen(self, key: str, ballot: Ballot) -> bool:
@@ -152,11 +174,11 @@ class Acceptor:
         self._last_chosen.pop(key, None)
         if raw[3]:
             return False
-        self._packed[key] = (*raw[:3], True)
+        self._packed[key] = (*raw[:3], True, *raw[4:])
         return True
 
-    def _commit(self, key: str, rec: Record, ballot: Ballot, state: KeyState | None
-                ) -> tuple[Reply, Write | None]:
+    def _commit(self, key: str, rec: Record, ballot: Ballot, state: KeyState | None,
+                epoch: int) -> tuple[Reply, Write | None]:
         reply = Learned(key, ballot)
         if rec.accepted == ballot or state is None:
             return reply, (key, self.record(key)) if self.mark_chosen(key, ballot) else None
@@ -165,7 +187,7 @@ class Acceptor:
             # it at its ballot (a proposal above it carries it or a successor).
             self._last_chosen.pop(key, None)
             promised = ballot if rec.promised is None else max(rec.promised, ballot)
-            return reply, self._write(key, Record(promised, ballot, state, True))
+            return reply, self._write(key, Record(promised, ballot, state, True, epoch))
         known = self._last_chosen.get(key)
         if not rec.chosen and (known is None or known[0] < ballot):
             self._last_chosen[key] = (ballot, state)  # older than what we hold

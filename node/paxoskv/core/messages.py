@@ -1,4 +1,8 @@
-"""Acceptor requests and replies, with their wire form (plain JSON lists/dicts)."""
+"""Acceptor requests and replies, with their wire form (plain JSON lists/dicts).
+
+Every request carries its proposer's configuration epoch, and an acceptor that
+knows a newer one answers `Fenced` instead (see core.config, 2).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from paxoskv.core.state import KeyState
 class Prepare:
     key: str
     ballot: Ballot
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,7 @@ class Accept:
     ballot: Ballot
     state: KeyState
     next_promise: Ballot | None = None
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class Inspect:
     """Report the accepted ballot and state without promising anything."""
 
     key: str
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,7 @@ class Commit:
     key: str
     ballot: Ballot
     state: KeyState | None = None
+    epoch: int = 0
 
 
 Request = Prepare | Accept | Inspect | Commit
@@ -94,7 +102,18 @@ class Learned:
     ballot: Ballot
 
 
-Reply = Promise | Accepted | Rejected | Observed | TooEarly | Learned
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """The acceptor knows configuration epoch `epoch`, newer than the request's:
+    it refuses requests of older epochs. `ballot` is the request's (None for an
+    Inspect)."""
+
+    key: str
+    ballot: Ballot | None
+    epoch: int
+
+
+Reply = Promise | Accepted | Rejected | Observed | TooEarly | Learned | Fenced
 
 
 def _ballot(raw: Any) -> Ballot | None:
@@ -107,14 +126,15 @@ def _raw(ballot: Ballot | None) -> Any:
 
 def encode(msg: Request | Reply) -> list[Any]:
     match msg:
-        case Prepare(key, ballot):
-            return ["prepare", key, ballot.to_json()]
-        case Accept(key, ballot, state, next_promise):
-            return ["accept", key, ballot.to_json(), state.to_json(), _raw(next_promise)]
-        case Inspect(key):
-            return ["inspect", key]
-        case Commit(key, ballot, state):
-            return ["commit", key, ballot.to_json(), None if state is None else state.to_json()]
+        case Prepare(key, ballot, epoch):
+            return ["prepare", key, ballot.to_json(), epoch]
+        case Accept(key, ballot, state, next_promise, epoch):
+            return ["accept", key, ballot.to_json(), state.to_json(), _raw(next_promise), epoch]
+        case Inspect(key, epoch):
+            return ["inspect", key, epoch]
+        case Commit(key, ballot, state, epoch):
+            return ["commit", key, ballot.to_json(), None if state is None else state.to_json(),
+                    epoch]
         case Learned(key, ballot):
             return ["learned", key, ballot.to_json()]
         case Promise(key, ballot, accepted, state):
@@ -127,20 +147,23 @@ def encode(msg: Request | Reply) -> list[Any]:
             return ["observed", key, _raw(accepted), state.to_json()]
         case TooEarly(key, ballot, not_before):
             return ["too_early", key, ballot.to_json(), not_before]
+        case Fenced(key, ballot, epoch):
+            return ["fenced", key, _raw(ballot), epoch]
     raise TypeError(f"not a message: {msg!r}")
 
 
 def decode(raw: list[Any]) -> Request | Reply:
     kind, key = raw[0], raw[1]
     if kind == "prepare":
-        return Prepare(key, Ballot.from_json(raw[2]))
+        return Prepare(key, Ballot.from_json(raw[2]), int(raw[3]))
     if kind == "accept":
-        return Accept(key, Ballot.from_json(raw[2]), KeyState.from_json(raw[3]), _ballot(raw[4]))
+        return Accept(key, Ballot.from_json(raw[2]), KeyState.from_json(raw[3]), _ballot(raw[4]),
+                      int(raw[5]))
     if kind == "inspect":
-        return Inspect(key)
+        return Inspect(key, int(raw[2]))
     if kind == "commit":
         return Commit(key, Ballot.from_json(raw[2]),
-                      None if raw[3] is None else KeyState.from_json(raw[3]))
+                      None if raw[3] is None else KeyState.from_json(raw[3]), int(raw[4]))
     if kind == "learned":
         return Learned(key, Ballot.from_json(raw[2]))
     if kind == "promise":
@@ -153,4 +176,6 @@ def decode(raw: list[Any]) -> Request | Reply:
         return Observed(key, _ballot(raw[2]), KeyState.from_json(raw[3]))
     if kind == "too_early":
         return TooEarly(key, Ballot.from_json(raw[2]), int(raw[3]))
+    if kind == "fenced":
+        return Fenced(key, _ballot(raw[2]), int(raw[3]))
     raise ValueError(f"unknown message kind {kind!r}")

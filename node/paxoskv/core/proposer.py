@@ -13,6 +13,8 @@ from paxoskv.core.ballot import Ballot
 from paxoskv.core.messages import (
     Accept,
     Accepted,
+    Fenced,
+    Inspect,
     Observed,
     Prepare,
     Promise,
@@ -53,7 +55,15 @@ class Premature:
     not_before: int
 
 
-Outcome = Decided | Conflict | Premature
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """An acceptor knows a newer configuration (`epoch`): the proposer must adopt
+    it before it tries again."""
+
+    epoch: int
+
+
+Outcome = Decided | Conflict | Premature | Stale
 
 
 class Proposal:
@@ -75,8 +85,10 @@ class Proposal:
         *,
         prepared: KeyState | None = None,
         next_promise: Ballot | None = None,
+        epoch: int = 0,
     ) -> None:
         self.key = key
+        self.epoch = epoch  # the proposer's configuration epoch, carried by its requests
         self.change = change
         self.ballot = ballot
         self.acceptors = list(acceptors)
@@ -102,7 +114,7 @@ class Proposal:
     def start(self) -> Outgoing:
         if self._prior is not None:
             return self._accept_phase(self._prior)
-        return [(a, Prepare(self.key, self.ballot)) for a in self.acceptors]
+        return [(a, Prepare(self.key, self.ballot, self.epoch)) for a in self.acceptors]
 
     def receive(self, sender: str, reply: Reply) -> Outgoing:
         if (self.outcome is not None or isinstance(reply, Observed) or reply.key != self.key
@@ -111,6 +123,8 @@ class Proposal:
         match reply:
             case Rejected(promised=promised):
                 self.outcome = Conflict(promised)
+            case Fenced(epoch=epoch):
+                self.outcome = Stale(epoch)
             case TooEarly(not_before=deadline):
                 # Like a missing vote: give up only when no quorum is left.
                 self._too_early.add(sender)
@@ -143,7 +157,7 @@ class Proposal:
     def _accept_phase(self, prior: KeyState) -> Outgoing:
         self._prior = prior
         self._proposed = self.change(prior)
-        msg = Accept(self.key, self.ballot, self._proposed, self.next_promise)
+        msg = Accept(self.key, self.ballot, self._proposed, self.next_promise, self.epoch)
         return [(a, msg) for a in self.acceptors]
 
 
@@ -156,16 +170,24 @@ class QuorumRead:
     the caller falls back to proposing the identity change.
     """
 
-    def __init__(self, key: str, acceptors: Sequence[str], quorum: int) -> None:
+    def __init__(self, key: str, acceptors: Sequence[str], quorum: int, epoch: int = 0) -> None:
         self.key = key
         self.acceptors = list(acceptors)
         self.quorum = quorum
+        self.epoch = epoch
         self.done = False
         self.result: KeyState | None = None
+        self.stale: Stale | None = None  # an acceptor knew a newer configuration
         self._replies: dict[str, Observed] = {}
 
-    def receive(self, sender: str, reply: Observed) -> None:
+    def start(self) -> list[tuple[str, Inspect]]:
+        return [(a, Inspect(self.key, self.epoch)) for a in self.acceptors]
+
+    def receive(self, sender: str, reply: Observed | Fenced) -> None:
         if self.done or reply.key != self.key:
+            return
+        if isinstance(reply, Fenced):
+            self.done, self.stale = True, Stale(reply.epoch)  # inconclusive
             return
         self._replies[sender] = reply
         counts: dict[Ballot | None, int] = {}

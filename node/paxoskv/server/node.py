@@ -110,6 +110,7 @@ class Node:
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
+        self.acceptor.epoch = self.config.epoch
         self.ballots = Ballots(self.name, self.boot)
         self.rounds = Rounds(self)
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}

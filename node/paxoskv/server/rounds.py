@@ -18,8 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from paxoskv.core import messages
 from paxoskv.core.ballot import Ballot
-from paxoskv.core.messages import Commit, Inspect, Observed
-from paxoskv.core.proposer import Conflict, Decided, Outgoing, Premature, Proposal, QuorumRead
+from paxoskv.core.messages import Commit, Fenced, Observed
+from paxoskv.core.proposer import (
+    Decided,
+    Outcome,
+    Outgoing,
+    Premature,
+    Proposal,
+    QuorumRead,
+    Stale,
+)
 from paxoskv.core.state import Change, KeyState, Read, answers, compose
 from paxoskv.server.aio import quiet, wait_until
 from paxoskv.server.transport import PeerUnavailable
@@ -50,6 +58,11 @@ def unknown_outcome(change: Change) -> str:
     if isinstance(change, Read):
         return "the read did not complete (a read changes nothing)"
     return "the change may or may not have been decided"
+
+
+def stale_config(epoch: int, stale: Stale) -> str:
+    return (f"this node's configuration (epoch {epoch}) is out of date: a member knows "
+            f"epoch {stale.epoch}; try again")
 
 
 def _time_out(future: asyncio.Future[KeyState], change: Change, timeout: float) -> None:
@@ -135,6 +148,8 @@ class Rounds:
                 return outcome.prior
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
+            if isinstance(outcome, Stale):
+                raise NoQuorum(stale_config(self.node.config.epoch, outcome))
             if isinstance(outcome, Premature):
                 # A deadline that passed on our clock has not on a majority's
                 # yet: wait for their clocks (a "not before" is never early).
@@ -164,10 +179,11 @@ class Rounds:
         else:
             self.node.stats.full_round += 1
         return Proposal(key, change, plan.ballot, self.node.members, self.node.quorum,
-                        prepared=plan.prepared, next_promise=plan.next_promise)
+                        prepared=plan.prepared, next_promise=plan.next_promise,
+                        epoch=self.node.config.epoch)
 
     async def _drive(self, proposal: Proposal, timeout: float
-                     ) -> Decided | Conflict | Premature | None:
+                     ) -> Outcome | None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def dispatch(outgoing: Outgoing) -> None:
@@ -214,7 +230,7 @@ class Rounds:
         accepted = proposal.accepted_by
         for dest in self.node.members:
             state = None if dest in accepted else proposal.proposed
-            msg = Commit(proposal.key, proposal.ballot, state)
+            msg = Commit(proposal.key, proposal.ballot, state, proposal.epoch)
             if dest == self.node.name:
                 self.node.commit_notice(msg)
                 continue
@@ -224,21 +240,21 @@ class Rounds:
 
     async def quorum_read(self, key: str, timeout: float) -> KeyState | None:
         """The key's state if a quorum agrees on one accepted ballot (None: inconclusive)."""
-        reader = QuorumRead(key, self.node.members, self.node.quorum)
+        reader = QuorumRead(key, self.node.members, self.node.quorum, self.node.config.epoch)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
             if future.cancelled() or future.exception() is not None:
                 return
             reply = future.result()
-            if isinstance(reply, Observed):
+            if isinstance(reply, Observed | Fenced):
                 reader.receive(sender, reply)
             if reader.done and not done.done():
                 done.set_result(None)
 
-        for dest in self.node.members:
+        for dest, msg in reader.start():
             try:
-                future = self.node.send(dest, Inspect(key))
+                future = self.node.send(dest, msg)
             except PeerUnavailable:
                 continue
             future.add_done_callback(functools.partial(on_reply, dest))
