@@ -71,7 +71,7 @@ def test_a_proposal_stops_at_the_first_fenced_reply_and_carries_its_epoch() -> N
     assert [msg for _, msg in proposal.start()] == [Prepare(K, b(1), 4)] * 3
     proposal.receive("a", Promise(K, b(1), None, EMPTY))
     proposal.receive("b", Fenced(K, b(1), 5))
-    assert proposal.outcome == Stale(5)
+    assert proposal.outcome == Stale(5, "b")
     assert proposal.receive("c", Promise(K, b(1), None, EMPTY)) == []  # over
     fast = Proposal(K, lambda s: V, zero(4), ["a", "b", "c"], 2, prepared=EMPTY, epoch=4)
     assert [msg for _, msg in fast.start()] == [Accept(K, zero(4), V, None, 4)] * 3
@@ -82,6 +82,6 @@ def test_a_quorum_read_is_inconclusive_once_a_member_knows_a_newer_epoch() -> No
     assert [msg for _, msg in read.start()] == [Inspect(K, 4)] * 3
     read.receive("a", Observed(K, b(1), V))
     read.receive("b", Fenced(K, None, 5))
-    assert (read.done, read.result, read.stale) == (True, None, Stale(5))
+    assert (read.done, read.result, read.stale) == (True, None, Stale(5, "b"))
     read.receive("c", Observed(K, b(1), V))
     assert read.result is None

@@ -29,6 +29,7 @@ from paxoskv.server import identity
 from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
+from paxoskv.server.main import adopted_config
 from paxoskv.server.node import Link, Node
 from tests.sim import checks
 from tests.sim.loop import Proc, SimLoop
@@ -120,12 +121,14 @@ class SimCluster:
                                  disk.meta.get("member_id"))
 
     def config_of(self, member: Member) -> Config:
-        """The configuration `member` starts with: the one its disk's identity records
-        (with amnesia, a wiped disk records none: then a peer's)."""
+        """The configuration `member` starts with, as main.serve picks it: the one its
+        disk adopted last, else the one its identity records (with amnesia, a wiped
+        disk records none: then a peer's)."""
         known = identity.load(DiskMeta(member.disk), self.names) or next(
             found for m in self.members.values()
             if (found := identity.load(DiskMeta(m.disk), self.names)) is not None)
-        return identity.initial_config(known, {name: f"sim://{name}" for name in self.names})
+        return adopted_config(DiskMeta(member.disk), known,
+                              {name: f"sim://{name}" for name in self.names})
 
     def _admit(self, member: Member) -> None:
         """As main.establish with --bootstrap: a disk that records the cluster starts;

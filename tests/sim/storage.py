@@ -71,6 +71,7 @@ class SimStorage(DiskMeta):
         self._rng = rng
         self._timing = timing
         self._pending: list[Write] = []
+        self._pending_meta: dict[str, str] = {}
         self._next: asyncio.Future[None] | None = None  # resolves when _pending is durable
         self._inflight: asyncio.Future[None] | None = None
         self.dead = False
@@ -95,9 +96,11 @@ class SimStorage(DiskMeta):
 
     # -- group commit -----------------------------------------------------------
 
-    def write(self, writes: list[Write]) -> asyncio.Future[None]:
-        """Queue records; the future resolves once they are on the disk."""
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None
+              ) -> asyncio.Future[None]:
+        """Queue records and metadata; the future resolves once they are on the disk."""
         self._pending.extend(writes)
+        self._pending_meta.update(meta or {})
         if self._next is None:
             loop = asyncio.get_running_loop()
             self._next = loop.create_future()
@@ -119,14 +122,16 @@ class SimStorage(DiskMeta):
         if self.dead or self._next is None or self._inflight is not None:
             return
         batch, self._pending = self._pending, []
+        meta, self._pending_meta = self._pending_meta, {}
         self._inflight, self._next = self._next, None
         # The disk's own event: it happens even if the process is stalled.
         asyncio.get_running_loop().call_later(self._timing.draw(self._rng), self._durable,
-                                              batch, context=NO_PROC)
+                                              batch, meta, context=NO_PROC)
 
-    def _durable(self, batch: list[Write]) -> None:
+    def _durable(self, batch: list[Write], meta: dict[str, str]) -> None:
         if self.dead:
             return  # the crash came first: this commit never happened
+        self.disk.meta.update(meta)
         for key, record in batch:
             self.disk.records[key] = record
             if self.on_durable is not None:
@@ -147,7 +152,7 @@ class SimStorage(DiskMeta):
     def kill(self) -> None:
         """A crash: what is not durable is lost, and no waiter ever hears back."""
         self.dead = True
-        self._pending = []
+        self._pending, self._pending_meta = [], {}
         self._next = self._inflight = None
 
     async def close(self) -> None:
@@ -162,9 +167,10 @@ class AckBeforeDurable(SimStorage):
 
     LAG_S = 2.0
 
-    def write(self, writes: list[Write]) -> asyncio.Future[None]:
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None
+              ) -> asyncio.Future[None]:
         asyncio.get_running_loop().call_later(self.LAG_S, self._late, list(writes),
-                                              context=NO_PROC)
+                                              dict(meta or {}), context=NO_PROC)
         return self.flushed()
 
     def flushed(self) -> asyncio.Future[None]:
@@ -172,8 +178,9 @@ class AckBeforeDurable(SimStorage):
         done.set_result(None)
         return done
 
-    def _late(self, writes: list[Write]) -> None:
+    def _late(self, writes: list[Write], meta: dict[str, str]) -> None:
         if not self.dead:
+            self.disk.meta.update(meta)
             for key, record in writes:
                 self.disk.records[key] = record
                 if self.on_durable is not None:

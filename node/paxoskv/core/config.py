@@ -123,6 +123,11 @@ class Config:
         the one of clusters from before membership change)."""
         return Config(0, tuple(sorted(members, key=lambda m: m.name)))
 
+    def newer_than(self, other: Config) -> bool:
+        """Whether a node that holds `other` should adopt this one (a step's settled
+        form is newer than its unsettled form)."""
+        return (self.epoch, self.settled) > (other.epoch, other.settled)
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.members)

@@ -57,10 +57,11 @@ class Premature:
 
 @dataclass(frozen=True, slots=True)
 class Stale:
-    """An acceptor knows a newer configuration (`epoch`): the proposer must adopt
-    it before it tries again."""
+    """Acceptor `source` knows a newer configuration (`epoch`): the proposer must
+    adopt it before it tries again."""
 
     epoch: int
+    source: str
 
 
 Outcome = Decided | Conflict | Premature | Stale
@@ -124,7 +125,7 @@ class Proposal:
             case Rejected(promised=promised):
                 self.outcome = Conflict(promised)
             case Fenced(epoch=epoch):
-                self.outcome = Stale(epoch)
+                self.outcome = Stale(epoch, sender)
             case TooEarly(not_before=deadline):
                 # Like a missing vote: give up only when no quorum is left.
                 self._too_early.add(sender)
@@ -187,7 +188,7 @@ class QuorumRead:
         if self.done or reply.key != self.key:
             return
         if isinstance(reply, Fenced):
-            self.done, self.stale = True, Stale(reply.epoch)  # inconclusive
+            self.done, self.stale = True, Stale(reply.epoch, sender)  # inconclusive
             return
         self._replies[sender] = reply
         counts: dict[Ballot | None, int] = {}

@@ -61,7 +61,7 @@ class IdentityError(Exception):
 class Identity:
     cluster_id: str
     member_id: str
-    members: dict[str, str]  # member name -> member id, this one included
+    members: dict[str, str]  # member name -> member id, this one included (see follow)
 
     def peer_problem(self, name: str, cluster_id: str, member_id: str) -> str | None:
         """Why a peer presenting these ids must be refused (None: it is who it says)."""
@@ -75,6 +75,12 @@ class Identity:
                     f"knows it as {self.members[name]}: it lost its data directory and may "
                     "rejoin only as a new member")
         return None
+
+    def follow(self, config: Config) -> None:
+        """Check peers against the members of `config`, the configuration the node
+        adopted (a membership step adds and removes members; the cluster stays)."""
+        self.members.clear()
+        self.members.update({m.name: m.member_id for m in config.members})
 
     def headers(self, name: str) -> dict[str, str]:
         return {"X-PaxosKV-Peer": name, "X-PaxosKV-Cluster": self.cluster_id,

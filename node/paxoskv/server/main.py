@@ -20,11 +20,12 @@ import aiohttp
 from aiohttp import web
 
 from paxoskv.core.acceptor import Acceptor
+from paxoskv.core.config import Config, Member
 from paxoskv.server import identity as ident
 from paxoskv.server.api import create_app, identity_app
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
-from paxoskv.server.node import Node
+from paxoskv.server.node import CONFIG_META, Node
 from paxoskv.server.storage import (
     NO_FSYNC,
     REPLY_BEFORE_DURABLE,
@@ -143,6 +144,43 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def adopted_config(storage: ident.Meta, identity: ident.Identity, urls: dict[str, str]
+                   ) -> Config:
+    """The configuration this node adopted last, or the one its cluster bootstrapped with."""
+    stored = storage.meta(CONFIG_META)
+    if stored is None:
+        return ident.initial_config(identity, urls)
+    return Config.from_json(json.loads(stored))
+
+
+class LinkKeeper:
+    """Keeps one peer link per other member of the node's configuration."""
+
+    def __init__(self, node: Node, connect: Callable[[Member], PeerLink]) -> None:
+        self._node = node
+        self._connect = connect
+        self._urls: dict[str, str] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def follow(self, config: Config, start: bool = True) -> None:
+        """Open links to new members (and start them, unless the node will), close
+        the links of members that left or moved."""
+        for name, link in list(self._node.links.items()):
+            member = config.member(name)
+            if member is None or member.url != self._urls.get(name):
+                del self._node.links[name]
+                task = asyncio.ensure_future(link.stop())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        for member in config.members:
+            if member.name != self._node.name and member.name not in self._node.links:
+                link = self._connect(member)
+                self._node.links[member.name] = link
+                self._urls[member.name] = member.url
+                if start:
+                    link.start()
+
+
 async def establish(config: ServerConfig, storage: Storage,
                     session: aiohttp.ClientSession) -> ident.Identity:
     """This data directory's cluster identity: recorded, or settled now by bootstrapping."""
@@ -195,13 +233,16 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
         raise SystemExit(f"paxoskv: error: {exc}") from None
     acceptor = Acceptor(storage.load())
     boot = storage.next_boot()
-    node = Node(config.name, ident.initial_config(identity, config.members), acceptor, storage,
-                boot, wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
+    node = Node(config.name, adopted_config(storage, identity, config.members), acceptor,
+                storage, boot, wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot),
                 watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")))
     faults = message_faults(test_rng(config.name + "/network", boot))
-    node.links = {name: PeerLink(name, url, session, identity, config.name, faults)
-                  for name, url in config.members.items() if name != config.name}
+    identity.follow(node.config)
+    links = LinkKeeper(node, lambda m: PeerLink(m.name, m.url, session, identity, config.name,
+                                                faults))
+    node.config_observers += [identity.follow, links.follow]
+    links.follow(node.config, start=False)  # node.start() starts them
     lifetimes = Lifetimes(node)
     liveness = Liveness(node)
     runner = web.AppRunner(create_app(node, lifetimes, liveness, identity, config.admin_token,

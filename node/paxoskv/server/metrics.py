@@ -30,7 +30,7 @@ class Metrics:
         for name, path in (("fast_path", "fast"), ("cached_promise", "cached"),
                            ("full_round", "full"), ("quorum_reads", "quorum_read"),
                            ("conflicts", "conflict"), ("forwarded", "forwarded"),
-                           ("hedged", "hedged")):
+                           ("hedged", "hedged"), ("fenced", "fenced")):
             gauges[f"paxoskv_rounds_{path}"] = (
                 f"Consensus rounds by path: {name.replace('_', ' ')}",
                 lambda name=name: getattr(node.stats, name))  # type: ignore[misc]

@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from paxoskv.core import messages
 from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import Ballot
@@ -50,6 +52,8 @@ HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
 # How long a commit mark waits for a durable write to ride along with (persist_later).
 UNHURRIED_FLUSH_S = 0.5
+# The storage metadata entry that holds the configuration this node adopted.
+CONFIG_META = "config"
 
 
 class Disk(Protocol):
@@ -58,7 +62,8 @@ class Disk(Protocol):
     commits: int  # group commits so far (one fsync each)
     records_written: int
 
-    def write(self, writes: list[Write]) -> asyncio.Future[None]: ...
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None
+              ) -> asyncio.Future[None]: ...
     def flushed(self) -> asyncio.Future[None]: ...
 
 
@@ -85,6 +90,7 @@ class Stats:
     quorum_reads: int = 0
     forwarded: int = 0
     hedged: int = 0
+    fenced: int = 0  # rounds refused by a member that knew a newer configuration
 
 
 @dataclass
@@ -101,6 +107,8 @@ class Node:
     stats: Stats = field(default_factory=Stats)
     # Called with (key, state) whenever this node's acceptor records a new state.
     observers: list[Callable[[str, KeyState], None]] = field(default_factory=list)
+    # Called with each configuration this node adopts (its links and peer checks follow).
+    config_observers: list[Callable[[Config], None]] = field(default_factory=list)
     # Test-only ways to break safety, to show that the fault tests notice (see main.py).
     breaks: frozenset[str] = frozenset()
     # Test-only named failpoints: name -> probability of crashing there (see main.py).
@@ -111,6 +119,7 @@ class Node:
 
     def __post_init__(self) -> None:
         self.acceptor.epoch = self.config.epoch
+        self._learning: dict[str, asyncio.Future[None]] = {}  # peer -> its config, coming
         self.ballots = Ballots(self.name, self.boot)
         self.rounds = Rounds(self)
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
@@ -142,6 +151,49 @@ class Node:
 
     def home(self, key: str) -> str:
         return self.config.home(key)
+
+    # -- configuration ------------------------------------------------------------
+
+    def adopt(self, config: Config) -> asyncio.Future[None] | None:
+        """Take `config` if it is newer than this node's (see core.config); the future
+        resolves once it is durable (it rides with the next group commit); None if
+        it is not newer. From now on the acceptor refuses requests of older epochs,
+        and the proposer uses the new members and quorum; its cached promises, of
+        the old epoch, are dropped (they would only be refused)."""
+        if not config.newer_than(self.config):
+            return None
+        log.info("configuration adopted", extra={"node": self.name, "epoch": config.epoch,
+                                                 "peer": ",".join(config.names)})
+        self.config = config
+        self.acceptor.epoch = max(self.acceptor.epoch, config.epoch)
+        self.ballots.forget()
+        for follow in self.config_observers:
+            follow(config)
+        return self.storage.write([], {CONFIG_META: orjson.dumps(config.to_json()).decode()})
+
+    async def learn_config(self, peer: str) -> None:
+        """Ask `peer` for its configuration and adopt it if it is newer (one request
+        per peer at a time; a peer that does not answer is left for the next try)."""
+        if peer not in self._learning:
+            self._learning[peer] = quiet(asyncio.ensure_future(self._ask_config(peer)))
+            self._learning[peer].add_done_callback(lambda _: self._learning.pop(peer, None))
+        await wait_until(self._learning[peer], self.attempt_timeout)
+
+    async def _ask_config(self, peer: str) -> None:
+        link = self.links.get(peer)
+        if link is None:
+            return
+        try:
+            raw = await link.call("c", None)
+            config = Config.from_json(raw)
+        except PeerUnavailable:
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignored a malformed configuration from %s: %s", peer, exc)
+            return
+        durable = self.adopt(config)
+        if durable is not None:
+            await durable
 
     def reachable(self) -> int:
         return 1 + sum(link.connected for link in self.links.values())
@@ -369,6 +421,8 @@ class Node:
         for request_id, kind, body in envelopes:
             if kind == "m":
                 request = messages.decode(body)
+                if isinstance(request, Request) and request.epoch > self.config.epoch:
+                    spawn(self.learn_config(sender))  # the sender knows a newer one
                 if request_id == NOTICE:
                     # A commit mark: nothing waits on it, so no reply and no fsync
                     # of its own (a crash before the next one loses only the mark).
@@ -384,6 +438,10 @@ class Node:
                     writes.append(write)
             elif kind == "p":
                 spawn(self._serve_forwarded(request_id, body, send))
+            elif kind == "c" and request_id == NOTICE:
+                self._config_notice(sender, body)
+            elif kind == "c":
+                send([request_id, "c", self.config.to_json()])
         if replies:
             durable = self._persist(writes)
 
@@ -393,6 +451,13 @@ class Node:
                     send(envelope)
 
             durable.add_done_callback(send_replies)
+
+    def _config_notice(self, sender: str, body: Any) -> None:
+        """A peer's word of a newer configuration (a membership step's broadcast)."""
+        try:
+            self.adopt(Config.from_json(body))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignored a malformed configuration from %s: %s", sender, exc)
 
     async def _serve_forwarded(self, request_id: int, body: dict[str, Any],
                                send: Callable[[Envelope], None]) -> None:

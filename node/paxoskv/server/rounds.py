@@ -149,7 +149,14 @@ class Rounds:
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
             if isinstance(outcome, Stale):
-                raise NoQuorum(stale_config(self.node.config.epoch, outcome))
+                # A member knows a newer configuration: adopt it, then go again
+                # under its epoch (its members, its quorum, its home).
+                self.node.stats.fenced += 1
+                await self.node.learn_config(outcome.source)
+                if self.node.config.epoch < outcome.epoch:
+                    raise NoQuorum(stale_config(self.node.config.epoch, outcome))
+                above = None
+                continue
             if isinstance(outcome, Premature):
                 # A deadline that passed on our clock has not on a majority's
                 # yet: wait for their clocks (a "not before" is never early).
@@ -259,6 +266,8 @@ class Rounds:
                 continue
             future.add_done_callback(functools.partial(on_reply, dest))
         await wait_until(done, timeout)
+        if reader.stale is not None:
+            await self.node.learn_config(reader.stale.source)
         return reader.result
 
     def stop(self) -> None:

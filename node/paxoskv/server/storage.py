@@ -63,6 +63,7 @@ class Storage:
         self._db.executescript(SCHEMA)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paxoskv-fsync")
         self._pending: list[Write] = []
+        self._pending_meta: dict[str, str] = {}
         self._next: asyncio.Future[None] | None = None  # resolves when _pending is durable
         self._inflight: asyncio.Future[None] | None = None
         self.commits = 0
@@ -98,13 +99,16 @@ class Storage:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (str(boot),))
         return boot
 
-    def write(self, writes: list[Write]) -> asyncio.Future[None]:
-        """Queue records; the future resolves once they are on disk.
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None
+              ) -> asyncio.Future[None]:
+        """Queue records (and metadata entries, such as the adopted configuration);
+        the future resolves once they are on disk.
 
         The future is shared by every write of the same commit: add a callback
         or shield it, never cancel it.
         """
         self._pending.extend(writes)
+        self._pending_meta.update(meta or {})
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             if self._inflight is None:
@@ -125,8 +129,10 @@ class Storage:
         if self._next is None or self._inflight is not None:
             return
         batch, self._pending = self._pending, []
+        meta, self._pending_meta = self._pending_meta, {}
         self._inflight, self._next = self._next, None
-        task = asyncio.get_running_loop().run_in_executor(self._thread, self._commit, batch)
+        task = asyncio.get_running_loop().run_in_executor(self._thread, self._commit, batch,
+                                                          meta)
         task.add_done_callback(self._commit_done)
 
     def _commit_done(self, task: asyncio.Future[None]) -> None:
@@ -141,12 +147,13 @@ class Storage:
             done.set_result(None)
         self._start_commit()
 
-    def _commit(self, batch: list[Write]) -> None:
+    def _commit(self, batch: list[Write], meta: dict[str, str]) -> None:
         latest = {key: rec for key, rec in batch}  # later writes of a key win
         rows = [(key, orjson.dumps(rec.to_json()))
                 for key, rec in latest.items()]
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", rows)
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         self._db.execute("COMMIT")
         self.commits += 1
         self.records_written += len(rows)
@@ -166,10 +173,12 @@ class LaggingStorage(Storage):
 
     LAG_S = 5.0
 
-    def write(self, writes: list[Write]) -> asyncio.Future[None]:
-        if not self._pending:
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None
+              ) -> asyncio.Future[None]:
+        if not self._pending and not self._pending_meta:
             asyncio.get_running_loop().call_later(self.LAG_S, self._commit_pending)
         self._pending.extend(writes)
+        self._pending_meta.update(meta or {})
         return self.flushed()
 
     def flushed(self) -> asyncio.Future[None]:
@@ -177,8 +186,9 @@ class LaggingStorage(Storage):
 
     def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
-        if batch:
-            self._commit(batch)
+        meta, self._pending_meta = self._pending_meta, {}
+        if batch or meta:
+            self._commit(batch, meta)
 
     async def close(self) -> None:
         self._commit_pending()
