@@ -4,11 +4,15 @@ a restart."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
+import pytest
 
 from paxoskv.core.config import Config
+from paxoskv.server.membership import Membership, Progress, StepRefused
 from paxoskv.server.node import CONFIG_META
-from tests.test_regressions import World, key_homed_on
+from tests.test_regressions import BUCKET, World, key_homed_on
 
 
 def test_a_proposer_fenced_by_a_newer_epoch_learns_it_and_its_put_goes_through() -> None:
@@ -101,3 +105,70 @@ def test_a_member_learns_a_newer_epoch_from_the_requests_of_a_peer_that_holds_it
     w = World()
     assert w.run(schedule) == []
     assert seen["configs"] == [seen["newer"]] * 2
+
+
+def test_removing_a_member_decides_fences_rescans_and_settles() -> None:
+    """n1 drives the removal of n3 while keys exist: the step is decided in the
+    configuration register, every member adopts epoch 1, every key is written
+    through n1 and n2, and the settled configuration lists n1 and n2. Afterwards
+    n3 is down for good and the cluster of two still answers."""
+
+    async def schedule(w: World) -> None:
+        for i in range(6):
+            await w.put(f"n{i % 3 + 1}", f"k{i}", f"v{i}")
+        settled = await Membership(w.node("n1")).remove("n3")
+        assert (settled.epoch, settled.settled, settled.names) == (1, True, ("n1", "n2"))
+        await asyncio.sleep(0.5)  # the settled form's notices reach the others
+        assert [w.node(n).config for n in ("n1", "n2", "n3")] == [settled] * 3
+        n2 = w.node("n2").acceptor
+        assert {f"{BUCKET}/k{i}" for i in range(6)} <= set(n2.all_keys())
+        assert {n2.record(k).epoch for k in n2.all_keys()} == {1}  # all written through
+        w.crash("n3")
+        assert (await w.put("n2", "after", "x")).outcome == "ok"
+        for i in range(6):
+            assert (await w.get("n1", f"k{i}")).seen_value == f"v{i}"
+
+    assert World().run(schedule) == []
+
+
+def test_a_step_is_refused_while_a_member_is_unreachable_or_the_input_is_wrong() -> None:
+    async def schedule(w: World) -> None:
+        driver = Membership(w.node("n1"))
+        w.crash("n2")
+        await w.at(4.0)
+        with pytest.raises(StepRefused) as down:
+            await driver.remove("n3")
+        assert (down.value.status, str(down.value)) == (
+            503, "the cluster is not healthy: n2 not reachable from this node "
+                 "(every member but one being removed must be)")
+        with pytest.raises(StepRefused) as absent:
+            await driver.remove("zz")
+        assert (absent.value.status, str(absent.value)) == (400, "'zz' is not a member")
+        assert w.node("n1").config.epoch == 0
+
+    assert World().run(schedule) == []
+
+
+def test_a_step_whose_driver_stopped_after_deciding_is_resumed_by_another_member() -> None:
+    """n1 decides the removal of n3 and crashes before telling anyone. n2 cannot
+    start another step (it reads the register first: a step is in progress), and
+    its resume carries the decided step through to the settled configuration."""
+
+    async def schedule(w: World) -> None:
+        await w.put("n1", "k", "v")
+        first = Membership(w.node("n1"))
+        current = w.node("n1").config
+        first.progress = Progress("remove n3", "deciding")
+        await first._decide(current, current.removing("n3"))
+        w.crash("n1")
+        w.start("n1")
+        await w.at(w.loop.time() + 1.0)
+        second = Membership(w.node("n2"))
+        with pytest.raises(StepRefused) as busy:
+            await second.remove("n1")
+        assert busy.value.status == 409 and "in progress" in str(busy.value)
+        settled = await second.resume()
+        assert (settled.epoch, settled.settled, settled.names) == (1, True, ("n1", "n2"))
+        assert (await w.get("n1", "k")).seen_value == "v"
+
+    assert World().run(schedule) == []

@@ -115,6 +115,10 @@ class Acceptor:
         raw = self._packed.get(key)
         return BLANK if raw is None else _unpack(raw)
 
+    def all_keys(self) -> list[str]:
+        """Every key this acceptor holds a record of (a membership step re-scans them)."""
+        return list(self._packed)
+
     def has_record(self, key: str) -> bool:
         return key in self._packed
 

@@ -87,8 +87,10 @@ class Proposal:
         prepared: KeyState | None = None,
         next_promise: Ballot | None = None,
         epoch: int = 0,
+        write: bool = False,
     ) -> None:
         self.key = key
+        self.write = write  # always run the accept phase (a rescan's write-through)
         self.epoch = epoch  # the proposer's configuration epoch, carried by its requests
         self.change = change
         self.ballot = ballot
@@ -147,7 +149,8 @@ class Proposal:
         latest = max(promises, key=lambda p: (p.accepted is not None, p.accepted or self.ballot))
         prior = latest.state if latest.accepted is not None else EMPTY
         new = self.change(prior)
-        if new == prior and all(p.accepted == latest.accepted for p in promises):
+        if (new == prior and not self.write
+                and all(p.accepted == latest.accepted for p in promises)):
             # A quorum holds the same ballot, so `prior` is chosen, and the
             # change leaves it as it is: nothing to accept.
             self._prior = prior

@@ -87,6 +87,37 @@ class Read:
         return {"op": "read"}
 
 
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """The identity change of a membership step's rescan: like Read, but its round
+    always runs the accept phase, so the key's state is written through every
+    member of the new configuration (core.config, 2), never only read."""
+
+    def apply(self, state: KeyState) -> KeyState:
+        return state
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "touch"}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceIf:
+    """Replace the value with `value` if it is `expected` (None: the key holds no
+    live value), as a new generation: the compare-and-set that decides a
+    configuration register's next value. Otherwise the state stays as it is."""
+
+    expected: Json
+    value: Json
+
+    def apply(self, state: KeyState) -> KeyState:
+        if (state.value if state.live else None) != self.expected:
+            return state
+        return state._replace(token=state.token + 1, live=True, value=self.value)
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "replace", "expected": self.expected, "value": self.value}
+
+
 # How long a put's id is remembered after the newest put's expiry, and how many
 # ids a key remembers at most. Either bound only trades availability (a put
 # older than the horizon is refused as a possible repeat), never safety.
@@ -232,13 +263,17 @@ class Renew:
         return {"op": "renew", "token": self.token, "until": self.until}
 
 
-Change = Read | PutIfAbsent | DeleteIf | Renew
+Change = Read | PutIfAbsent | DeleteIf | Renew | Touch | ReplaceIf
 
 
 def change_from_json(raw: dict[str, Json]) -> Change:
     op = raw["op"]
     if op == "read":
         return Read()
+    if op == "touch":
+        return Touch()
+    if op == "replace":
+        return ReplaceIf(raw["expected"], raw["value"])
     if op == "put":
         return PutIfAbsent(raw["value"], dict(raw.get("bindings") or {}), str(raw.get("id", "")),
                            int(raw.get("expires", 0)))

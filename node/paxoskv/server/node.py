@@ -19,6 +19,7 @@ prepare phase rely on that.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -164,6 +165,9 @@ class Node:
             return None
         log.info("configuration adopted", extra={"node": self.name, "epoch": config.epoch,
                                                  "peer": ",".join(config.names)})
+        if self.config.member(self.name) is not None and config.member(self.name) is None:
+            log.warning("this node was removed from the cluster", extra={
+                "node": self.name, "epoch": config.epoch, "peer": ",".join(config.names)})
         self.config = config
         self.acceptor.epoch = max(self.acceptor.epoch, config.epoch)
         self.ballots.forget()
@@ -441,7 +445,13 @@ class Node:
             elif kind == "c" and request_id == NOTICE:
                 self._config_notice(sender, body)
             elif kind == "c":
-                send([request_id, "c", self.config.to_json()])
+                # Answered once durable: a membership driver counts this answer as
+                # this member's fence against the older epochs.
+                answer: Envelope = [request_id, "c", self.config.to_json()]
+                self.storage.flushed().add_done_callback(functools.partial(_send_when_done,
+                                                                           send, answer))
+            elif kind == "k":
+                send([request_id, "k", self.acceptor.all_keys()])
         if replies:
             durable = self._persist(writes)
 
@@ -481,6 +491,11 @@ class Node:
             self._flush_timer.cancel()
         self.flush_unhurried()  # keep the commit marks across a clean restart
         self._stopped = True
+
+
+def _send_when_done(send: Callable[[Envelope], None], envelope: Envelope,
+                    _: asyncio.Future[None]) -> None:
+    send(envelope)
 
 
 async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float,

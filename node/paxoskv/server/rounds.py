@@ -28,7 +28,7 @@ from paxoskv.core.proposer import (
     QuorumRead,
     Stale,
 )
-from paxoskv.core.state import Change, KeyState, Read, answers, compose
+from paxoskv.core.state import Change, KeyState, Read, Touch, answers, compose
 from paxoskv.server.aio import quiet, wait_until
 from paxoskv.server.transport import PeerUnavailable
 
@@ -102,8 +102,9 @@ class Rounds:
             while batch := [w for w in self._queues.pop(key, []) if not w.future.done()]:
                 deadline = max(w.deadline for w in batch)
                 changes = [w.change for w in batch]
+                write = any(isinstance(c, Touch) for c in changes)
                 try:
-                    prior = await self._decide(key, compose(changes), deadline)
+                    prior = await self._decide(key, compose(changes), deadline, write)
                 except NoQuorum as exc:
                     now = self.node.clock()
                     again = [w for w in batch if w.retry and w.deadline > now]
@@ -129,9 +130,10 @@ class Rounds:
     # -- consensus rounds ---------------------------------------------------------
 
     async def _decide(
-        self, key: str, change: Callable[[KeyState], KeyState], deadline: float,
+        self, key: str, change: Callable[[KeyState], KeyState], deadline: float, write: bool,
     ) -> KeyState:
-        """Decide `change`, retrying until `deadline`; the state it took effect on."""
+        """Decide `change`, retrying until `deadline`; the state it took effect on.
+        `write`: with an accept phase even if the change leaves the state as it is."""
         backoff = 0.002
         above: Ballot | None = None  # the highest promise a conflict showed us
         while True:
@@ -141,7 +143,7 @@ class Rounds:
             remaining = deadline - self.node.clock()
             if remaining <= 0:
                 raise NoQuorum("deadline passed under contention")
-            proposal = self._proposal(key, change, above)
+            proposal = self._proposal(key, change, above, write)
             outcome = await self._drive(proposal, min(remaining, self.node.attempt_timeout))
             if isinstance(outcome, Decided):
                 self.node.ballots.remember(key, outcome)
@@ -174,7 +176,7 @@ class Rounds:
         await asyncio.sleep(max(0.0, min(seconds, deadline - self.node.clock())))
 
     def _proposal(self, key: str, change: Callable[[KeyState], KeyState],
-                  above: Ballot | None) -> Proposal:
+                  above: Ballot | None, write: bool) -> Proposal:
         home = self.node.home(key) == self.node.name
         plan = self.node.ballots.plan(key, zero=self.node.config.zero() if home else None,
                                       known_key=self.node.acceptor.has_record(key), above=above,
@@ -187,7 +189,7 @@ class Rounds:
             self.node.stats.full_round += 1
         return Proposal(key, change, plan.ballot, self.node.members, self.node.quorum,
                         prepared=plan.prepared, next_promise=plan.next_promise,
-                        epoch=self.node.config.epoch)
+                        epoch=self.node.config.epoch, write=write)
 
     async def _drive(self, proposal: Proposal, timeout: float
                      ) -> Outcome | None:
