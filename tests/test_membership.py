@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from paxoskv.core.config import Config
+from paxoskv.server.identity import CONFIG_META
 from paxoskv.server.membership import Membership, Progress, StepRefused
-from paxoskv.server.node import CONFIG_META
 from tests.test_regressions import BUCKET, World, key_homed_on
 
 

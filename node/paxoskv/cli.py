@@ -276,11 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT to listen on (default: this node's address in --peers)")
     serve.add_argument("--data-dir", type=Path, required=True,
                        help="directory for the acceptor's durable state")
-    serve.add_argument("--bootstrap", action="store_true",
+    start = serve.add_mutually_exclusive_group()
+    start.add_argument("--bootstrap", action="store_true",
                        help="if the data directory is empty, create a new cluster of the "
                        "members in --peers (every one started with --bootstrap on an empty "
                        "directory); ignored once the directory belongs to a cluster. Never "
                        "use it to restart a member that lost its data")
+    start.add_argument("--join", action="store_true",
+                       help="if the data directory is empty, wait to be added to the running "
+                       "cluster of the other members in --peers (paxoskv members add NAME "
+                       "URL, run against any member); ignored once the directory belongs "
+                       "to a cluster. A member that lost its data joins this way, as a new "
+                       "member")
     serve.add_argument("--admin-token", default=os.environ.get("PAXOSKV_ADMIN_TOKEN"),
                        help="enable the admin endpoint (node liveness reports) for this "
                        "bearer token (default: $PAXOSKV_ADMIN_TOKEN; unset: disabled)")
@@ -692,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                 url = httpx.URL(args.peers[args.name])
                 args.listen = (url.host, url.port or 80)
             run(ServerConfig(args.name, args.peers, args.listen[0], args.listen[1],
-                             args.data_dir, args.admin_token, args.bootstrap), args.log_level)
+                             args.data_dir, args.admin_token, args.bootstrap, args.join),
+                args.log_level)
             return OK
         if args.command == "dev":
             from paxoskv import devcluster

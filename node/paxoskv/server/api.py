@@ -398,10 +398,12 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
-def identity_app(name: str, names: list[str], member_id: str) -> web.Application:
-    """What a bootstrapping node serves: its pending identity, for its peers."""
+def identity_app(name: str, names: list[str], member_id: str, joining: bool = False
+                 ) -> web.Application:
+    """What a bootstrapping or joining node serves: its pending identity, for its
+    peers (and for the membership driver that adds it)."""
     async def identity(request: web.Request) -> web.Response:
-        return json_reply(ident.describe(name, names, None, member_id))
+        return json_reply(ident.describe(name, names, None, member_id, joining=joining))
 
     app = web.Application(middlewares=[json_errors], handler_args=_handler_args())
     app.router.add_get(ident.IDENTITY_PATH, identity)
@@ -412,7 +414,7 @@ def identity_app(name: str, names: list[str], member_id: str) -> web.Application
 async def identity_info(request: web.Request) -> web.Response:
     """This member's cluster and member ids, for peers to check (see identity.py)."""
     node, known = request.app[NODE], request.app[IDENTITY]
-    return json_reply(ident.describe(node.name, list(node.members), known, None))
+    return json_reply(ident.describe(node.name, list(node.members), known, None, node.config))
 
 
 def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,

@@ -42,6 +42,7 @@ from paxoskv.core.config import Config, Member
 log = logging.getLogger("paxoskv.identity")
 
 IDENTITY_PATH = "/v1/identity"
+CONFIG_META = "config"  # the metadata entry that holds the configuration a node adopted
 POLL_S = 0.2
 LOG_EVERY_S = 5.0
 
@@ -104,7 +105,12 @@ def load(storage: Meta, names: list[str]) -> Identity | None:
     if cluster_id is None:
         return None
     members: dict[str, str] = json.loads(storage.meta("members") or "{}")
-    if sorted(members) != sorted(names):
+    if storage.meta(CONFIG_META) is not None:
+        # Membership changed since the bootstrap (or the node joined): the adopted
+        # configuration says who the members are, --peers only where to find them.
+        members = {m["name"]: m["member_id"]
+                   for m in json.loads(str(storage.meta(CONFIG_META)))["members"]}
+    elif sorted(members) != sorted(names):
         raise IdentityError(f"--peers names {', '.join(sorted(names))}, but this data "
                             f"directory belongs to cluster {cluster_id} of "
                             f"{', '.join(sorted(members))}; members change only through "
@@ -126,14 +132,65 @@ def record(storage: Meta, identity: Identity) -> None:
                       "members": json.dumps(identity.members, sort_keys=True)})
 
 
-def describe(name: str, names: list[str], identity: Identity | None, pending: str | None
-             ) -> dict[str, Any]:
-    """This node's answer on IDENTITY_PATH."""
+def describe(name: str, names: list[str], identity: Identity | None, pending: str | None,
+             config: Config | None = None, joining: bool = False) -> dict[str, Any]:
+    """This node's answer on IDENTITY_PATH (a member's includes its configuration,
+    from which a joining node learns that it was added)."""
     if identity is not None:
-        return {"name": name, "state": "member", "cluster_id": identity.cluster_id,
-                "member_id": identity.member_id, "members": identity.members}
-    return {"name": name, "state": "bootstrapping", "member_id": pending,
-            "names": sorted(names)}
+        answer = {"name": name, "state": "member", "cluster_id": identity.cluster_id,
+                  "member_id": identity.member_id, "members": identity.members}
+        if config is not None:
+            answer["config"] = config.to_json()
+        return answer
+    return {"name": name, "state": "joining" if joining else "bootstrapping",
+            "member_id": pending, "names": sorted(names)}
+
+
+def joined(name: str, member_id: str, answers: Mapping[str, dict[str, Any]]
+           ) -> tuple[Identity, Config] | None:
+    """The cluster a joining node was added to, if a member's answer lists it."""
+    for answer in answers.values():
+        if answer.get("state") != "member" or not isinstance(answer.get("config"), dict):
+            continue
+        config = Config.from_json(answer["config"])
+        me = config.member(name)
+        if me is not None and me.member_id == member_id:
+            members = {m.name: m.member_id for m in config.members}
+            return Identity(str(answer["cluster_id"]), member_id, members), config
+    return None
+
+
+async def join(name: str, member_id: str, peers: Mapping[str, str],
+               session: aiohttp.ClientSession) -> tuple[Identity, Config]:
+    """Wait until a member's configuration lists this node (name and member id)."""
+    waited = 0.0
+    while True:
+        answers = await _ask(name, peers, session)
+        found = joined(name, member_id, answers)
+        if found is not None:
+            return found
+        if waited % LOG_EVERY_S < POLL_S:
+            log.info(f"waiting to be added: paxoskv members add {name} {peers[name]}",
+                     extra={"node": name, "peer": ",".join(sorted(answers))})
+        await asyncio.sleep(POLL_S)
+        waited += POLL_S
+
+
+async def _ask(name: str, peers: Mapping[str, str], session: aiohttp.ClientSession
+               ) -> dict[str, dict[str, Any]]:
+    """Every other peer's identity answer (the ones that answer)."""
+    answers: dict[str, dict[str, Any]] = {}
+    for peer, url in sorted(peers.items()):
+        if peer == name:
+            continue
+        try:
+            async with session.get(url.rstrip("/") + IDENTITY_PATH,
+                                   timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+                if resp.status == 200:
+                    answers[peer] = await resp.json()
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            pass
+    return answers
 
 
 def decide(name: str, member_id: str, names: list[str],
@@ -167,16 +224,9 @@ async def bootstrap(name: str, member_id: str, peers: Mapping[str, str],
     answers: dict[str, dict[str, Any]] = {}
     waited = 0.0
     while True:
-        for peer, url in sorted(peers.items()):
-            if peer == name or answers.get(peer, {}).get("state") == "member":
-                continue
-            try:
-                async with session.get(url.rstrip("/") + IDENTITY_PATH,
-                                       timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
-                    if resp.status == 200:
-                        answers[peer] = await resp.json()
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
-                pass
+        for peer, answer in (await _ask(name, peers, session)).items():
+            if answers.get(peer, {}).get("state") != "member":  # a member's answer stays
+                answers[peer] = answer
         identity = decide(name, member_id, names, answers)
         if identity is not None:
             return identity

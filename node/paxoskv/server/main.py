@@ -22,10 +22,12 @@ from aiohttp import web
 from paxoskv.core.acceptor import Acceptor
 from paxoskv.core.config import Config, Member
 from paxoskv.server import identity as ident
+from paxoskv.server import members_api
 from paxoskv.server.api import create_app, identity_app
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
-from paxoskv.server.node import CONFIG_META, Node
+from paxoskv.server.membership import Membership
+from paxoskv.server.node import Node
 from paxoskv.server.storage import (
     NO_FSYNC,
     REPLY_BEFORE_DURABLE,
@@ -47,6 +49,7 @@ class ServerConfig:
     data_dir: Path
     admin_token: str | None = None  # enables /v1/admin/* for bearers of this token
     bootstrap: bool = False  # may create a new cluster on an empty data directory
+    join: bool = False  # on an empty data directory, wait to be added to a running cluster
 
 
 class JsonFormatter(logging.Formatter):
@@ -147,7 +150,7 @@ def setup_logging(level: str) -> None:
 def adopted_config(storage: ident.Meta, identity: ident.Identity, urls: dict[str, str]
                    ) -> Config:
     """The configuration this node adopted last, or the one its cluster bootstrapped with."""
-    stored = storage.meta(CONFIG_META)
+    stored = storage.meta(ident.CONFIG_META)
     if stored is None:
         return ident.initial_config(identity, urls)
     return Config.from_json(json.loads(stored))
@@ -183,27 +186,35 @@ class LinkKeeper:
 
 async def establish(config: ServerConfig, storage: Storage,
                     session: aiohttp.ClientSession) -> ident.Identity:
-    """This data directory's cluster identity: recorded, or settled now by bootstrapping."""
+    """This data directory's cluster identity: recorded, or settled now by
+    bootstrapping a new cluster or by joining one as a new member."""
     names = list(config.members)
     known = ident.load(storage, names)
     if known is not None:
         return known
-    if storage.is_empty() and not config.bootstrap:
+    if storage.is_empty() and not (config.bootstrap or config.join):
         raise ident.IdentityError(
             f"data directory {config.data_dir} holds no cluster; start with --bootstrap to "
-            "create a new cluster of the members in --peers (a member that lost its data "
-            "must not: it may rejoin only as a new member)")
+            "create a new cluster of the members in --peers, or with --join to be added to "
+            "a running one (a member that lost its data must not bootstrap: it may rejoin "
+            "only as a new member)")
     # An empty directory (or one from before identities: it kept its promises).
     member_id = ident.pending_member_id(storage)
-    runner = web.AppRunner(identity_app(config.name, names, member_id), access_log=None)
+    runner = web.AppRunner(identity_app(config.name, names, member_id, config.join),
+                           access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     try:
-        settled = await ident.bootstrap(config.name, member_id, config.members, session)
+        if config.join:
+            settled, joined = await ident.join(config.name, member_id, config.members, session)
+            storage.set_meta({ident.CONFIG_META: json.dumps(joined.to_json())})
+        else:
+            settled = await ident.bootstrap(config.name, member_id, config.members, session)
     finally:
         await runner.cleanup()
     ident.record(storage, settled)
-    log.info("cluster bootstrapped", extra={"node": config.name, "url": settled.cluster_id})
+    log.info("cluster joined" if config.join else "cluster bootstrapped",
+             extra={"node": config.name, "url": settled.cluster_id})
     return settled
 
 
@@ -245,8 +256,9 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     links.follow(node.config, start=False)  # node.start() starts them
     lifetimes = Lifetimes(node)
     liveness = Liveness(node)
-    runner = web.AppRunner(create_app(node, lifetimes, liveness, identity, config.admin_token,
-                                      faults), access_log=None, shutdown_timeout=5.0)
+    app = create_app(node, lifetimes, liveness, identity, config.admin_token, faults)
+    members_api.install(app, Membership(node), session)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     node.start()

@@ -166,7 +166,8 @@ class Membership:
             link.notify("c", config.to_json())
 
     async def _wait_for_majority(self, target: Config) -> list[str]:
-        """Members of `target` that hold it durably, once they are a majority of it.
+        """Members of `target` that hold it durably: all of them, or after a while a
+        majority.
 
         That is enough to fence the previous configuration: it differs by one
         member, so a majority of `target` holds at least n - (n // 2 + 1) + 1 of
@@ -181,7 +182,11 @@ class Membership:
                     if epoch is not None and epoch >= target.epoch]
             if self.node.name in target.names:
                 have.append(self.node.name)
-            if len(have) >= target.quorum:
+            # A majority fences the old epoch; the rest are waited for a while too,
+            # so that the rescan writes through them (a member being added above
+            # all), but a member that went down meanwhile does not block the step.
+            if len(have) == len(target.members) or (
+                    len(have) >= target.quorum and loop.time() > end):
                 return have
             if loop.time() > end:
                 raise StepRefused(503, f"only {len(have)} of {len(target.members)} members "

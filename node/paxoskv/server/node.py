@@ -39,6 +39,7 @@ from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
 from paxoskv.server.aio import mapped, quiet, wait_until
+from paxoskv.server.identity import CONFIG_META
 from paxoskv.server.rounds import NoQuorum, Repeated, Rounds, unknown_outcome
 from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 
@@ -53,8 +54,6 @@ HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
 # How long a commit mark waits for a durable write to ride along with (persist_later).
 UNHURRIED_FLUSH_S = 0.5
-# The storage metadata entry that holds the configuration this node adopted.
-CONFIG_META = "config"
 
 
 class Disk(Protocol):

@@ -108,6 +108,41 @@ def _plain(summary: str, fields: dict[str, Any], required: list[str],
     }}
 
 
+_MEMBERS = _object({
+    "epoch": {"type": "integer", "minimum": 0}, "settled": {"type": "boolean"},
+    "quorum": {"type": "integer", "minimum": 1},
+    "members": {"type": "array", "items": _object({
+        "name": _NODE_NAME, "url": {"type": "string"}, "member_id": {"type": "string"},
+        "self": {"type": "boolean"}, "reachable": {"type": "boolean"}})},
+    "step": {"oneOf": [{"type": "null"}, _object({
+        "action": {"type": "string"}, "phase": {"type": "string"},
+        "keys_done": {"type": "integer"}, "keys_total": {"type": "integer"}})]}})
+
+_ADMIN_ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"description": "The admin endpoint is off on this node (started without "
+            "--admin-token).", "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Error"}}}},
+}
+
+
+def _member_step(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    errors = {"$ref": "#/components/responses/Error"}
+    return {"post": {
+        "summary": summary,
+        "security": [{"admin": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "required": required,
+            "properties": fields}}}},
+        "responses": {"200": _json_ok(_MEMBERS, "The configuration once the step settled"),
+                      "400": errors, **_ADMIN_ERRORS, "405": _NOT_ALLOWED,
+                      "409": {"description": "Another membership step is in progress.",
+                              "content": {"application/json": {"schema": {
+                                  "$ref": "#/components/schemas/Error"}}}},
+                      "413": errors, "503": errors},
+    }}
+
+
 def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET-only path (every other method: 405 with Allow)."""
     return {"get": {"summary": summary, "responses": {**responses, "405": _NOT_ALLOWED}}}
@@ -136,6 +171,9 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "/v1/pid": {"key": "lock"},
     "/v1/node": {"bucket": "shards", "key": "shard-7"},
     "/v1/admin/nodes": {"source": "operator", "nodes": {"pod-a": True, "pod-b": False}},
+    "/v1/admin/members/add": {"name": "n4", "url": "http://10.0.0.4:7001"},
+    "/v1/admin/members/remove": {"name": "n4"},
+    "/v1/admin/members/resume": {},
     "/v1/session/open": {"ttl_ms": 10_000},
     "/v1/session/keepalive": {"session": "0123456789abcdef0123456789abcdef"},
     "/v1/session/close": {"session": "0123456789abcdef0123456789abcdef"},
@@ -249,6 +287,25 @@ def _document() -> dict[str, Any]:
                               "405": _NOT_ALLOWED,
                               "413": {"$ref": "#/components/responses/Error"},
                               "503": {"$ref": "#/components/responses/Error"}}}},
+            "/v1/admin/members": {"get": {
+                "summary": "The configuration this node holds (admin): epoch, whether its "
+                           "step is settled, quorum, members with reachability from this "
+                           "node, and the membership step this node is driving, if any.",
+                "security": [{"admin": []}],
+                "responses": {"200": _json_ok(_MEMBERS), **_ADMIN_ERRORS,
+                              "405": _NOT_ALLOWED}}},
+            "/v1/admin/members/add": _member_step(
+                "Add a node started with --join on an empty data directory (admin). "
+                "Answers once the step is settled: every key re-decided through the new "
+                "member.", {"name": _NODE_NAME, "url": {"type": "string", "format": "uri",
+                                                       "pattern": "^https?://"}},
+                ["name", "url"]),
+            "/v1/admin/members/remove": _member_step(
+                "Remove a member (admin); it may be down. Answers once the step is "
+                "settled.", {"name": _NODE_NAME}, ["name"]),
+            "/v1/admin/members/resume": _member_step(
+                "Finish a membership step whose driver stopped before it settled (admin; "
+                "nothing to do: the configuration as it is).", {}, []),
             "/v1/session/open": _plain(
                 "Open a session: it lives while kept alive, at least ttl_ms after the "
                 "latest keep-alive.", {"ttl_ms": {"type": "integer", "minimum": v.MIN_TTL_MS,

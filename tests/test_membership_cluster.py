@@ -1,0 +1,114 @@
+"""Membership change with real node processes on loopback and real data directories:
+a node started with --join is added, serves every key, and is removed again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from paxoskv.devcluster import LocalMember, free_ports, serve_command
+from tests.harness import LocalCluster, running, wait_until
+
+TOKEN = "members-test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    yield from running(tmp_path, 3, env={"PAXOSKV_ADMIN_TOKEN": TOKEN})
+
+
+def admin(url: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    if body is None:
+        return httpx.get(url + path, headers=ADMIN, timeout=30)
+    return httpx.post(url + path, json=body, headers=ADMIN, timeout=60)
+
+
+def start_joining(cluster: LocalCluster, member: LocalMember) -> subprocess.Popen[bytes]:
+    log = open(cluster.log_dir / f"{member.name}.log", "ab")  # noqa: SIM115 - the child's
+    proc = subprocess.Popen(
+        [*serve_command(member, [*cluster.members, member], bootstrap=False), "--join",
+         "--log-level", "info"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PAXOSKV_ADMIN_TOKEN": TOKEN})
+    log.close()
+    return proc
+
+
+def identity_state(url: str) -> str:
+    try:
+        return str(httpx.get(url + "/v1/identity", timeout=1).json().get("state"))
+    except httpx.HTTPError:
+        return "down"
+
+
+def test_a_joining_node_is_added_serves_every_key_and_is_removed_again(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    with cluster.client() as client:
+        for i in range(20):
+            client.put(f"k{i}", f"v{i}")
+    n4 = LocalMember("n4", "127.0.0.1", free_ports(1)[0], tmp_path / "n4")
+    proc = start_joining(cluster, n4)
+    try:
+        wait_until(lambda: identity_state(n4.url) == "joining", 20, "n4 never waited to join")
+        added = admin(cluster.url(0), "/v1/admin/members/add", {"name": "n4", "url": n4.url})
+        assert added.status_code == 200, added.text
+        answer = added.json()
+        assert (answer["epoch"], answer["settled"], answer["quorum"]) == (1, True, 3)
+        assert [m["name"] for m in answer["members"]] == ["n1", "n2", "n3", "n4"]
+        wait_until(lambda: identity_state(n4.url) == "member", 20, "n4 never became a member")
+        with httpx.Client(base_url=n4.url, timeout=10) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 20, "n4 not ready")
+            for i in range(20):
+                local = http.post("/v1/get", json={"key": f"k{i}", "consistency": "local"})
+                assert local.json()["value"] == f"v{i}", f"n4 lacks k{i}: {local.text}"
+            assert http.post("/v1/put", json={"key": "via-n4", "value": 4}).json()["found"]
+        listed = admin(cluster.url(1), "/v1/admin/members").json()
+        assert (listed["epoch"], listed["step"]) == (1, None)
+        assert all(m["reachable"] for m in listed["members"]), listed
+
+        removed = admin(cluster.url(1), "/v1/admin/members/remove", {"name": "n4"})
+        assert removed.status_code == 200, removed.text
+        assert (removed.json()["epoch"], [m["name"] for m in removed.json()["members"]]) == (
+            2, ["n1", "n2", "n3"])
+        wait_until(lambda: "this node was removed from the cluster" in
+                   (cluster.log_dir / "n4.log").read_text(), 10, "n4 never heard")
+    finally:
+        proc.kill()
+        proc.wait()
+    with cluster.client() as client:
+        for i in range(20):
+            assert client.get(f"k{i}").value == f"v{i}"
+        assert client.get("via-n4").value == 4
+
+
+def test_membership_calls_with_bad_input_are_refused_and_change_nothing(
+        cluster: LocalCluster) -> None:
+    url = cluster.url(0)
+    free = free_ports(1)[0]
+    cases = [
+        ("/v1/admin/members/add", {"name": "n9", "url": f"http://127.0.0.1:{free}"}, 400,
+         "url", f"no node answers at http://127.0.0.1:{free}"),
+        ("/v1/admin/members/add", {"name": "n9", "url": "not-a-url"}, 400, "url",
+         "url must be the node's base URL"),
+        ("/v1/admin/members/add", {"name": "n2", "url": cluster.url(1)}, 400, "url",
+         "is not waiting to join (it is member)"),
+        ("/v1/admin/members/remove", {"name": "zz"}, 400, "membership", "'zz' is not a member"),
+        ("/v1/admin/members/remove", {"name": "bad name!"}, 400, "name", "a node name is"),
+        ("/v1/admin/members/remove", {"name": "n1", "extra": 1}, 400, "extra", "unknown"),
+    ]
+    for path, body, status, field, message in cases:
+        assert isinstance(body, dict)
+        answer = admin(url, path, body)
+        assert answer.status_code == status, (body, answer.text)
+        error = answer.json()["error"]
+        assert error["field"] == field and message in error["message"], (body, error)
+    unauthorized = httpx.post(url + "/v1/admin/members/remove", json={"name": "n3"})
+    assert unauthorized.status_code == 401
+    listed = admin(url, "/v1/admin/members").json()
+    assert (listed["epoch"], len(listed["members"])) == (0, 3)
