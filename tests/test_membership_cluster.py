@@ -3,6 +3,7 @@ a node started with --join is added, serves every key, and is removed again."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from paxoskv import cli
 from paxoskv.devcluster import LocalMember, free_ports, serve_command
 from tests.harness import LocalCluster, running, wait_until
 
@@ -48,7 +50,7 @@ def identity_state(url: str) -> str:
 
 
 def test_a_joining_node_is_added_serves_every_key_and_is_removed_again(
-        cluster: LocalCluster, tmp_path: Path) -> None:
+        cluster: LocalCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with cluster.client() as client:
         for i in range(20):
             client.put(f"k{i}", f"v{i}")
@@ -56,9 +58,9 @@ def test_a_joining_node_is_added_serves_every_key_and_is_removed_again(
     proc = start_joining(cluster, n4)
     try:
         wait_until(lambda: identity_state(n4.url) == "joining", 20, "n4 never waited to join")
-        added = admin(cluster.url(0), "/v1/admin/members/add", {"name": "n4", "url": n4.url})
-        assert added.status_code == 200, added.text
-        answer = added.json()
+        assert cli.main(["members", "add", "n4", n4.url, "--endpoints", cluster.url(0),
+                         "--admin-token", TOKEN]) == 0
+        answer = json.loads(capsys.readouterr().out)
         assert (answer["epoch"], answer["settled"], answer["quorum"]) == (1, True, 3)
         assert [m["name"] for m in answer["members"]] == ["n1", "n2", "n3", "n4"]
         wait_until(lambda: identity_state(n4.url) == "member", 20, "n4 never became a member")
@@ -112,3 +114,21 @@ def test_membership_calls_with_bad_input_are_refused_and_change_nothing(
     assert unauthorized.status_code == 401
     listed = admin(url, "/v1/admin/members").json()
     assert (listed["epoch"], len(listed["members"])) == (0, 3)
+
+
+def test_the_members_command_lists_and_refuses_with_one_line(
+        cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    endpoints = ["--endpoints", ",".join(cluster.urls)]
+    assert cli.main(["members", "list", *endpoints, "--admin-token", TOKEN, "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert (listed["epoch"], [m["name"] for m in listed["members"]]) == (0, ["n1", "n2", "n3"])
+    assert cli.main(["members", "list", *endpoints, "--admin-token", TOKEN,
+                     "-o", "table"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NAME", "URL", "MEMBER", "ID", "REACHABLE"]
+    assert table[-1] == "epoch 0, settled, quorum 2"
+    assert cli.main(["members", "remove", "zz", *endpoints, "--admin-token", TOKEN]) == 2
+    assert capsys.readouterr().err == (
+        "paxoskv: error: invalid_member (membership): 'zz' is not a member\n")
+    assert cli.main(["members", "list", *endpoints, "--admin-token", "wrong"]) == 2
+    assert "the admin token is not valid" in capsys.readouterr().err

@@ -361,6 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
                      keyed=False)
     status.add_argument("--all", action="store_true",
                         help="ask every endpoint; list the ones that do not answer too")
+    members = command("members", "list the members; add, remove (one at a time, agreed by "
+                      "consensus) or resume a step (admin)", keyed=False)
+    steps = members.add_subparsers(dest="members_command", metavar="ACTION", required=True,
+                                   parser_class=Parser)
+    step_parsers = [
+        command("list", "the members, the epoch and the step in progress", keyed=False,
+                into=steps),
+        command("add", "add a node started with `paxoskv serve --join`; returns once the "
+                "step settled (the new member holds every key)", keyed=False, into=steps),
+        command("remove", "remove a member (it may be down); returns once the step "
+                "settled", keyed=False, into=steps),
+        command("resume", "finish a step whose driver stopped before it settled",
+                keyed=False, into=steps),
+    ]
+    for p in [members, *step_parsers]:
+        p.add_argument("--admin-token", default=argparse.SUPPRESS,
+                       help="the cluster's admin token (default: $PAXOSKV_ADMIN_TOKEN)")
+    step_parsers[1].add_argument("name", help="the new member's name (its --name)")
+    step_parsers[1].add_argument("url", help="its base URL, e.g. http://10.0.0.4:7001")
+    step_parsers[2].add_argument("name", help="the member's name")
     completion = sub.add_parser("completion", help="print a shell completion script",
                                 description="Print a completion script for bash or zsh.",
                                 epilog=COMMAND_EXAMPLES["completion"],
@@ -711,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "completion":
             print(completion_script(build_parser(), args.shell))
             return OK
+        if args.command == "members":
+            from paxoskv import members_cli
+
+            chosen = settings(args)
+            return members_cli.run(args, chosen.endpoints, chosen.output)
         return _client_command(args)
     except NoQuorum as exc:
         say(f"error: {_error_line(exc)}")
