@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class Member:
     liveness: Liveness | None = None
     storage: SimStorage | None = None
     wiped: bool = False  # its disk was wiped at least once
+    joining: bool = False  # an empty disk waiting to be added (serve --join)
     refused: list[str] = field(default_factory=list)  # why restarts were refused
 
 
@@ -73,10 +75,14 @@ class SimCluster:
     def __init__(self, loop: SimLoop, network: Network, clocks: dict[str, Clock],
                  rng: random.Random, disk_timing: DiskTiming,
                  storage_class: type[SimStorage] = SimStorage,
-                 breaks: frozenset[str] = frozenset(), amnesia: bool = False) -> None:
+                 breaks: frozenset[str] = frozenset(), amnesia: bool = False,
+                 joining: tuple[str, ...] = ()) -> None:
+        """`joining`: members that are not in the configuration the cluster bootstraps
+        with; they wait, on empty disks, to be added (see `join`)."""
         self.loop = loop
         self.network = network
         self.names = sorted(clocks)
+        self.initial = [name for name in self.names if name not in joining]
         self.quorum = len(self.names) // 2 + 1
         self.members = {name: Member(name, clocks[name]) for name in self.names}
         self.rng = rng
@@ -86,6 +92,8 @@ class SimCluster:
         self.amnesia = amnesia
         self.ledger = checks.BallotLedger()
         self._bootstrap()
+        for name in joining:
+            self.join(name)
 
     def now(self) -> float:
         """The test's clock (seconds since the epoch): one clock for the whole history."""
@@ -106,27 +114,40 @@ class SimCluster:
         """Every member's first start with --bootstrap on an empty disk: each makes
         a member id, and the real `identity.decide`, given every peer's answer,
         settles the cluster, which each disk records."""
-        for name in self.names:
+        for name in self.initial:
             self.members[name].disk.meta["member_id"] = self.new_id(16)
-        for name, member in self.members.items():
-            answers = {peer: self._answer(peer) for peer in self.names if peer != name}
-            settled = identity.decide(name, member.disk.meta["member_id"], self.names, answers)
+        for name in self.initial:
+            answers = {peer: self._answer(peer) for peer in self.initial if peer != name}
+            disk = self.members[name].disk
+            settled = identity.decide(name, disk.meta["member_id"], self.initial, answers)
             assert settled is not None
-            identity.record(DiskMeta(member.disk), settled)
+            identity.record(DiskMeta(disk), settled)
+
+    def join(self, name: str) -> str:
+        """Member `name` gets an empty disk and waits to join, as `serve --join` on an
+        empty data directory: a new member id (returned); it starts once a running
+        member's configuration lists it (see `_admit`)."""
+        self.wipe(name)
+        member = self.members[name]
+        member.disk.meta["member_id"] = self.new_id(16)
+        member.joining = True
+        return member.disk.meta["member_id"]
 
     def _answer(self, name: str) -> dict[str, Any]:
         """What member `name` answers on /v1/identity."""
-        disk = self.members[name].disk
-        return identity.describe(name, self.names, identity.load(DiskMeta(disk), self.names),
-                                 disk.meta.get("member_id"))
+        member = self.members[name]
+        known = identity.load(DiskMeta(member.disk), self.initial)
+        config = None if member.node is None else member.node.config
+        return identity.describe(name, self.initial, known, member.disk.meta.get("member_id"),
+                                 config, joining=member.joining)
 
     def config_of(self, member: Member) -> Config:
         """The configuration `member` starts with, as main.serve picks it: the one its
         disk adopted last, else the one its identity records (with amnesia, a wiped
         disk records none: then a peer's)."""
-        known = identity.load(DiskMeta(member.disk), self.names) or next(
+        known = identity.load(DiskMeta(member.disk), self.initial) or next(
             found for m in self.members.values()
-            if (found := identity.load(DiskMeta(m.disk), self.names)) is not None)
+            if (found := identity.load(DiskMeta(m.disk), self.initial)) is not None)
         return adopted_config(DiskMeta(member.disk), known,
                               {name: f"sim://{name}" for name in self.names})
 
@@ -136,13 +157,22 @@ class SimCluster:
         cluster knows this member by another id (its data was lost), or while no
         peer answers (a real node would wait; here it stays down)."""
         meta = DiskMeta(member.disk)
-        if self.amnesia or identity.load(meta, self.names) is not None:
+        if self.amnesia or identity.load(meta, self.initial) is not None:
             return
         member_id = meta.meta("member_id") or self.new_id(16)
         meta.set_meta({"member_id": member_id})
         answers = {peer: self._answer(peer) for peer, m in self.members.items()
                    if peer != member.name and m.proc is not None and not m.proc.stalled}
-        settled = identity.decide(member.name, member_id, self.names, answers)
+        if member.joining:  # as main.establish with --join
+            joined = identity.joined(member.name, member_id, answers)
+            if joined is None:
+                raise IdentityError("joining: no member's configuration lists it yet")
+            known, config = joined
+            meta.set_meta({identity.CONFIG_META: json.dumps(config.to_json())})
+            identity.record(meta, known)
+            member.joining = False
+            return
+        settled = identity.decide(member.name, member_id, self.initial, answers)
         if settled is None:
             raise IdentityError("bootstrapping: no peer answers (it would keep waiting)")
         identity.record(meta, settled)
@@ -171,7 +201,8 @@ class SimCluster:
         clock = member.clock
         node = Node(member.name, self.config_of(member), acceptor, storage,
                     storage.next_boot(), clock=self.loop.time,
-                    wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks)
+                    wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks,
+                    member_id=member.disk.meta.get("member_id", ""))
         storage.on_durable = functools.partial(self.ledger.saw, member.name)
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))

@@ -24,11 +24,19 @@ the violation that fix prevents:
   end a key before a majority of clocks reached its deadline.
 - "renew-backwards" (fix 5 reverted): a renewal sets the deadline even if it
   moves it back.
+
+And three that take out a part of membership change (issue 9), found in the
+membership scenarios:
+- "skip-rescan": a step settles without re-deciding the keys under its epoch;
+- "no-fencing": acceptors take requests of older epochs;
+- "ballots-by-name": ballots and put ids carry the member's name instead of its
+  member id, so a member replaced under its old name reuses its predecessor's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -39,9 +47,12 @@ from paxoskv.core.ballot import Ballot, first_ballot
 from paxoskv.core.messages import Promise, Reply, Request
 from paxoskv.core.proposer import Ballots, Plan
 from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew
+from paxoskv.server.membership import Membership
+from paxoskv.server.node import Node
 
 PLANTS = ("forget-accepted", "ack-before-durable", "ballot-from-acceptor", "put-runs-twice",
-          "wiped-votes", "delete-drops-guard", "renew-backwards")
+          "wiped-votes", "delete-drops-guard", "renew-backwards", "skip-rescan", "no-fencing",
+          "ballots-by-name")
 Handle = Callable[[Acceptor, Request, Any], tuple[Reply, Write | None]]
 
 
@@ -97,6 +108,28 @@ def renew_backwards(self: Renew, state: KeyState) -> KeyState:
     return state._replace(bindings={**state.bindings, UNTIL: self.until})
 
 
+async def no_rescan(self: Membership, holders: list[str]) -> None:
+    """`Membership._rescan` skipped: a step settles without re-deciding any key."""
+
+
+def unfenced(handle: Handle) -> Handle:
+    """`Acceptor.handle`, but every request counts as of the acceptor's own epoch."""
+
+    def unfenced_handle(self: Acceptor, msg: Request, now_ms: Any = None
+                        ) -> tuple[Reply, Write | None]:
+        epoch = max(self.epoch, self.record(msg.key).epoch)
+        return handle(self, dataclasses.replace(msg, epoch=epoch), now_ms)
+
+    return unfenced_handle
+
+
+def ballots_by_name(node: Node) -> None:
+    """Ballots and put ids carry the member's name, not its member id (as before the
+    member replaced under its old name): its predecessor's are used again."""
+    node.member_id = node.name
+    node.ballots = Ballots(node.name, node.boot)
+
+
 @contextlib.contextmanager
 def planted(name: str | None) -> Iterator[None]:
     """Patch the real code for plants that live there (the others are sim options:
@@ -113,4 +146,17 @@ def planted(name: str | None) -> Iterator[None]:
             stack.enter_context(mock.patch.object(core_state, "step", unguarded_step))
         elif name == "renew-backwards":
             stack.enter_context(mock.patch.object(Renew, "apply", renew_backwards))
+        elif name == "skip-rescan":
+            stack.enter_context(mock.patch.object(Membership, "_rescan", no_rescan))
+        elif name == "no-fencing":
+            stack.enter_context(mock.patch.object(Acceptor, "handle",
+                                                  unfenced(Acceptor.handle)))
+        elif name == "ballots-by-name":
+            post_init = Node.__post_init__
+
+            def by_name(node: Node) -> None:
+                post_init(node)
+                ballots_by_name(node)
+
+            stack.enter_context(mock.patch.object(Node, "__post_init__", by_name))
         yield

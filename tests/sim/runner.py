@@ -37,6 +37,7 @@ from tests.sim.loop import SimLoop
 from tests.sim.nemesis import SCENARIOS, Profile, draw_profile, inflict
 from tests.sim.network import Network
 from tests.sim.plants import PLANTS, planted
+from tests.sim.reconfigure import PLANS, STARTING, Director
 from tests.sim.storage import AckBeforeDurable, DiskTiming, SimStorage
 from tests.sim.workload import Client, LocalRead, Recorder, final_reads
 
@@ -46,7 +47,9 @@ SETTLE_S = 3.0
 # The scenario (nemesis.py) each planted bug's test runs by default: the
 # schedule its violation needs is then common (for the others, "mixed" is).
 PLANT_SCENARIOS = {"ballot-from-acceptor": "slow-home", "delete-drops-guard": "fast-clock",
-                   "wiped-votes": "wipes", "renew-backwards": "sessions"}
+                   "wiped-votes": "wipes", "renew-backwards": "sessions",
+                   "skip-rescan": "grow-shrink", "no-fencing": "grow-shrink",
+                   "ballots-by-name": "grow-shrink"}
 
 
 @dataclass
@@ -146,7 +149,12 @@ def finish(loop: SimLoop) -> None:
 async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
                     duration: float, scenario: str, problems: list[str]) -> Result:
     rng = random.Random(seed)
+    plan = PLANS.get(scenario)
+    if plan is not None:  # a membership scenario: members join and leave as it says
+        nodes = max(int(name[1:]) for _, name in plan) if plan else nodes
+        nodes = max(nodes, len(STARTING[scenario]))
     names = [f"n{i + 1}" for i in range(nodes)]
+    starting = list(STARTING.get(scenario, names))
     profile = draw_profile(random.Random(rng.getrandbits(64)), names, duration, scenario)
     trace: list[str] = []
 
@@ -156,17 +164,24 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     network = Network(random.Random(rng.getrandbits(64)), profile.messages, note)
     storage = AckBeforeDurable if plant == "ack-before-durable" else SimStorage
     cluster = SimCluster(loop, network, profile.clocks, random.Random(rng.getrandbits(64)),
-                         DiskTiming(), storage, amnesia=plant == "wiped-votes")
-    for name in names:
+                         DiskTiming(), storage, amnesia=plant == "wiped-votes",
+                         joining=tuple(n for n in names if n not in starting))
+    for name in starting:
         cluster.start(name)
     recorder = Recorder()
     stop_at = cluster.now() + duration
-    clients = [Client(i, names[i % nodes], cluster, random.Random(rng.getrandbits(64)),
-                      recorder, profile.mix) for i in range(CLIENTS)]
+    clients = [Client(i, starting[i % len(starting)], cluster,
+                      random.Random(rng.getrandbits(64)), recorder, profile.mix)
+               for i in range(CLIENTS)]
     work = [loop.create_task(c.run(stop_at)) for c in clients]
     work += [loop.create_task(c.sessions(stop_at)) for c in clients[:profile.mix.sessions]]
+    director = Director(cluster, random.Random(rng.getrandbits(64)), note)
+    if plan is not None:
+        work.append(loop.create_task(director.run(plan, loop.time() + duration)))
     await inflict(cluster, profile.faults, note)
     await asyncio.gather(*work)
+    if plan is not None:
+        await director.finish()
     await asyncio.sleep(SETTLE_S)
     await final_reads(cluster, recorder, profile.mix)
     problems.extend(await cluster.stop())
@@ -182,6 +197,8 @@ async def _simulate(loop: SimLoop, seed: int, nodes: int, plant: str | None,
     counts = Counter(f"{op.kind} {op.outcome}" for op in history)
     counts["local read"] = len(recorder.local_reads)
     counts["sessions"] = len(recorder.sessions)
+    if plan is not None:
+        counts["membership steps"] = len(director.done)
     problems.extend(recorder.errors)
     return Result(seed, nodes, plant, anomalies, [], profile, trace, history,
                   recorder.local_reads, recorder.sessions, loop.time(), 0.0, dict(counts))

@@ -247,7 +247,8 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     node = Node(config.name, adopted_config(storage, identity, config.members), acceptor,
                 storage, boot, wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot),
-                watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")))
+                watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")),
+                member_id=identity.member_id)
     faults = message_faults(test_rng(config.name + "/network", boot))
     identity.follow(node.config)
     links = LinkKeeper(node, lambda m: PeerLink(m.name, m.url, session, identity, config.name,

@@ -40,6 +40,7 @@ log = logging.getLogger("paxoskv.membership")
 CONFIG_KEY = "\x00config"  # not a client key: client keys are "bucket/name"
 STEP_TIMEOUT_S = 10.0  # for each consensus round and each wait of a step
 RESCAN_CONCURRENCY = 32
+STRAGGLER_WAIT_S = 2.0  # once a majority holds a new configuration, how long the others get
 
 
 class StepRefused(Exception):
@@ -175,6 +176,7 @@ class Membership:
         """
         loop = asyncio.get_running_loop()
         end = loop.time() + STEP_TIMEOUT_S
+        majority_at: float | None = None
         others = [name for name in target.names if name != self.node.name]
         while True:
             epochs = await asyncio.gather(*(self._epoch_at(name) for name in others))
@@ -185,8 +187,10 @@ class Membership:
             # A majority fences the old epoch; the rest are waited for a while too,
             # so that the rescan writes through them (a member being added above
             # all), but a member that went down meanwhile does not block the step.
+            if len(have) >= target.quorum and majority_at is None:
+                majority_at = loop.time()
             if len(have) == len(target.members) or (
-                    len(have) >= target.quorum and loop.time() > end):
+                    majority_at is not None and loop.time() > majority_at + STRAGGLER_WAIT_S):
                 return have
             if loop.time() > end:
                 raise StepRefused(503, f"only {len(have)} of {len(target.members)} members "

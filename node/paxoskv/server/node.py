@@ -116,11 +116,18 @@ class Node:
     watch_reread_s: float = 1.0  # how often a watch re-reads its key (see watch)
     # Test randomness (failpoints), seeded by a fault run so that a replay is a replay.
     rng: random.Random = field(default_factory=random.Random)
+    # The member id this node's data directory was made with (default: the configuration's
+    # for this name). Ballots and put ids carry it, not the name: a member replaced under
+    # its old name starts its boot counter again, and must not reuse its predecessor's.
+    member_id: str = ""
 
     def __post_init__(self) -> None:
         self.acceptor.epoch = self.config.epoch
         self._learning: dict[str, asyncio.Future[None]] = {}  # peer -> its config, coming
-        self.ballots = Ballots(self.name, self.boot)
+        if not self.member_id:
+            me = self.config.member(self.name)
+            self.member_id = self.name if me is None else me.member_id
+        self.ballots = Ballots(self.member_id, self.boot)
         self.rounds = Rounds(self)
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
@@ -134,10 +141,11 @@ class Node:
         self._unhurried: set[str] = set()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._stopped = False
-        # Put ids: unique as ballots are, by (member name, durable boot counter), then
-        # a counter of this boot: no two runs of different puts share one.
+        # Put ids: unique as ballots are, by (member id, durable boot counter), then a
+        # counter of this boot: no two runs of different puts share one.
         self._puts = itertools.count(1)
-        self.new_id: Callable[[], str] = lambda: f"{self.name}.{self.boot}.{next(self._puts)}"
+        self.new_id: Callable[[], str] = lambda: (f"{self.member_id}.{self.boot}."
+                                                  f"{next(self._puts)}")
 
     # -- membership view ------------------------------------------------------
 
@@ -199,7 +207,10 @@ class Node:
             await durable
 
     def reachable(self) -> int:
-        return 1 + sum(link.connected for link in self.links.values())
+        """Members of the configuration this node can reach, itself included (a link to
+        a node that is no member, or no longer one, does not count)."""
+        return sum(name == self.name or (name in self.links and self.links[name].connected)
+                   for name in self.config.names)
 
     def has_quorum(self) -> bool:
         return self.reachable() >= self.quorum
