@@ -52,6 +52,10 @@ torture: install system-deps  ## long runs: fault runs of 200 s, 100,000 simulat
 	$(BIN)/python -m tests.sim --seeds 1-$$(( $(SIM_SEEDS) / 2 )) & first=$$!; \
 	  $(BIN)/python -m tests.sim --seeds $$(( $(SIM_SEEDS) / 2 + 1 ))-$(SIM_SEEDS); second=$$?; \
 	  wait $$first && [ $$second -eq 0 ]
+	@# membership change: both scenarios, one per core
+	$(BIN)/python -m tests.sim --scenario grow-shrink --seeds 1-$$(( $(SIM_SEEDS) / 10 )) & first=$$!; \
+	  $(BIN)/python -m tests.sim --scenario from-one --seeds 1-$$(( $(SIM_SEEDS) / 10 )); second=$$?; \
+	  wait $$first && [ $$second -eq 0 ]
 
 mutants: install  ## mutation testing of the core, storage and checker; writes tests/mutants/report.md
 	$(BIN)/python -m tests.mutants

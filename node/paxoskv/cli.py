@@ -137,6 +137,18 @@ examples:
 
 Exit 3 if no endpoint answers (each one is named, with the reason).
 """,
+    "members": """\
+examples:
+  export PAXOSKV_ADMIN_TOKEN=...            the admin token the nodes were started with
+  paxoskv members list -o table             members, epoch, reachability, step in progress
+  paxoskv members add n4 http://h4:7001     add a node started with `serve --join`
+  paxoskv members remove n2                 remove a member (it may be down)
+  paxoskv members resume                    finish a step whose driver stopped
+
+A step returns once settled: every key re-decided under the new configuration.
+Exit 1 if another step is in progress, 2 if refused (the reason is printed), 3 if no
+endpoint answers or the answer was lost mid-step (see `members list`, then `resume`).
+""",
     "completion": """\
 examples:
   source <(paxoskv completion bash)                     in this shell
