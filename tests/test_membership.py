@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from paxoskv.core.config import Config
-from paxoskv.server.identity import CONFIG_META
+from paxoskv.server.identity import CAUGHT_UP_META, CONFIG_META
 from paxoskv.server.membership import Membership, Progress, StepRefused
 from tests.test_regressions import BUCKET, World, key_homed_on
 
@@ -170,5 +170,20 @@ def test_a_step_whose_driver_stopped_after_deciding_is_resumed_by_another_member
         settled = await second.resume()
         assert (settled.epoch, settled.settled, settled.names) == (1, True, ("n1", "n2"))
         assert (await w.get("n1", "k")).seen_value == "v"
+
+    assert World().run(schedule) == []
+
+
+def test_a_member_that_joined_is_caught_up_once_its_step_settles() -> None:
+    async def schedule(w: World) -> None:
+        node = w.node("n2")
+        node.caught_up = False  # as a node that has just joined starts
+        unsettled = Config(1, node.config.members, settled=False)
+        for config, caught_up in ((unsettled, False), (unsettled.settle(), True)):
+            durable = node.adopt(config)
+            assert durable is not None
+            await durable
+            assert node.caught_up is caught_up
+        assert w.cluster.members["n2"].disk.meta[CAUGHT_UP_META] == "1"
 
     assert World().run(schedule) == []

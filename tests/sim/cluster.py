@@ -172,7 +172,8 @@ class SimCluster:
             if joined is None:
                 raise IdentityError("joining: no member's configuration lists it yet")
             known, config = joined
-            meta.set_meta({identity.CONFIG_META: json.dumps(config.to_json())})
+            meta.set_meta({identity.CONFIG_META: json.dumps(config.to_json()),
+                           identity.CAUGHT_UP_META: "0"})
             identity.record(meta, known)
             member.joining = False
             return
@@ -206,7 +207,8 @@ class SimCluster:
         node = Node(member.name, self.config_of(member), acceptor, storage,
                     storage.next_boot(), clock=self.loop.time,
                     wall_ms=lambda: clock.wall_ms(self.loop.time()), breaks=self.breaks,
-                    member_id=member.disk.meta.get("member_id", ""))
+                    member_id=member.disk.meta.get("member_id", ""),
+                    caught_up=member.disk.meta.get(identity.CAUGHT_UP_META) != "0")
         storage.on_durable = functools.partial(self.ledger.saw, member.name)
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))

@@ -340,6 +340,10 @@ async def readyz(request: web.Request) -> web.Response:
     if not node.has_quorum():
         return error_response(503, "no_quorum", f"{node.reachable()} of {len(node.members)} "
                               f"members reachable, {node.quorum} needed")
+    if not node.caught_up:
+        return error_response(503, "catching_up", "this member joined and the membership "
+                              "step that adds it has not finished writing every key "
+                              "through it")
     return json_reply({"status": "ready"})
 
 

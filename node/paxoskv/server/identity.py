@@ -43,6 +43,7 @@ log = logging.getLogger("paxoskv.identity")
 
 IDENTITY_PATH = "/v1/identity"
 CONFIG_META = "config"  # the metadata entry that holds the configuration a node adopted
+CAUGHT_UP_META = "caught_up"  # "0" from joining until the step that added it settles
 POLL_S = 0.2
 LOG_EVERY_S = 5.0
 

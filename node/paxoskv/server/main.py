@@ -207,7 +207,8 @@ async def establish(config: ServerConfig, storage: Storage,
     try:
         if config.join:
             settled, joined = await ident.join(config.name, member_id, config.members, session)
-            storage.set_meta({ident.CONFIG_META: json.dumps(joined.to_json())})
+            storage.set_meta({ident.CONFIG_META: json.dumps(joined.to_json()),
+                              ident.CAUGHT_UP_META: "0"})
         else:
             settled = await ident.bootstrap(config.name, member_id, config.members, session)
     finally:
@@ -248,7 +249,8 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
                 storage, boot, wall_ms=wall_clock(int(os.environ.get(CLOCK_SKEW_VARIABLE, "0"))),
                 breaks=breaks, failpoints=failpoints(), rng=test_rng(config.name, boot),
                 watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")),
-                member_id=identity.member_id)
+                member_id=identity.member_id,
+                caught_up=storage.meta(ident.CAUGHT_UP_META) != "0")
     faults = message_faults(test_rng(config.name + "/network", boot))
     identity.follow(node.config)
     links = LinkKeeper(node, lambda m: PeerLink(m.name, m.url, session, identity, config.name,

@@ -39,7 +39,7 @@ from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
 from paxoskv.server.aio import mapped, quiet, wait_until
-from paxoskv.server.identity import CONFIG_META
+from paxoskv.server.identity import CAUGHT_UP_META, CONFIG_META
 from paxoskv.server.rounds import NoQuorum, Repeated, Rounds, unknown_outcome
 from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 
@@ -120,6 +120,9 @@ class Node:
     # for this name). Ballots and put ids carry it, not the name: a member replaced under
     # its old name starts its boot counter again, and must not reuse its predecessor's.
     member_id: str = ""
+    # False for a member that joined and has not yet seen its step settle (the rescan
+    # that writes every key through it): its /readyz says so. Kept on disk (CAUGHT_UP).
+    caught_up: bool = True
 
     def __post_init__(self) -> None:
         self.acceptor.epoch = self.config.epoch
@@ -180,7 +183,11 @@ class Node:
         self.ballots.forget()
         for follow in self.config_observers:
             follow(config)
-        return self.storage.write([], {CONFIG_META: orjson.dumps(config.to_json()).decode()})
+        meta = {CONFIG_META: orjson.dumps(config.to_json()).decode()}
+        if not self.caught_up and config.settled and config.member(self.name) is not None:
+            self.caught_up = True  # the step that added it re-scanned every key through it
+            meta[CAUGHT_UP_META] = "1"
+        return self.storage.write([], meta)
 
     async def learn_config(self, peer: str) -> None:
         """Ask `peer` for its configuration and adopt it if it is newer (one request

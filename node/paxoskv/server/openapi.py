@@ -333,7 +333,9 @@ def _document() -> dict[str, Any]:
                 {"type": "object", "required": ["openapi", "info", "paths"]})}),
             "/healthz": _get("Liveness: the process answers.", {"200": _json_ok(
                 _object({"status": {"const": "ok"}}))}),
-            "/readyz": _get("Readiness: a quorum of members is reachable.", {
+            "/readyz": _get("Readiness: a quorum of members is reachable, and this member "
+                            "is caught up (a member that joined is not until the step that "
+                            "adds it settles).", {
                 "200": _json_ok(_object({"status": {"const": "ready"}}), "Ready"),
                 "503": {"$ref": "#/components/responses/Error"}}),
             "/metrics": _get("Prometheus metrics.", {"200": {
