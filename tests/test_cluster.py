@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from paxoskv.client import Entry, NoQuorum
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, wait_until
 
 
 async def _race(cluster: LocalCluster, key: str) -> list[Entry]:
@@ -76,6 +76,10 @@ def test_kill_9_one_node_then_restart_serves_earlier_keys(cluster3: LocalCluster
 def test_no_quorum_policies(cluster3: LocalCluster) -> None:
     with cluster3.client(0) as kv:
         assert kv.put("before", 1).ok
+        # Node 0's own copy may lag the decision (the key's home may be another member,
+        # whose commit notice is on its way): wait for it, for the local read below.
+        wait_until(lambda: kv.get("before", local=True).value == 1, 5,
+                   "node 0 never learned that 'before' was chosen")
     cluster3.stop(1)
     cluster3.stop(2)
     # /readyz says so: 503 with the no_quorum error, once node 0 has seen both go.
