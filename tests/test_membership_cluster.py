@@ -80,6 +80,19 @@ def test_a_joining_node_is_added_serves_every_key_and_is_removed_again(
             2, ["n1", "n2", "n3"])
         wait_until(lambda: "this node was removed from the cluster" in
                    (cluster.log_dir / "n4.log").read_text(), 10, "n4 never heard")
+        # Restarted with its old data, the removed member is fenced out: it says so,
+        # the members refuse its links, and it decides nothing.
+        proc.terminate()
+        proc.wait()
+        proc = start_joining(cluster, n4)  # --join is ignored: its directory has a cluster
+        wait_until(lambda: "this node is not a member of its cluster" in
+                   (cluster.log_dir / "n4.log").read_text(), 20, "n4 did not say it")
+        wait_until(lambda: "'n4' is not a member" in (cluster.log_dir / "n1.log").read_text(),
+                   20, "n1 did not refuse n4")
+        refused = httpx.post(n4.url + "/v1/put", json={"key": "from-n4", "value": 1},
+                             timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "no_quorum"
     finally:
         proc.kill()
         proc.wait()
@@ -87,6 +100,7 @@ def test_a_joining_node_is_added_serves_every_key_and_is_removed_again(
         for i in range(20):
             assert client.get(f"k{i}").value == f"v{i}"
         assert client.get("via-n4").value == 4
+        assert not client.get("from-n4").found
 
 
 def test_membership_calls_with_bad_input_are_refused_and_change_nothing(

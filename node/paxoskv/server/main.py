@@ -270,6 +270,11 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     log.info("node started", extra={"node": config.name, "boot": boot,
                                     "keys": len(acceptor),
                                     "url": f"http://{config.listen_host}:{config.listen_port}"})
+    if node.config.member(config.name) is None:
+        log.warning("this node is not a member of its cluster: it was removed (epoch "
+                    f"{node.config.epoch}); the members refuse it, so it serves nothing. "
+                    "To bring it back, empty its data directory and start it with --join",
+                    extra={"node": config.name, "peer": ",".join(node.config.names)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
