@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from paxoskv.core.ballot import ZERO, Ballot, zero
-from paxoskv.core.config import Config, ConfigError, Member
+from paxoskv.core.config import Config, ConfigError, Member, StepInProgress
 
 
 def member(name: str) -> Member:
@@ -120,6 +120,12 @@ def test_steps_that_must_not_be_taken_are_refused_with_the_reason(step: object,
                                                                   message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         step(config("a", "b", "c"))  # type: ignore[operator]
+
+
+def test_a_step_in_progress_is_its_own_refusal() -> None:
+    with pytest.raises(StepInProgress):
+        config("a").adding(member("b")).removing("a")
+    assert issubclass(StepInProgress, ConfigError)
 
 
 def test_the_last_member_cannot_be_removed() -> None:

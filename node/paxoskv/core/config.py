@@ -77,6 +77,10 @@ class ConfigError(ValueError):
     """A membership step that must not be taken; the message says why."""
 
 
+class StepInProgress(ConfigError):
+    """A step may not start: the previous one has not settled."""
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     name: str
@@ -177,8 +181,8 @@ class Config:
 
     def _check_settled(self) -> None:
         if not self.settled:
-            raise ConfigError(f"a membership change is in progress (epoch {self.epoch} "
-                              "is still re-scanning its keys)")
+            raise StepInProgress(f"a membership change is in progress (epoch {self.epoch} "
+                                 "is still re-scanning its keys)")
 
     def _by_id(self, member_id: str) -> str:
         return next(m.name for m in self.members if m.member_id == member_id)

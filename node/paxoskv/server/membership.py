@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from paxoskv.core.config import Config, ConfigError, Member
+from paxoskv.core.config import Config, ConfigError, Member, StepInProgress
 from paxoskv.core.state import Read, ReplaceIf, Touch
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.transport import PeerUnavailable
@@ -92,15 +93,17 @@ class Membership:
                 return self.node.config
             return await self._finish(self.node.config)
 
-    async def _step(self, action: str, make: Any, skip: str | None) -> Config:
+    async def _step(self, action: str, make: Callable[[Config], Config], skip: str | None
+                    ) -> Config:
         async with self._locked(action):
             await self._learn_register()  # a step decided elsewhere may not have reached us
             current = self.node.config
             try:
                 target = make(current)
+            except StepInProgress as exc:
+                raise StepRefused(409, str(exc)) from None
             except ConfigError as exc:
-                status = 409 if "in progress" in str(exc) else 400
-                raise StepRefused(status, str(exc)) from None
+                raise StepRefused(400, str(exc)) from None
             self._check_healthy(current, skip)
             assert self.progress is not None
             self.progress.phase = "deciding"
