@@ -12,6 +12,7 @@ once the step is settled. Refusals are 4xx naming the reason, and change nothing
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,7 @@ from aiohttp import web
 from paxoskv.core.config import Config, Member
 from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
-from paxoskv.server.api import NODE, authorize_admin, json_reply, read_body
+from paxoskv.server.api import authorize_admin, json_reply, read_body
 from paxoskv.server.membership import Membership, StepRefused
 
 MEMBERSHIP: web.AppKey[Membership] = web.AppKey("membership", Membership)
@@ -86,14 +87,14 @@ async def resume_step(request: web.Request) -> web.Response:
     return await _run(request, lambda m: m.resume())
 
 
-async def _run(request: web.Request, step: Any) -> web.Response:
+async def _run(request: web.Request,
+               step: Callable[[Membership], Awaitable[Config]]) -> web.Response:
     membership = request.app[MEMBERSHIP]
     try:
         config: Config = await step(membership)
     except StepRefused as exc:
         code = {400: "invalid_member", 409: "conflict"}.get(exc.status, "unavailable")
         raise v.RequestError("membership", str(exc), code, exc.status) from None
-    assert request.app[NODE] is membership.node
     return json_reply({**describe(membership), "epoch": config.epoch,
                        "settled": config.settled})
 

@@ -60,11 +60,6 @@ def unknown_outcome(change: Change) -> str:
     return "the change may or may not have been decided"
 
 
-def stale_config(epoch: int, stale: Stale) -> str:
-    return (f"this node's configuration (epoch {epoch}) is out of date: a member knows "
-            f"epoch {stale.epoch}; try again")
-
-
 def _time_out(future: asyncio.Future[KeyState], change: Change, timeout: float) -> None:
     if not future.done():
         future.set_exception(NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
@@ -156,7 +151,9 @@ class Rounds:
                 self.node.stats.fenced += 1
                 await self.node.learn_config(outcome.source)
                 if self.node.config.epoch < outcome.epoch:
-                    raise NoQuorum(stale_config(self.node.config.epoch, outcome))
+                    raise NoQuorum(f"this node's configuration (epoch "
+                                   f"{self.node.config.epoch}) is out of date: a member "
+                                   f"knows epoch {outcome.epoch}; try again")
                 above = None
                 continue
             if isinstance(outcome, Premature):
