@@ -88,11 +88,17 @@ def _pack(rec: Record) -> Packed:
             rec.epoch)
 
 
+_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
 def _unpack(raw: Packed) -> Record:
+    # Every request unpacks its key's record: this is on the hot path.
     promised, accepted, (token, live, value, bindings, applied, horizon), chosen, epoch = raw
-    return Record(None if promised is None else Ballot(*promised),
-                  None if accepted is None else Ballot(*accepted),
-                  KeyState(token, live, value, dict(bindings), applied, horizon), chosen, epoch)
+    return _tuple(Record, (None if promised is None else _tuple(Ballot, promised),
+                           None if accepted is None else _tuple(Ballot, accepted),
+                           _tuple(KeyState, (token, live, value, dict(bindings), applied,
+                                             horizon)),
+                           chosen, epoch))
 
 
 class Acceptor:
@@ -114,6 +120,11 @@ class Acceptor:
     def record(self, key: str) -> Record:
         raw = self._packed.get(key)
         return BLANK if raw is None else _unpack(raw)
+
+    def promised(self, key: str) -> Ballot | None:
+        """The key's promised ballot (without unpacking its record)."""
+        raw = self._packed.get(key)
+        return None if raw is None or raw[0] is None else _tuple(Ballot, raw[0])
 
     def all_keys(self) -> list[str]:
         """Every key this acceptor holds a record of (a membership step re-scans them)."""

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from paxoskv.core.ballot import Ballot, zero
@@ -112,8 +112,11 @@ class Config:
     epoch: int
     members: tuple[Member, ...]
     settled: bool = True
+    # The member names, computed once: every round and quorum check reads them.
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(m.name for m in self.members))
         if not self.members:
             raise ConfigError("a configuration needs at least one member")
         if list(self.names) != sorted(set(self.names)):
@@ -131,10 +134,6 @@ class Config:
         """Whether a node that holds `other` should adopt this one (a step's settled
         form is newer than its unsettled form)."""
         return (self.epoch, self.settled) > (other.epoch, other.settled)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.members)
 
     @property
     def quorum(self) -> int:

@@ -177,7 +177,7 @@ class Rounds:
         home = self.node.home(key) == self.node.name
         plan = self.node.ballots.plan(key, zero=self.node.config.zero() if home else None,
                                       known_key=self.node.acceptor.has_record(key), above=above,
-                                      hint=self.node.acceptor.record(key).promised)
+                                      hint=self.node.acceptor.promised(key))
         if plan.path == "cached":
             self.node.stats.cached_promise += 1
         elif plan.path == "zero":
