@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from paxoskv.core.config import home_of
-
 WRITERS = 8
 BEFORE_S, PAUSE_S, AFTER_S = 3.0, 5.0, 3.0
 TIMEOUT_S = 2.0  # each write's deadline
@@ -111,6 +109,10 @@ async def _measure(store: str, url: str, pid: int, prefix: str
 def paxoskv_home(key: str, members: int) -> int:
     """The index of a default-bucket key's home member, of members n1, n2, ... (as
     bench/run.py names them)."""
+    # Imported here, not at the top: `make bench-ab` runs bench/run.py against older
+    # revisions, whose paxoskv has no core.config.
+    from paxoskv.core.config import home_of
+
     names = [f"n{i + 1}" for i in range(members)]
     return names.index(home_of(names, f"default/{key}"))
 
