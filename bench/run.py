@@ -5,7 +5,9 @@ directories, fsync on for both), drives node 1 of each with wrk and the same Lua
 (bench/wrk.lua) for put-if-absent on fresh keys and linearizable get of existing keys at
 client concurrency 1, 16 and 64, prints ops/s and p50/p99 latency with the PaxosKV/etcd
 ratio, writes the table into README.md between the bench markers and a JSON copy into
-bench/out/latest.json. Every process it starts is stopped on exit, Ctrl-C included.
+bench/out/latest.json. Then write availability with one member paused, and the time to
+add a member to a cluster holding 100,000 keys (bench/availability.py, bench/catchup.py).
+Every process it starts is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import httpx
 from availability import PAUSE_S, Availability, etcd_leader, measure_availability
+from catchup import KEYS, QUICK_KEYS, CatchUp, measure_catch_up
 
 from paxoskv import devcluster
 
@@ -337,7 +340,8 @@ def availability(clusters: dict[str, Cluster], run_id: str) -> list[Availability
     return found
 
 
-def run_benchmark(duration: int) -> tuple[list[Result], list[Availability]]:
+def run_benchmark(duration: int, catch_up_keys: int
+                  ) -> tuple[list[Result], list[Availability], CatchUp]:
     run_id = f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
     with ExitStack() as stack:
         data_root = Path(stack.enter_context(tempfile.TemporaryDirectory(
@@ -349,7 +353,11 @@ def run_benchmark(duration: int) -> tuple[list[Result], list[Availability]]:
         results = measure(clusters, run_id, duration)
         paused = availability(clusters, run_id)
         progress("stopping clusters")
-    return results, paused
+    with tempfile.TemporaryDirectory(prefix="data-", dir=OUT) as catch_up_root:
+        catch_up = measure_catch_up(Path(catch_up_root), LOGS, catch_up_keys, progress)
+    progress(f"    added in {catch_up.add_s:.1f} s; puts {catch_up.steady_ops:,.0f}/s before, "
+             f"{catch_up.during_ops:,.0f}/s during ({catch_up.failed} failed)")
+    return results, paused, catch_up
 
 
 # --- report ----------------------------------------------------------------------------
@@ -409,12 +417,22 @@ def availability_cells(a: Availability) -> list[str]:
             f"{a.p99_paused_ms:.1f}", home]
 
 
-def tables(results: list[Result], paused: list[Availability],
+CATCH_UP_HEADER = ["keys", "add a member, s", "puts/s before", "puts/s during",
+                   "during/before", "puts failed"]
+
+
+def catch_up_cells(c: CatchUp) -> list[str]:
+    return [f"{c.keys:,}", f"{c.add_s:.1f}", f"{c.steady_ops:,.0f}", f"{c.during_ops:,.0f}",
+            f"{c.during_ops / c.steady_ops:.2f}x" if c.steady_ops else "n/a", str(c.failed)]
+
+
+def tables(results: list[Result], paused: list[Availability], catch_up: CatchUp,
            render: Callable[[list[str], list[list[str]]], str]) -> str:
     ratios = [[w, str(c), ratio] for w, c, ratio in ratio_rows(results)]
     return (render(RESULT_HEADER, [result_cells(r) for r in results]) + "\n\n"
             + render(RATIO_HEADER, ratios) + "\n\n"
-            + render(AVAILABILITY_HEADER, [availability_cells(a) for a in paused]))
+            + render(AVAILABILITY_HEADER, [availability_cells(a) for a in paused]) + "\n\n"
+            + render(CATCH_UP_HEADER, [catch_up_cells(catch_up)]))
 
 
 def machine() -> dict[str, Any]:
@@ -427,7 +445,7 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu}
 
 
-def readme_section(results: list[Result], paused: list[Availability],
+def readme_section(results: list[Result], paused: list[Availability], catch_up: CatchUp,
                    meta: dict[str, Any]) -> str:
     m = meta["machine"]
     return (f"Measured {meta['date']} with `{meta['command']}` on {m['nproc']} cores "
@@ -435,9 +453,9 @@ def readme_section(results: list[Result], paused: list[Availability],
             f"etcd {meta['etcd_version']} cluster on 127.0.0.1, fsync on for both, each "
             f"driven through node 1 by wrk with the same Lua script "
             f"({meta['duration_s']} s per cell, wrk threads = min(concurrency, 2)); "
-            f"1-minute load average before the run: {meta['load_before']}. The last table: "
-            f"{WRITERS_NOTE}\n\n"
-            + tables(results, paused, markdown_table))
+            f"1-minute load average before the run: {meta['load_before']}. The third "
+            f"table: {WRITERS_NOTE} The last table: {CATCH_UP_NOTE}\n\n"
+            + tables(results, paused, catch_up, markdown_table))
 
 
 def update_readme(readme: Path, section: str) -> None:
@@ -470,13 +488,21 @@ WRITERS_NOTE = ("8 writers put fresh keys through one member for 3 s, then anoth
                 "to the keys homed on the paused member.")
 
 
-def report(results: list[Result], paused: list[Availability], meta: dict[str, Any],
-           readme: Path | None) -> None:
-    print(tables(results, paused, text_table))
+CATCH_UP_NOTE = (f"a new 3-member cluster is loaded with {KEYS:,} keys; 8 writers put fresh "
+                 "keys through member 1 for 5 s (before), then a fourth node started with "
+                 "`--join` is added through member 1 while they go on (during): the add "
+                 "answers once every key was re-scanned through the new member and the step "
+                 "settled.")
+
+
+def report(results: list[Result], paused: list[Availability], catch_up: CatchUp,
+           meta: dict[str, Any], readme: Path | None) -> None:
+    print(tables(results, paused, catch_up, text_table))
     note_node_logs()
     (OUT / "latest.json").write_text(json.dumps(
         {**meta, "results": [asdict(r) for r in results],
-         "availability": [asdict(a) for a in paused]}, indent=2) + "\n")
+         "availability": [asdict(a) for a in paused], "catch_up": asdict(catch_up)},
+        indent=2) + "\n")
     failed = [r for r in results if r.failed]
     for r in failed:
         progress(f"ERRORS in {r.store} {WORKLOADS[r.workload]} c={r.concurrency}: "
@@ -484,7 +510,7 @@ def report(results: list[Result], paused: list[Availability], meta: dict[str, An
     if failed:
         progress("README not updated: a benchmark that measured errors is worthless")
     elif readme is not None:
-        update_readme(readme, readme_section(results, paused, meta))
+        update_readme(readme, readme_section(results, paused, catch_up, meta))
 
 
 # --- main ------------------------------------------------------------------------------
@@ -527,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"machine skews the figures")
     try:
         ensure_tools()
-        results, paused = run_benchmark(duration)
+        results, paused, catch_up = run_benchmark(duration, QUICK_KEYS if args.quick else KEYS)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -537,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "command": command_line(argv),
             "machine": machine(), "etcd_version": etcd_version(), "duration_s": duration,
             "load_before": round(load, 2)}
-    report(results, paused, meta, None if args.quick else args.readme)
+    report(results, paused, catch_up, meta, None if args.quick else args.readme)
     return 1 if any(r.failed for r in results) else 0
 
 
