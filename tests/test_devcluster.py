@@ -4,6 +4,7 @@ Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -220,7 +221,8 @@ def test_a_second_dev_cluster_fails_fast_and_leaves_the_first_alone(tmp_path: Pa
             capture_output=True, text=True, timeout=10, cwd=REPO)
         assert same_all.returncode == 1
         assert same_all.stderr.count("\n") == 1, same_all.stderr
-        assert f"port {base} on 127.0.0.1 (node n1) is already in use" in same_all.stderr
+        assert f"data directory {tmp_path / 'first'} is in use by another `paxoskv dev` " \
+               f"(pid {first.proc.pid})" in same_all.stderr
         other = free_run_of_ports(3)
         same_data = subprocess.run(
             [sys.executable, "-m", "paxoskv", "dev", "--base-port", str(other),
@@ -239,6 +241,59 @@ def test_a_second_dev_cluster_fails_fast_and_leaves_the_first_alone(tmp_path: Pa
             assert kv.put("first", "still serving").value == "still serving"
         assert "exited" not in first.text
         assert first.stop() == 0
+
+
+def dev_command(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "paxoskv", "dev", *args, "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+
+
+def test_dev_add_and_remove_scale_the_running_cluster_and_survive_its_restart(
+        tmp_path: Path) -> None:
+    """Issue 9: `paxoskv dev add` starts n4 and adds it (it then holds every key);
+    `paxoskv dev remove n2` removes n2, stops it and deletes its data; the next
+    `paxoskv dev` on the directory starts n1, n3 and n4. Refusals are one line."""
+    base = free_run_of_ports(4)
+    data = tmp_path / "dev"
+    n1, n4 = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 3}"
+    no_dev = dev_command("add", data_dir=data)
+    assert (no_dev.returncode, no_dev.stderr.count("\n")) == (2, 1), no_dev.stderr
+    assert f"no `paxoskv dev` cluster in {data}" in no_dev.stderr
+    with dev_cluster(base, data) as dev:
+        dev.banner()
+        with Client(n1) as kv:
+            for i in range(20):
+                kv.put(f"k{i}", i)
+        added = dev_command("add", "-o", "json", data_dir=data)
+        assert added.returncode == 0, added.stderr
+        view = json.loads(added.stdout)
+        assert [m["name"] for m in view["members"]] == ["n1", "n2", "n3", "n4"]
+        assert (view["epoch"], view["settled"]) == (1, True)
+        dev.wait_for("node n4 is a member now", 5)
+        with httpx.Client(base_url=n4, timeout=5) as http:
+            for i in range(20):
+                local = http.post("/v1/get", json={"key": f"k{i}", "consistency": "local"})
+                assert local.json()["value"] == i, local.text
+
+        removed = dev_command("remove", "n2", "-o", "json", data_dir=data)
+        assert removed.returncode == 0, removed.stderr
+        assert [m["name"] for m in json.loads(removed.stdout)["members"]] == ["n1", "n3", "n4"]
+        dev.wait_for("node n2 stopped and its data removed", 10)
+        assert not (data / "n2").exists()
+        assert refused(base + 1)
+        for args, message in ((("remove", "n2"), "'n2' is not a node of this dev cluster"),
+                              (("remove", "n9"), "'n9' is not a node of this dev cluster")):
+            bad = dev_command(*args, data_dir=data)
+            assert (bad.returncode, bad.stderr.count("\n")) == (2, 1), bad.stderr
+            assert message in bad.stderr, bad.stderr
+        assert dev.stop() == 0
+    with dev_cluster(base, data) as again:  # the saved membership, not --nodes 3
+        assert set(again.pids()) == {"n1", "n3", "n4"}
+        with Client(n4) as kv:
+            assert kv.get("k7").value == 7
+            assert kv.put("after", "restart").value == "restart"
+        assert again.stop() == 0
 
 
 def test_the_banner_commands_run_without_the_venv_on_the_path(tmp_path: Path) -> None:

@@ -74,6 +74,18 @@ examples:
   source <(paxoskv completion bash)    tab completion in bash
 """
 
+DEV_EXAMPLES = """\
+examples:
+  paxoskv dev                               a 3-node cluster on ports 7001-7003
+  paxoskv dev --nodes 5 --base-port 8001 --data-dir /tmp/kv
+  paxoskv dev add                           (another shell) start n4 and add it
+  paxoskv dev remove n2                     remove n2, stop it, delete its data
+
+The data directory keeps the membership: the next `paxoskv dev` on it starts the same
+members. Its nodes take the admin token in DATA_DIR/admin-token, so `paxoskv members`
+works too: PAXOSKV_ADMIN_TOKEN=$(cat .paxoskv-dev/admin-token) paxoskv members list
+"""
+
 COMMAND_EXAMPLES = {
     "put": """\
 examples:
@@ -306,18 +318,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
 
-    dev = sub.add_parser("dev", help="run a local cluster on 127.0.0.1",
+    dev = sub.add_parser("dev", help="run a local cluster on 127.0.0.1; add or remove "
+                         "its nodes while it runs",
                          description="Start N node processes on 127.0.0.1 with their own "
                          "data directories, wait until they are ready, and keep them "
-                         "running until Ctrl-C.",
-                         epilog="examples:\n  paxoskv dev\n  paxoskv dev --nodes 5 "
-                         "--base-port 8001 --data-dir /tmp/kv\n",
+                         "running (restarting those that exit) until Ctrl-C. While it "
+                         "runs, `paxoskv dev add` and `paxoskv dev remove NAME` (in another "
+                         "shell) scale it one member at a time.",
+                         epilog=DEV_EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     dev.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
     dev.add_argument("--base-port", type=int, default=7001,
-                     help="port of the first node; the others follow (default 7001)")
-    dev.add_argument("--data-dir", type=Path, default=Path(".paxoskv-dev"),
-                     help="root of the nodes' data directories (default .paxoskv-dev)")
+                     help="port of node n1; node nI listens on base + I - 1 (default 7001)")
+    data_dir_help = "root of the nodes' data directories (default .paxoskv-dev)"
+    dev.add_argument("--data-dir", type=Path, default=Path(".paxoskv-dev"), help=data_dir_help)
 
     def command(name: str, help_: str, keyed: bool = True,
                 into: argparse._SubParsersAction[Parser] = sub) -> Parser:
@@ -373,6 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
                      keyed=False)
     status.add_argument("--all", action="store_true",
                         help="ask every endpoint; list the ones that do not answer too")
+    dev_steps = dev.add_subparsers(dest="dev_command", metavar="{add,remove}",
+                                   parser_class=Parser)
+    dev_add = command("add", "start the next local node and add it as a member; returns "
+                      "once it holds every key", keyed=False, into=dev_steps)
+    dev_remove = command("remove", "remove a member of the local cluster, then stop its "
+                         "node and delete its data", keyed=False, into=dev_steps)
+    dev_remove.add_argument("name", help="the member's name, e.g. n2")
+    for p in (dev_add, dev_remove):
+        # SUPPRESS: `paxoskv dev --data-dir D add` keeps D.
+        p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=data_dir_help)
+
     members = command("members", "list the members; add, remove (one at a time, agreed by "
                       "consensus) or resume a step (admin)", keyed=False)
     steps = members.add_subparsers(dest="members_command", metavar="ACTION", required=True,
@@ -734,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
                              args.data_dir, args.admin_token, args.bootstrap, args.join),
                 args.log_level)
             return OK
+        if args.command == "dev" and args.dev_command is not None:
+            from paxoskv import devcontrol
+
+            return devcontrol.run(args, settings(args).output)
         if args.command == "dev":
             from paxoskv import devcluster
 

@@ -23,10 +23,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from paxoskv import lockfile
+from paxoskv import devcontrol, lockfile
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,13 @@ class LocalMember:
 
 def plan(size: int, base_port: int, data_root: Path, host: str = "127.0.0.1"
          ) -> list[LocalMember]:
-    return [LocalMember(f"n{i}", host, base_port + i - 1, data_root / f"n{i}")
-            for i in range(1, size + 1)]
+    return [local_member(f"n{i}", base_port, data_root, host) for i in range(1, size + 1)]
+
+
+def local_member(name: str, base_port: int, data_root: Path, host: str = "127.0.0.1"
+                 ) -> LocalMember:
+    """Node nI of a dev cluster: port base_port + I - 1, data in data_root/nI."""
+    return LocalMember(name, host, base_port + int(name[1:]) - 1, data_root / name)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -64,12 +70,14 @@ def peers_arg(members: Sequence[LocalMember]) -> str:
 
 
 def serve_command(member: LocalMember, members: Sequence[LocalMember],
-                  bootstrap: bool = True) -> list[str]:
+                  bootstrap: bool = True, join: bool = False) -> list[str]:
     """The node's command line; `bootstrap`: it may create the cluster on an empty data
-    directory (not for a restart: a member that lost its data must not)."""
+    directory (not for a restart: a member that lost its data must not); `join`: it
+    waits, on an empty data directory, to be added to the running cluster."""
     return [sys.executable, "-m", "paxoskv", "serve", "--name", member.name,
             "--peers", peers_arg(members), "--listen", f"{member.host}:{member.port}",
-            "--data-dir", str(member.data_dir), *(["--bootstrap"] if bootstrap else [])]
+            "--data-dir", str(member.data_dir), *(["--bootstrap"] if bootstrap else []),
+            *(["--join"] if join else [])]
 
 
 # Seconds before a node that exited is restarted (a test sets it short); "off": never.
@@ -108,18 +116,16 @@ def _die_with_parent() -> None:
 
 
 def start_node(member: LocalMember, members: Sequence[LocalMember], log_dir: Path,
-               bootstrap: bool = True) -> subprocess.Popen[bytes]:
+               env: dict[str, str], bootstrap: bool = True, join: bool = False
+               ) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{member.name}.log", "ab") as logfile:
         # A session of their own: Ctrl-C reaches only `paxoskv dev`, which
         # then stops the nodes gracefully.
-        return subprocess.Popen(serve_command(member, members, bootstrap), stdout=logfile,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
-
-
-def start(members: Sequence[LocalMember], log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    return [start_node(m, members, log_dir) for m in members]
+        return subprocess.Popen(serve_command(member, members, bootstrap, join),
+                                stdout=logfile, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_parent,
+                                env={**os.environ, **env})
 
 
 def ready(member: LocalMember) -> bool:
@@ -224,6 +230,7 @@ class Supervised:
     restart_at: float | None = None  # when to restart it, once it has exited
     delay: float = 0.0  # the delay of its latest restart
     rejoining: bool = False  # restarted, not yet ready
+    joining: bool = False  # started by `paxoskv dev add`, not yet a member
 
 
 class _StopRequested:
@@ -253,48 +260,171 @@ def _note_in_log(log_dir: Path, name: str, text: str) -> None:
 
 
 def run(size: int, base_port: int, data_root: Path, timeout: float = 30.0) -> int:
-    members = plan(size, base_port, data_root)
-    delay = restart_delay()
-    problem = busy_port(members)
-    if problem is not None:
-        print(f"paxoskv: error: {problem}", file=sys.stderr)
-        return 1
+    lock: int | None = None
     try:
-        lock = lock_data_root(data_root)
+        # Another `paxoskv dev` on this directory is the likeliest conflict: say so first
+        # (a new directory is only created once its ports are known to be free).
+        if data_root.exists():
+            lock = lock_data_root(data_root)
+        members, base_port = _members(size, base_port, data_root)
+        problem = busy_port(members)
+        if problem is not None:
+            print(f"paxoskv: error: {problem}", file=sys.stderr)
+            return 1
+        if lock is None:
+            lock = lock_data_root(data_root)
     except OSError as exc:
         print(f"paxoskv: error: {exc}", file=sys.stderr)
         return 1
     try:
-        return _run(members, data_root, timeout, delay)
+        devcontrol.save_state(data_root, [m.name for m in members], base_port)
+        return Supervisor(data_root, base_port, restart_delay()).run(members, timeout)
     finally:
         os.close(lock)
 
 
-def _run(members: list[LocalMember], data_root: Path, timeout: float,
-         delay: float | None) -> int:
-    log_dir = data_root / "logs"
-    # Stop the nodes on SIGTERM as on Ctrl-C, and on Ctrl-C even when started in the
-    # background by a shell (which leaves SIGINT ignored).
-    stop_requested = _StopRequested()
-    signal.signal(signal.SIGTERM, stop_requested)
-    signal.signal(signal.SIGINT, stop_requested)
-    nodes: list[Supervised] = []
+def _members(size: int, base_port: int, data_root: Path) -> tuple[list[LocalMember], int]:
+    """The members to start: those a previous run saved (their URLs are part of the
+    cluster's configuration), else `size` new ones from `base_port`."""
+    saved = devcontrol.saved_state(data_root)
+    if saved is None:
+        return plan(size, base_port, data_root), base_port
+    names, saved_port = saved
+    if (len(names), saved_port) != (size, base_port):
+        say(f"{data_root} holds a cluster of {', '.join(names)} from port {saved_port}; "
+            "it starts as it is (--nodes and --base-port apply to a new data directory)")
+    return [local_member(name, saved_port, data_root) for name in names], saved_port
+
+
+class Supervisor:
+    """The node processes of one dev cluster: starts them, restarts those that exit,
+    and answers `paxoskv dev add|remove` (devcontrol) on its control socket."""
+
+    def __init__(self, data_root: Path, base_port: int, delay: float | None) -> None:
+        self.data_root, self.base_port, self.delay = data_root, base_port, delay
+        self.log_dir = data_root / "logs"
+        self.env = {"PAXOSKV_ADMIN_TOKEN": devcontrol.admin_token(data_root)}
+        self.nodes: list[Supervised] = []
+        # Stop the nodes on SIGTERM as on Ctrl-C, and on Ctrl-C even when started in
+        # the background by a shell (which leaves SIGINT ignored).
+        self.stop_requested = _StopRequested()
+
+    @property
+    def members(self) -> list[LocalMember]:
+        return [n.member for n in self.nodes]
+
+    def run(self, members: list[LocalMember], timeout: float) -> int:
+        signal.signal(signal.SIGTERM, self.stop_requested)
+        signal.signal(signal.SIGINT, self.stop_requested)
+        control = devcontrol.ControlServer(self.data_root, self.control)
+        try:
+            for m in members:
+                if self.stop_requested.signal is not None:
+                    break
+                self.nodes.append(Supervised(m, start_node(m, members, self.log_dir,
+                                                           self.env)))
+            if self.stop_requested.signal is None and not _wait_ready(
+                    self.nodes, self.log_dir, timeout, self.stop_requested):
+                return 1
+            if self.stop_requested.signal is None:
+                _banner(self.nodes, self.data_root, self.delay)
+                self.supervise(control)
+            print("\nstopping…", file=sys.stderr, flush=True)
+            return 0
+        finally:
+            control.close()
+            stop([n.proc for n in self.nodes])
+            print("cluster stopped", file=sys.stderr, flush=True)
+
+    def supervise(self, control: devcontrol.ControlServer) -> None:
+        """Until a stop is requested: restart nodes that exit, after the delay; answer
+        control requests in between."""
+        while self.stop_requested.signal is None:
+            now = time.monotonic()
+            for n in self.nodes:
+                if n.proc.poll() is not None and n.restart_at is None:
+                    _exited(n, self.nodes, self.log_dir, self.delay, now)
+                elif n.restart_at is not None and now >= n.restart_at:
+                    n.proc = start_node(n.member, self.members, self.log_dir, self.env,
+                                        bootstrap=False)
+                    n.started, n.restart_at, n.rejoining = now, None, True
+                    say(f"node {n.member.name} restarted (pid {n.proc.pid})")
+                elif n.rejoining and n.proc.poll() is None and ready(n.member):
+                    n.rejoining = False
+                    say(f"node {n.member.name} is ready again")
+            control.serve(0.1)
+
+    # -- control requests (devcontrol) ------------------------------------------------
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if "start" in request:
+            return self._start_joining()
+        if "keep" in request:
+            self._node(str(request["keep"])).joining = False
+            self._save()
+            say(f"node {request['keep']} is a member now")
+        elif "drop" in request:
+            self._drop(self._node(str(request["drop"])))
+        return {"members": [{"name": m.name, "url": m.url} for m in self.members]}
+
+    def _node(self, name: str) -> Supervised:
+        found = next((n for n in self.nodes if n.member.name == name), None)
+        if found is None:
+            raise devcontrol.ControlError(f"{name!r} is not a node of this dev cluster")
+        return found
+
+    def _start_joining(self) -> dict[str, Any]:
+        """Start the next node nI (the lowest I free, with no data directory left) with
+        --join, and wait until it waits to be added."""
+        taken = {n.member.name for n in self.nodes}
+        name = next((f"n{i}" for i in range(1, devcontrol.MAX_NODES + 1)
+                     if f"n{i}" not in taken and not (self.data_root / f"n{i}").exists()),
+                    None)
+        if name is None:
+            raise devcontrol.ControlError(f"a dev cluster has at most "
+                                          f"{devcontrol.MAX_NODES} nodes")
+        member = local_member(name, self.base_port, self.data_root)
+        problem = busy_port([member])
+        if problem is not None:
+            raise devcontrol.ControlError(problem)
+        node = Supervised(member, start_node(member, [*self.members, member], self.log_dir,
+                                             self.env, bootstrap=False, join=True),
+                          joining=True)
+        self.nodes.append(node)
+        say(f"node {name} started (pid {node.proc.pid}) on {member.url}, to be added")
+        deadline = time.monotonic() + JOIN_START_S
+        while not _waiting_to_join(member):
+            if node.proc.poll() is not None or time.monotonic() > deadline:
+                why = last_line(self.log_dir / f"{name}.log")
+                self._drop(node)
+                raise devcontrol.ControlError(f"node {name} did not start: {why}")
+            time.sleep(0.1)
+        return {"name": name, "url": member.url,
+                "members": [{"name": m.name, "url": m.url} for m in self.members]}
+
+    def _drop(self, node: Supervised) -> None:
+        """Stop a node for good: no longer supervised, its data removed."""
+        self.nodes.remove(node)
+        stop([node.proc])
+        devcontrol.remove_data(node.member.data_dir)
+        self._save()
+        say(f"node {node.member.name} stopped and its data removed")
+
+    def _save(self) -> None:
+        devcontrol.save_state(self.data_root,
+                              [n.member.name for n in self.nodes if not n.joining],
+                              self.base_port)
+
+
+JOIN_START_S = 20.0  # how long a new node may take to start listening
+
+
+def _waiting_to_join(member: LocalMember) -> bool:
     try:
-        for m in members:
-            if stop_requested.signal is not None:
-                break
-            nodes.append(Supervised(m, start_node(m, members, log_dir)))
-        if stop_requested.signal is None and not _wait_ready(nodes, log_dir, timeout,
-                                                             stop_requested):
-            return 1
-        if stop_requested.signal is None:
-            _banner(nodes, data_root, delay)
-            _supervise(nodes, members, log_dir, delay, stop_requested)
-        print("\nstopping…", file=sys.stderr, flush=True)
-        return 0
-    finally:
-        stop([n.proc for n in nodes])
-        print("cluster stopped", file=sys.stderr, flush=True)
+        answer = httpx.get(member.url + "/v1/identity", timeout=0.5).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(answer, dict) and answer.get("state") == "joining"
 
 
 def _wait_ready(nodes: list[Supervised], log_dir: Path, timeout: float,
@@ -338,6 +468,7 @@ def _banner(nodes: list[Supervised], data_root: Path, delay: float | None) -> No
     endpoints = "" if default else (
         f"    export PAXOSKV_ENDPOINTS={','.join(m.url for m in members)}\n")
     victim = nodes[1] if size > 1 else nodes[0]
+    data_option = "" if data_root == Path(".paxoskv-dev") else f" --data-dir {data_root}"
     restart = ("it is restarted after "
                f"{delay:g} s" if delay is not None else "it stays down (restarts are off)")
     print(f"\r✔ {size}-node PaxosKV cluster ready{' ' * 20}", file=sys.stderr)
@@ -356,26 +487,13 @@ def _banner(nodes: list[Supervised], data_root: Path, delay: float | None) -> No
   Kill a node (kill -9 {victim.proc.pid} stops {victim.member.name}): the others keep serving
   while a majority is up, and status shows it disconnected; {restart}.
 
+  Scale it, one member at a time: `dev add` starts the next node and adds it, `dev
+  remove` removes a member, stops it and deletes its data (the next start keeps this):
+    {paxoskv} dev add{data_option}
+    {paxoskv} dev remove {victim.member.name}{data_option}
+
   Press Ctrl-C to stop the cluster (data is kept for the next start).
 """, file=sys.stderr, flush=True)
-
-
-def _supervise(nodes: list[Supervised], members: list[LocalMember], log_dir: Path,
-               delay: float | None, stop_requested: _StopRequested) -> None:
-    """Until a stop is requested: restart nodes that exit, after `delay`."""
-    while stop_requested.signal is None:
-        now = time.monotonic()
-        for n in nodes:
-            if n.proc.poll() is not None and n.restart_at is None:
-                _exited(n, nodes, log_dir, delay, now)
-            elif n.restart_at is not None and now >= n.restart_at:
-                n.proc = start_node(n.member, members, log_dir, bootstrap=False)
-                n.started, n.restart_at, n.rejoining = now, None, True
-                say(f"node {n.member.name} restarted (pid {n.proc.pid})")
-            elif n.rejoining and n.proc.poll() is None and ready(n.member):
-                n.rejoining = False
-                say(f"node {n.member.name} is ready again")
-        time.sleep(0.1)
 
 
 def _exited(n: Supervised, nodes: list[Supervised], log_dir: Path, delay: float | None,

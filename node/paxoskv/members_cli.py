@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, endpoints: list[str], output: str) -> int:
     admin = Admin(endpoints, token)
     action = args.members_command
     if action == "list":
-        _show(admin.get(), output)
+        show(admin.get(), output)
         return OK
     body: dict[str, Any] = {}
     if action == "add":
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, endpoints: list[str], output: str) -> int:
     elif action == "remove":
         body = {"name": args.name}
     answer = admin.step(f"/v1/admin/members/{action}", body)
-    _show(answer, output)
+    show(answer, output)
     return OK
 
 
@@ -114,7 +114,7 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
                        f"{error.get('message', response.text[:200])}", status)
 
 
-def _show(view: dict[str, Any], output: str) -> None:
+def show(view: dict[str, Any], output: str) -> None:
     if output == "json":
         print(json.dumps(view))
         return
