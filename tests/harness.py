@@ -55,13 +55,16 @@ class LocalCluster:
     def url(self, index: int) -> str:
         return self.members[index].url
 
-    def start(self, index: int, env: dict[str, str] | None = None) -> None:
-        """Start node `index`; `env` adds environment variables (test switches)."""
+    def start(self, index: int, env: dict[str, str] | None = None, join: bool = False
+              ) -> None:
+        """Start node `index`; `env` adds environment variables (test switches); `join`:
+        on an empty data directory, wait to be added (`serve --join`)."""
         member = self.members[index]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{member.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[member.name] = subprocess.Popen(
-            [*serve_command(member, self.members), "--log-level", "warning"],
+            [*serve_command(member, self.members, bootstrap=not join, join=join),
+             "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **self.env, **self.node_env.get(index, {}), **(env or {})})
         log.close()

@@ -1,8 +1,9 @@
 """Membership steps with real node processes under a continuous recorded workload.
 
-A 3-member cluster holding a few thousand keys grows to 5 and shrinks to 3 while the
+A 3-member cluster holding a thousand keys grows to 5 and shrinks to 3 while the
 fault runs' clients (tests/faults/workload.py) put, get and delete; the node driving
-one step is killed (-9) in the middle of its rescan, restarted, and the step resumed.
+one step is killed (-9) in the middle of its rescan, restarted, and the step resumed;
+then a member whose data directory is wiped is replaced (removed, added back new).
 After every step each member holds every preloaded key (local reads), and at the end
 the recorded history must check clean (tests/faults/checker.py).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 from paxoskv.devcluster import LocalMember, free_ports
 from tests.faults.checker import Op, check
 from tests.faults.workload import client_loop
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, wait_until
 from tests.test_membership_cluster import ADMIN, TOKEN, identity_state, start_joining
 
 BULK = 1000  # enough keys that a rescan lasts long enough to kill its driver in it
@@ -45,6 +47,10 @@ async def step(url: str, path: str, body: dict[str, Any], epoch: int,
     got = answer.json()
     assert (got["epoch"], got["settled"]) == (epoch, True), got
     assert [m["name"] for m in got["members"]] == names, got
+
+
+def member_id(listed: httpx.Response, name: str) -> str:
+    return str(next(m["member_id"] for m in listed.json()["members"] if m["name"] == name))
 
 
 async def each_member_holds_the_bulk(urls: list[str]) -> None:
@@ -135,6 +141,20 @@ async def scenario(cluster: LocalCluster, n4: LocalMember, n5: LocalMember,
         await each_member_holds_the_bulk([n1, n2, n3, n5.url])
         await step(n2, "/v1/admin/members/remove", {"name": "n1"}, 4, ["n2", "n3", "n5"])
         cluster.stop(0)
+        await each_member_holds_the_bulk([n2, n3, n5.url])
+
+        # Replace n3, as if its volume were lost: down, removed, wiped, and back with
+        # --join under its old name and URL (a new member id).
+        old_id = member_id(await admin(n2, "/v1/admin/members"), "n3")
+        cluster.kill(2)
+        await step(n2, "/v1/admin/members/remove", {"name": "n3"}, 5, ["n2", "n5"])
+        shutil.rmtree(cluster.members[2].data_dir)
+        cluster.start(2, join=True)
+        await asyncio.to_thread(wait_until, lambda: identity_state(n3) == "joining", 20,
+                                "n3 never waited to join")
+        await step(n2, "/v1/admin/members/add", {"name": "n3", "url": n3}, 6,
+                   ["n2", "n3", "n5"])
+        assert member_id(await admin(n2, "/v1/admin/members"), "n3") != old_id
         await each_member_holds_the_bulk([n2, n3, n5.url])
         await asyncio.sleep(1)  # the workload goes on a little on the final members
     finally:
