@@ -11,6 +11,7 @@ import pytest
 
 from paxoskv.core.config import Config
 from paxoskv.server.identity import CAUGHT_UP_META, CONFIG_META
+from paxoskv.server.lifetimes import node_key
 from paxoskv.server.membership import Membership, Progress, StepRefused
 from tests.test_regressions import BUCKET, World, key_homed_on
 
@@ -123,6 +124,9 @@ def test_removing_a_member_decides_fences_rescans_and_settles() -> None:
         n2 = w.node("n2").acceptor
         assert {f"{BUCKET}/k{i}" for i in range(6)} <= set(n2.all_keys())
         assert {n2.record(k).epoch for k in n2.all_keys()} == {1}  # all written through
+        # n3's node key, which it kept alive as a member, ended with the step.
+        n3_key = await w.node("n1").read(node_key("n3"), 2.0, retry=True)
+        assert not n3_key.live and n3_key.token >= 2, n3_key
         w.crash("n3")
         assert (await w.put("n2", "after", "x")).outcome == "ok"
         for i in range(6):

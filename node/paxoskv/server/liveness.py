@@ -63,6 +63,8 @@ class Liveness:
             await asyncio.sleep(TICK)
 
     async def _keep_self_alive(self) -> None:
+        if self.node.name not in self.node.config.names:
+            return  # not a member (any more): the step that removed it ended its key
         key = node_key(self.node.name)
         state = await self.node.read(key, ROUND_TIMEOUT, retry=False)
         if state.live and state.token == self._incarnation:

@@ -58,7 +58,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                  "logger": record.name, "msg": record.getMessage()}
-        for name in ("node", "peer", "url", "keys", "boot"):
+        for name in ("node", "peer", "url", "keys", "boot", "epoch", "error"):
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
         if record.exc_info:

@@ -17,10 +17,12 @@ The procedure and its safety argument are in core.config. This module runs it:
 4. Re-scan: every key any of those members holds (and this node's) is
    re-decided with `Touch` under the new epoch, written through every member.
 5. Decide the settled form of the configuration, adopt it and tell everyone.
+6. End the node key (server.liveness) of every member that is no longer one, so
+   keys bound to a removed member end, as they would had it gone down.
 
 Every part is idempotent: a step whose driver stopped after 2 leaves an
 unsettled configuration, which `resume` (any member, any time) carries through
-3 to 5; until then no other step may start.
+3 to 6; until then no other step may start.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from paxoskv.core.config import Config, ConfigError, Member, StepInProgress
-from paxoskv.core.state import Read, ReplaceIf, Touch
+from paxoskv.core.state import DeleteIf, Read, ReplaceIf, Touch
+from paxoskv.server.lifetimes import NODES
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.transport import PeerUnavailable
 
@@ -120,13 +123,14 @@ class Membership:
         self._adopt_and_tell(target)
         fenced = await self._wait_for_majority(target)
         self.progress.phase = "rescanning"
-        await self._rescan(fenced)
+        keys = await self._rescan(fenced)
         self.progress.phase = "settling"
         settled = target.settle()
         await self._decide(target, settled)
         self._adopt_and_tell(settled)
         log.info("membership step settled", extra={"node": self.node.name,
                                                    "epoch": settled.epoch})
+        await self._end_former_members(keys, settled)
         return settled
 
     # -- parts ------------------------------------------------------------------------
@@ -213,7 +217,8 @@ class Membership:
         except (PeerUnavailable, TimeoutError, KeyError, TypeError, ValueError):
             return None
 
-    async def _rescan(self, holders: list[str]) -> None:
+    async def _rescan(self, holders: list[str]) -> list[str]:
+        """Re-decide every key that `holders` (and this node) hold; returns the keys."""
         keys = set(self.node.acceptor.all_keys())
         for name in holders:
             if name != self.node.name:
@@ -234,6 +239,28 @@ class Membership:
         except NoQuorum as exc:
             raise StepRefused(503, f"the rescan stopped: {exc}; the step is decided: "
                                    "resume it") from None
+        return pending
+
+    async def _end_former_members(self, keys: list[str], config: Config) -> None:
+        """End the live node keys that members keep for themselves (server.liveness)
+        of nodes that are not members any more. Best effort: the step is settled; a
+        key left live here ends at the next step."""
+        prefix = f"{NODES}/"
+        for key in keys:
+            name = key[len(prefix):] if key.startswith(prefix) else None
+            if name is None or name in config.names:
+                continue
+            try:
+                state = await self.node.read(key, STEP_TIMEOUT_S, retry=True)
+                value = state.value
+                if state.live and isinstance(value, dict) and value.get("source") == "member":
+                    await self.node.change(key, DeleteIf(state.token), STEP_TIMEOUT_S,
+                                           retry=True)
+                    log.info("a former member's node key ended",
+                             extra={"node": self.node.name, "peer": name})
+            except NoQuorum as exc:
+                log.warning("could not end a former member's node key",
+                            extra={"node": self.node.name, "peer": name, "error": str(exc)})
 
     async def _keys_at(self, name: str) -> list[str]:
         link = self.node.links.get(name)
