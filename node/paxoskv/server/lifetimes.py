@@ -228,7 +228,8 @@ class Lifetimes:
     def _first_in_line(self, key: str) -> bool:
         """The key's home acts at once; the others stand in after GRACE_MS."""
         home = self.node.home(key)
-        return home == self.node.name or not self.node.links[home].connected
+        link = self.node.links.get(home)  # none yet for a member just added
+        return home == self.node.name or link is None or not link.connected
 
     async def _run(self) -> None:
         while True:
