@@ -182,6 +182,28 @@ def test_retry_goes_on_past_the_server_limit() -> None:
     assert 59_000 < seen[0]["timeout_ms"] <= 60_000
 
 
+def test_session_calls_retry_without_a_quorum_only_under_retry() -> None:
+    """Issue 13: `--no-quorum retry` held for put and get but not for the session
+    calls, which always failed at the first no_quorum answer."""
+    opened = {"session": "s1", "ttl_ms": 10_000, "until": 1}
+    seen: list[dict[str, Any]] = []
+    with scripted([(503, SERVER_NO_QUORUM), (200, opened)], seen, no_quorum="retry") as kv:
+        assert kv.open_session(10) == "s1"
+    assert len(seen) == 2 and seen[0]["no_quorum"] == "retry"
+    for policy in ("return", "fail"):  # "return" has no entry to carry the error
+        with (scripted([(503, SERVER_NO_QUORUM)], [], no_quorum=policy) as kv,
+              pytest.raises(NoQuorum)):
+            kv.open_session(10)
+    seen = []
+    answers: list[tuple[int, dict[str, Any]]] = [
+        (503, SERVER_NO_QUORUM), (200, {"session": "s1", "until": 5}),
+               (503, SERVER_NO_QUORUM), (200, {"session": "s1", "closed": True})]
+    with scripted(answers, seen) as kv:  # the client says "return"; these calls say retry
+        assert kv.keep_alive("s1", no_quorum="retry") == 5
+        assert kv.close_session("s1", no_quorum="retry") is True
+    assert len(seen) == 4
+
+
 def test_a_reads_no_quorum_does_not_say_a_change_may_have_been_decided() -> None:
     seen: list[dict[str, Any]] = []
     answers = [(503, SERVER_NO_QUORUM), (503, SERVER_NO_QUORUM), (503, SERVER_NO_QUORUM)]

@@ -370,6 +370,10 @@ class _Base:
         return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget,
                                  budget)
 
+    def _session_policy(self, no_quorum: NoQuorumPolicy | None) -> NoQuorumPolicy:
+        """Session calls return no entry to carry an error: under "return" they fail."""
+        return "retry" if (no_quorum or self.no_quorum) == "retry" else "fail"
+
     def _body(self, body: dict[str, Any], policy: NoQuorumPolicy, remaining: float
               ) -> dict[str, Any]:
         return {**body, "no_quorum": policy, "timeout_ms": _timeout_ms(remaining)}
@@ -496,16 +500,21 @@ class Client(_Base):
         block) to end every key bound to it."""
         return Session(self, ttl)
 
-    def open_session(self, ttl: float) -> str:
-        data = self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
+    def open_session(self, ttl: float, *, no_quorum: NoQuorumPolicy | None = None) -> str:
+        """Open a session; under "retry" (this call's or the client's), without a quorum
+        it tries again until the client's timeout, else it raises NoQuorum."""
+        data = self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)},
+                          self._session_policy(no_quorum), None)
         assert isinstance(data, dict)
         return str(data["session"])
 
-    def keep_alive(self, session: str) -> int | None:
+    def keep_alive(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
+                   ) -> int | None:
         """Extend the session by its TTL: its new deadline (ms since the epoch, on the
         answering node's clock); None if it has already ended."""
         try:
-            data = self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+            data = self._post("/v1/session/keepalive", {"session": session},
+                              self._session_policy(no_quorum), None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
                 return None
@@ -513,8 +522,10 @@ class Client(_Base):
         assert isinstance(data, dict)
         return int(data["until"])
 
-    def close_session(self, session: str) -> bool:
-        data = self._post("/v1/session/close", {"session": session}, "fail", None)
+    def close_session(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
+                      ) -> bool:
+        data = self._post("/v1/session/close", {"session": session},
+                          self._session_policy(no_quorum), None)
         return isinstance(data, dict) and bool(data["closed"])
 
     # -- transport -----------------------------------------------------------------------
@@ -760,15 +771,20 @@ class AsyncClient(_Base):
         session_id = await self.open_session(ttl)
         return AsyncSession(self, session_id, ttl)
 
-    async def open_session(self, ttl: float) -> str:
-        data = await self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)}, "fail", None)
+    async def open_session(self, ttl: float, *, no_quorum: NoQuorumPolicy | None = None
+                           ) -> str:
+        """As `Client.open_session`."""
+        data = await self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)},
+                                self._session_policy(no_quorum), None)
         assert isinstance(data, dict)
         return str(data["session"])
 
-    async def keep_alive(self, session: str) -> int | None:
+    async def keep_alive(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
+                         ) -> int | None:
         """As `Client.keep_alive`."""
         try:
-            data = await self._post("/v1/session/keepalive", {"session": session}, "fail", None)
+            data = await self._post("/v1/session/keepalive", {"session": session},
+                                    self._session_policy(no_quorum), None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
                 return None
@@ -776,8 +792,10 @@ class AsyncClient(_Base):
         assert isinstance(data, dict)
         return int(data["until"])
 
-    async def close_session(self, session: str) -> bool:
-        data = await self._post("/v1/session/close", {"session": session}, "fail", None)
+    async def close_session(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
+                            ) -> bool:
+        data = await self._post("/v1/session/close", {"session": session},
+                                self._session_policy(no_quorum), None)
         return isinstance(data, dict) and bool(data["closed"])
 
     async def _entry(self, path: str, key: str, bucket: str | None,
