@@ -1,0 +1,1 @@
+"""The local Kubernetes test cluster: building its binaries (build.py)."""
