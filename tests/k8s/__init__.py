@@ -1,1 +1,1 @@
-"""The local Kubernetes test cluster: building its binaries (build.py)."""
+"""The local Kubernetes test cluster (issue 10): its binaries (build), its images (images)."""
