@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -70,6 +71,7 @@ examples:
   paxoskv pid lock                     the session the key is bound to
   paxoskv put lease x --ttl 30         a key that ends in 30 seconds
   paxoskv watch lock --token 1         wait until the key changes
+  paxoskv list workers/ -o table       live keys beginning with workers/
   paxoskv status --all -o table        every endpoint's view of the cluster
   source <(paxoskv completion bash)    tab completion in bash
 """
@@ -140,6 +142,17 @@ examples:
   id=$(paxoskv session open --ttl 30 -o value)
   paxoskv session keepalive "$id"           renew for another TTL (exit 1 if it ended)
   paxoskv session close "$id"               end it and every key bound to it
+""",
+    "list": """\
+examples:
+  paxoskv list                              the first 100 keys, one JSON object per line
+  paxoskv list pod- -o table --all          every key beginning with pod-, as a table
+  paxoskv list --after pod-41 --limit 10    the next page (a page ends by naming its last key)
+  paxoskv list --local -o value             this node's known-chosen values, no round trip
+
+Linearizable by default: the keys are gathered from a quorum of members and each is read
+through a quorum in turn (no key live since before the listing is missed; the page is
+not one snapshot). Exit 3 without a quorum.
 """,
     "status": """\
 examples:
@@ -383,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
         action = command(name, what, keyed=False, into=actions)
         action.add_argument("id", metavar="ID", help="the session id")
 
+    listing = command("list", "list the bucket's live keys beginning with PREFIX, in key "
+                      "order, a page at a time", keyed=False)
+    listing.add_argument("prefix", nargs="?", default="",
+                         help="only keys beginning with it (default: every key)")
+    listing.add_argument("--limit", type=_natural(1), default=100, metavar="N",
+                         help="keys per page, 1-1000 (default 100)")
+    listing.add_argument("--after", metavar="KEY",
+                         help="start after this key (the `next` a previous page printed)")
+    listing.add_argument("--all", action="store_true", help="every page, not just the first")
+    listing.add_argument("--local", action="store_true",
+                         help="this node's known-chosen keys: cheaper, maybe stale or "
+                         "incomplete")
     status = command("status", "show the cluster as the first answering endpoint sees it",
                      keyed=False)
     status.add_argument("--all", action="store_true",
@@ -631,6 +656,31 @@ def _session_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
+def _list_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
+    """Entries one per line (JSON), as a table, or values only; `next` on stderr."""
+    if args.limit > 1000:
+        raise CliError("--limit must be from 1 to 1000", USAGE)
+    rows: list[dict[str, Any]] = []
+    after = args.after
+    while True:
+        page = kv.list_keys(args.prefix, after=after, limit=args.limit, local=args.local)
+        for entry in page.entries:
+            row = {name: entry.to_dict()[name] for name in ("key", "value", "token",
+                                                            "bindings")}
+            if out.form == "table":
+                rows.append(row)
+            else:
+                out.emit(row, entry.value)
+        after = page.next
+        if after is None or not args.all:
+            break
+    if out.form == "table":
+        print(_table(rows) if rows else "(no keys)")
+    if after is not None:
+        say(f"more keys follow: --after {shlex.quote(after)} (or --all)")
+    return OK
+
+
 def _status_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
     if not args.all:
         status = kv.status()
@@ -734,6 +784,8 @@ def _client_command(args: argparse.Namespace) -> int:
             return _status_command(kv, args, out)
         if args.command == "session":
             return _session_command(kv, args, out)
+        if args.command == "list":
+            return _list_command(kv, args, out)
         return _key_command(kv, args, out, chosen.no_quorum)
 
 

@@ -264,6 +264,29 @@ def _entry(data: dict[str, Any] | NoQuorum, bucket: str, key: str) -> Entry:
                  bool(data.get("changed", False)), created=bool(data.get("created", False)))
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page of a listing: live entries in key order, and `next`, the key to list
+    after for the following page (None: this was the last)."""
+
+    entries: list[Entry]
+    next: str | None
+
+
+def _page(data: dict[str, Any] | NoQuorum) -> Page:
+    if isinstance(data, NoQuorum):
+        raise data
+    bucket = data["bucket"]
+    return Page([Entry(bucket, e["key"], True, e["value"], e["token"], e["bindings"])
+                 for e in data["entries"]], data["next"])
+
+
+def _list_body(prefix: str, bucket: str, after: str | None, limit: int, local: bool
+               ) -> dict[str, Any]:
+    return {"bucket": bucket, "prefix": prefix, "after": after, "limit": limit,
+            "consistency": "local" if local else "linearizable"}
+
+
 def _bound(data: dict[str, Any] | NoQuorum, name: str, default: str | None) -> str | None:
     """The binding `name` from a pid/node lookup, or `default` when absent; raises the
     error of an unanswered lookup (None would read as "not bound")."""
@@ -370,8 +393,9 @@ class _Base:
         return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget,
                                  budget)
 
-    def _session_policy(self, no_quorum: NoQuorumPolicy | None) -> NoQuorumPolicy:
-        """Session calls return no entry to carry an error: under "return" they fail."""
+    def _raising_policy(self, no_quorum: NoQuorumPolicy | None) -> NoQuorumPolicy:
+        """For calls with no entry to carry an error (sessions, listings): under "return"
+        they fail, raising NoQuorum."""
         return "retry" if (no_quorum or self.no_quorum) == "retry" else "fail"
 
     def _body(self, body: dict[str, Any], policy: NoQuorumPolicy, remaining: float
@@ -443,6 +467,19 @@ class Client(_Base):
             if not entry.ok or entry.changed or deadline - time.monotonic() <= 0.001:
                 return entry
 
+    def list_keys(self, prefix: str = "", *, bucket: str | None = None,
+                  after: str | None = None, limit: int = 100, local: bool = False,
+                  no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                  ) -> Page:
+        """A page of the bucket's live keys beginning with `prefix`, in key order; pass
+        its `next` as `after` for the following page. Linearizable by default (each
+        entry read through a quorum; see the server's /v1/list), or this node's chosen
+        states (`local`). Without a quorum it raises NoQuorum whatever the policy."""
+        data = self._post("/v1/list", _list_body(prefix, bucket or self.bucket, after, limit,
+                                                 local),
+                          self._raising_policy(no_quorum), timeout, changes=False)
+        return _page(data)
+
     def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
             ) -> str | None:
@@ -504,7 +541,7 @@ class Client(_Base):
         """Open a session; under "retry" (this call's or the client's), without a quorum
         it tries again until the client's timeout, else it raises NoQuorum."""
         data = self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)},
-                          self._session_policy(no_quorum), None)
+                          self._raising_policy(no_quorum), None)
         assert isinstance(data, dict)
         return str(data["session"])
 
@@ -514,7 +551,7 @@ class Client(_Base):
         answering node's clock); None if it has already ended."""
         try:
             data = self._post("/v1/session/keepalive", {"session": session},
-                              self._session_policy(no_quorum), None)
+                              self._raising_policy(no_quorum), None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
                 return None
@@ -525,7 +562,7 @@ class Client(_Base):
     def close_session(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
                       ) -> bool:
         data = self._post("/v1/session/close", {"session": session},
-                          self._session_policy(no_quorum), None)
+                          self._raising_policy(no_quorum), None)
         return isinstance(data, dict) and bool(data["closed"])
 
     # -- transport -----------------------------------------------------------------------
@@ -726,6 +763,16 @@ class AsyncClient(_Base):
             if not entry.ok or entry.changed or deadline - time.monotonic() <= 0.001:
                 return entry
 
+    async def list_keys(self, prefix: str = "", *, bucket: str | None = None,
+                        after: str | None = None, limit: int = 100, local: bool = False,
+                        no_quorum: NoQuorumPolicy | None = None,
+                        timeout: float | None = None) -> Page:
+        """As `Client.list_keys`."""
+        data = await self._post("/v1/list", _list_body(prefix, bucket or self.bucket, after,
+                                                       limit, local),
+                                self._raising_policy(no_quorum), timeout, changes=False)
+        return _page(data)
+
     async def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
                   ) -> str | None:
@@ -775,7 +822,7 @@ class AsyncClient(_Base):
                            ) -> str:
         """As `Client.open_session`."""
         data = await self._post("/v1/session/open", {"ttl_ms": int(ttl * 1000)},
-                                self._session_policy(no_quorum), None)
+                                self._raising_policy(no_quorum), None)
         assert isinstance(data, dict)
         return str(data["session"])
 
@@ -784,7 +831,7 @@ class AsyncClient(_Base):
         """As `Client.keep_alive`."""
         try:
             data = await self._post("/v1/session/keepalive", {"session": session},
-                                    self._session_policy(no_quorum), None)
+                                    self._raising_policy(no_quorum), None)
         except PaxosKVError as exc:
             if exc.code == "not_found":
                 return None
@@ -795,7 +842,7 @@ class AsyncClient(_Base):
     async def close_session(self, session: str, *, no_quorum: NoQuorumPolicy | None = None
                             ) -> bool:
         data = await self._post("/v1/session/close", {"session": session},
-                                self._session_policy(no_quorum), None)
+                                self._raising_policy(no_quorum), None)
         return isinstance(data, dict) and bool(data["closed"])
 
     async def _entry(self, path: str, key: str, bucket: str | None,

@@ -17,6 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from paxoskv import __version__
 from paxoskv.core.state import DeleteIf, KeyState, public_bindings
 from paxoskv.server import identity as ident
+from paxoskv.server import listing
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
@@ -296,6 +297,23 @@ async def get(request: web.Request) -> web.Response:
     return json_reply(entry(target, state))
 
 
+async def list_keys(request: web.Request) -> web.Response:
+    """A page of a bucket's live keys by prefix (server.listing says how consistent)."""
+    body = await read_body(request)
+    v.only(body, {"bucket", "prefix", "after", "limit", "consistency", "no_quorum",
+                  "timeout_ms"})
+    wanted = v.listing(body)
+    policy, timeout = v.options(body)
+    page = await listing.list_keys(request.app[NODE], wanted.bucket, wanted.prefix,
+                                   wanted.after, wanted.limit, wanted.local, timeout,
+                                   policy == "retry")
+    return json_reply({
+        "bucket": wanted.bucket,
+        "entries": [{"key": key, "value": state.value, "token": state.token,
+                     "bindings": public_bindings(state)} for key, state in page.entries],
+        "next": page.next, "consistency": "local" if wanted.local else "linearizable"})
+
+
 async def delete(request: web.Request) -> web.Response:
     body = await _body(request, {"token"})
     target = v.target(body)
@@ -439,6 +457,7 @@ def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
     app.router.add_post("/v1/get", _measured("get", get))
     app.router.add_post("/v1/delete", _measured("delete", delete))
     app.router.add_post("/v1/watch", _measured("watch", watch))
+    app.router.add_post("/v1/list", _measured("list", list_keys))
     app.router.add_post("/v1/pid", _measured("pid", pid))
     app.router.add_post("/v1/node", _measured("node", node_binding))
     app.router.add_post("/v1/admin/nodes", _measured("report_nodes", report_nodes))

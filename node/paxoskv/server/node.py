@@ -467,8 +467,11 @@ class Node:
                 answer: Envelope = [request_id, "c", self.config.to_json()]
                 self.storage.flushed().add_done_callback(functools.partial(_send_when_done,
                                                                            send, answer))
-            elif kind == "k":
-                send([request_id, "k", self.acceptor.all_keys()])
+            elif kind == "k":  # the keys this acceptor holds (beginning with a prefix)
+                keys = self.acceptor.all_keys()
+                if isinstance(body, str):
+                    keys = [k for k in keys if k.startswith(body)]
+                send([request_id, "k", keys])
         if replies:
             durable = self._persist(writes)
 

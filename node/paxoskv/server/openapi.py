@@ -95,14 +95,15 @@ def _json_ok(result: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _plain(summary: str, fields: dict[str, Any], required: list[str],
            result: dict[str, Any]) -> dict[str, Any]:
-    """An operation on something other than a key (sessions)."""
+    """An operation on something other than one key (sessions, listings). With no
+    required field, the body may be left out: every field takes its default."""
     errors = {"$ref": "#/components/responses/Error"}
     options = {name: _TARGET[name] for name in ("no_quorum", "timeout_ms")}
     return {"post": {
         "summary": summary,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "additionalProperties": False, "required": required,
-            "properties": {**fields, **options}}}}},
+        "requestBody": {"required": bool(required), "content": {"application/json": {
+            "schema": {"type": "object", "additionalProperties": False,
+                       "required": required, "properties": {**fields, **options}}}}},
         "responses": {"200": _json_ok(result), "400": errors, "404": errors,
                       "405": _NOT_ALLOWED, "413": errors, "503": errors},
     }}
@@ -168,6 +169,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "/v1/get": {"key": "leader", "consistency": "linearizable"},
     "/v1/delete": {"key": "leader", "token": 1},
     "/v1/watch": {"key": "leader", "token": 1, "timeout_ms": 30_000},
+    "/v1/list": {"bucket": "workers", "prefix": "pod-", "limit": 100},
     "/v1/pid": {"key": "lock"},
     "/v1/node": {"bucket": "shards", "key": "shard-7"},
     "/v1/admin/nodes": {"source": "operator", "nodes": {"pod-a": True, "pod-b": False}},
@@ -225,6 +227,32 @@ def _document() -> dict[str, Any]:
                                  "not-found for a key it has not learned yet), never a "
                                  "state that was merely accepted and might not be chosen."}},
                 [], entry),
+            "/v1/list": _plain(
+                "A page of a bucket's live keys beginning with `prefix`, in key order "
+                "(code points). linearizable: the candidates are the keys a quorum of "
+                "members hold (so none live before the listing began and live since is "
+                "left out), each read linearizably in turn (not one snapshot). local: "
+                "this node's chosen states, possibly stale or incomplete.",
+                {"bucket": _TARGET["bucket"],
+                 "prefix": {"type": "string", "maxLength": v.MAX_KEY_BYTES, "default": "",
+                            "description": "Only keys beginning with it."},
+                 "after": {"type": ["string", "null"], "minLength": 1,
+                           "maxLength": v.MAX_KEY_BYTES, "default": None,
+                           "description": "List keys after this one: the previous page's "
+                                          "`next` (null: the first page)."},
+                 "limit": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIST_LIMIT,
+                           "default": 100},
+                 "consistency": {"type": "string", "enum": list(v.CONSISTENCY),
+                                 "default": "linearizable"}},
+                [], _object({
+                    "bucket": {"type": "string"},
+                    "entries": {"type": "array", "items": _object({
+                        "key": {"type": "string"}, "value": {},
+                        "token": {"type": "integer"}, "bindings": {"type": "object"}})},
+                    "next": {"type": ["string", "null"], "description": "The last key of "
+                             "this page when more may follow (pass it as `after`), else "
+                             "null."},
+                    "consistency": {"type": "string", "enum": list(v.CONSISTENCY)}})),
             "/v1/delete": _operation(
                 "Delete a key: end its generation `token` if that is still the live one, "
                 "or, without a token, whatever generation is live.",

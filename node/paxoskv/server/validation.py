@@ -271,6 +271,40 @@ def optional_token(body: dict[str, Any]) -> int | None:
     return raw
 
 
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Listing:
+    bucket: str
+    prefix: str
+    after: str | None
+    limit: int
+    local: bool
+
+
+def listing(body: dict[str, Any]) -> Listing:
+    bucket = body.get("bucket", "default")
+    if not isinstance(bucket, str) or not BUCKET_PATTERN.fullmatch(bucket):
+        raise RequestError("bucket", "bucket must be 1-63 characters of letters, digits, "
+                           "'_', '.' or '-', starting with a letter or digit")
+    prefix = body.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise RequestError("prefix", "prefix must be a string (keys beginning with it)")
+    after = body.get("after")
+    if after is not None and (not isinstance(after, str) or not after):
+        raise RequestError("after", "after must be a key (the previous page's next), or "
+                           "null for the first page")
+    for name, text in (("prefix", prefix), ("after", after or "")):
+        if len(text.encode()) > MAX_KEY_BYTES:
+            raise RequestError(name, f"{name} exceeds {MAX_KEY_BYTES} bytes (UTF-8)",
+                               "too_large", 413)
+    limit = integer(body.get("limit", 100))
+    if limit is None or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise RequestError("limit", f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
+    return Listing(bucket, prefix, after, limit, consistency(body) == "local")
+
+
 def consistency(body: dict[str, Any]) -> str:
     raw = body.get("consistency", "linearizable")
     if raw not in CONSISTENCY:
