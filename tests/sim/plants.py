@@ -108,8 +108,9 @@ def renew_backwards(self: Renew, state: KeyState) -> KeyState:
     return state._replace(bindings={**state.bindings, UNTIL: self.until})
 
 
-async def no_rescan(self: Membership, holders: list[str]) -> None:
+async def no_rescan(self: Membership, holders: list[str]) -> list[str]:
     """`Membership._rescan` skipped: a step settles without re-deciding any key."""
+    return []
 
 
 def unfenced(handle: Handle) -> Handle:
