@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps run test lint bench bench-ab torture mutants clean
+.PHONY: install system-deps run test lint bench bench-ab torture mutants clean k8s-up k8s-down k8s-images
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,21 @@ bench: install  ## PaxosKV vs etcd on this machine; writes the figures into READ
 REV ?= HEAD
 bench-ab: install  ## put throughput of this tree against git revision REV (default HEAD)
 	$(BIN)/python bench/ab.py $(REV)
+
+# A local single-node Kubernetes 1.20.2, "kind without Docker" (root, Debian, cgroup v1):
+# the binaries are built once from Debian's sources (about 9 minutes), then cached in
+# /var/cache/paxoskv-k8s; the cluster lives in its own network namespace (tests/k8s/).
+k8s-up: install  ## start the local Kubernetes cluster; prints how to reach it with kubectl
+	$(BIN)/python -m tests.k8s.build
+	$(BIN)/python -m tests.k8s.cluster up
+
+k8s-down: install  ## stop it and check the machine is as it was
+	$(BIN)/python -m tests.k8s.cluster down
+
+k8s-images: install  ## build the PaxosKV image (debootstrap + buildah) and load it into the cluster
+	$(BIN)/python -m tests.k8s.images
+	$(BIN)/python -c 'from tests.k8s import cluster, images; \
+	  print(*cluster.load_image(images.ensure_images().archives["paxoskv"]))'
 
 clean:
 	rm -rf $(VENV) .paxoskv-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis
