@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import ssl
 import sys
 import threading
 import time
@@ -93,7 +94,8 @@ class ApiReader:
     """Lists Services, Endpoints and Pods of every namespace with a bearer token."""
 
     def __init__(self, api: str, token: str, ca: Path) -> None:
-        self._http = httpx.Client(base_url=api, verify=str(ca), timeout=5.0,
+        trust = ssl.create_default_context(cafile=str(ca))
+        self._http = httpx.Client(base_url=api, verify=trust, timeout=5.0,
                                   headers={"Authorization": f"Bearer {token}"})
 
     def items(self, path: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ and delete) is a pure function, `plan`.
 from __future__ import annotations
 
 import shutil
+import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ class Provisioner:
 
     def __init__(self, api: str, token: str, ca: Path, root: Path) -> None:
         self.root = root
-        self._http = httpx.Client(base_url=api, verify=str(ca), timeout=5.0,
+        trust = ssl.create_default_context(cafile=str(ca))
+        self._http = httpx.Client(base_url=api, verify=trust, timeout=5.0,
                                   headers={"Authorization": f"Bearer {token}"})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
