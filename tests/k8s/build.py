@@ -38,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -133,13 +133,74 @@ def installed(package: str) -> bool:
     return query.stdout == "installed"
 
 
-class Builder:
+class Stages:
+    """Steps run in named stages: each stage's output in `<logs>/<stage>.log`, a line of
+    progress when it starts and ends, a one-line BuildError when a step fails."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+
+    @contextmanager
+    def stage(self, name: str, doing: str) -> Iterator[None]:
+        """A stage: a fresh log, a line when it starts and one with its elapsed seconds."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.logs / f"{name}.log").unlink(missing_ok=True)
+        say(f"{name}: {doing}")
+        started = time.monotonic()
+        yield
+        say(f"{name}: done in {time.monotonic() - started:.0f} s")
+
+    def run(self, stage: str, argv: list[str], cwd: Path | None = None,
+            env: Mapping[str, str] | None = None, capture: bool = False,
+            shown: str | None = None) -> str:
+        """Run a step, its output (with `capture`, its stderr only) appended to the stage's
+        log; returns its stdout when captured. A failure names the step as `shown` (default:
+        the whole command, which the log holds anyway)."""
+        log = self.logs / f"{stage}.log"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"$ {shlex.join(argv)}\n")
+            out.flush()
+            try:
+                done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE if capture else out,
+                                      stderr=out if capture else subprocess.STDOUT, text=True)
+            except FileNotFoundError as e:
+                raise BuildError(f"{stage}: cannot run {argv[0]}: {e.filename} not found") from None
+            if capture:
+                out.write(done.stdout)
+        if done.returncode != 0:
+            raise BuildError(f"{stage}: `{shown or shlex.join(argv)}` failed "
+                             f"(exit {done.returncode}); see {log}")
+        return done.stdout if capture else ""
+
+    def install_missing(self, packages: Sequence[str]) -> None:
+        """Install the Debian `packages` that are missing, in a "prerequisites" stage."""
+        if shutil.which("dpkg-query") is None:
+            raise BuildError("dpkg-query not found: this build needs a Debian machine")
+        missing = [p for p in packages if not installed(p)]
+        if not missing:
+            return
+        if os.geteuid() != 0:
+            raise BuildError(f"missing prerequisites: apt-get install {' '.join(missing)}")
+        names = " ".join(missing)
+        with self.stage("prerequisites", f"installing missing Debian packages: {names}"):
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            install = ["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing]
+            try:
+                self.run("prerequisites", install, env=env)
+            except BuildError:  # the machine's package lists may be empty or stale
+                self.run("prerequisites", ["apt-get", "-q", "update"], env=env)
+                self.run("prerequisites", install, env=env)
+
+
+class Builder(Stages):
     """The cache directory and the stages that fill it."""
 
     def __init__(self, cache: Path) -> None:
+        super().__init__(cache / "logs")
         self.cache = cache
         self.bin = cache / "bin"
-        self.logs = cache / "logs"
         self.work = cache / "work"
         self.stamps = self.work / "stamps"  # one per finished stage, holding its versions
         self.apt_dir = self.work / "apt"
@@ -167,15 +228,6 @@ class Builder:
 
     # -- running steps --------------------------------------------------------------------
 
-    @contextmanager
-    def stage(self, name: str, doing: str) -> Iterator[None]:
-        """A stage: a fresh log, a line when it starts and one with its elapsed seconds."""
-        (self.logs / f"{name}.log").unlink(missing_ok=True)
-        say(f"{name}: {doing}")
-        started = time.monotonic()
-        yield
-        say(f"{name}: done in {time.monotonic() - started:.0f} s")
-
     def once(self, name: str, doing: str, step: Callable[[], dict[str, str]],
              output: Path) -> None:
         """Run a preparation stage unless an earlier run finished it and its `output` is
@@ -189,20 +241,6 @@ class Builder:
         self.stamps.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(versions))
         self.write_manifest()
-
-    def run(self, stage: str, argv: list[str], cwd: Path | None = None,
-            env: Mapping[str, str] | None = None) -> None:
-        log = self.logs / f"{stage}.log"
-        with log.open("a") as out:
-            out.write(f"$ {shlex.join(argv)}\n")
-            out.flush()
-            try:
-                code = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=out, stderr=subprocess.STDOUT).returncode
-            except FileNotFoundError as e:
-                raise BuildError(f"{stage}: cannot run {argv[0]}: {e.filename} not found") from None
-        if code != 0:
-            raise BuildError(f"{stage}: `{shlex.join(argv)}` failed (exit {code}); see {log}")
 
     def apt_get(self, stage: str, args: list[str], cwd: Path | None = None) -> None:
         """apt-get with the private configuration, its lists updated once per run."""
@@ -252,22 +290,7 @@ class Builder:
     # -- stages ---------------------------------------------------------------------------
 
     def prerequisites(self) -> None:
-        if shutil.which("dpkg-query") is None:
-            raise BuildError("dpkg-query not found: this build needs a Debian machine")
-        missing = [p for p in BUILD_PACKAGES if not installed(p)]
-        if not missing:
-            return
-        if os.geteuid() != 0:
-            raise BuildError(f"missing build prerequisites: apt-get install {' '.join(missing)}")
-        packages = " ".join(missing)
-        with self.stage("prerequisites", f"installing missing Debian packages: {packages}"):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            install = ["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing]
-            try:
-                self.run("prerequisites", install, env=env)
-            except BuildError:  # the machine's package lists may be empty or stale
-                self.run("prerequisites", ["apt-get", "-q", "update"], env=env)
-                self.run("prerequisites", install, env=env)
+        self.install_missing(BUILD_PACKAGES)
 
     def fetch_source(self) -> dict[str, str]:
         download = self.work / "source"
@@ -384,8 +407,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"$PAXOSKV_K8S_CACHE or {DEFAULT_CACHE})")
     args = parser.parse_args(argv)
     cache: Path = args.cache or Path(os.environ.get("PAXOSKV_K8S_CACHE") or DEFAULT_CACHE)
+    return command(lambda: Builder(cache.absolute()).build(),
+                   "interrupted; a new run resumes where this one stopped")
+
+
+def command(work: Callable[[], None], interrupted: str) -> int:
+    """A command's exit status: its expected failures said in one line, no traceback."""
     try:
-        Builder(cache.absolute()).build()
+        work()
     except BuildError as e:
         say(f"error: {e}")
         return 1
@@ -396,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {e}")
         return 1
     except KeyboardInterrupt:
-        say("interrupted; a new run resumes where this one stopped")
+        say(interrupted)
         return 130
     return 0
 

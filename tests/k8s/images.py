@@ -37,18 +37,15 @@ import platform
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .build import DEFAULT_CACHE as K8S_CACHE
-from .build import SUITE, BuildError, debian_mirror, installed, say, sha256
+from .build import SUITE, BuildError, Stages, command, debian_mirror, say, sha256
 
 DEFAULT_CACHE = K8S_CACHE.parent
 REPO = Path(__file__).resolve().parents[2]  # the checkout this module belongs to
@@ -249,53 +246,18 @@ def megabytes(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.0f} MB"
 
 
-class ImageBuilder:
+class ImageBuilder(Stages):
     """The cache directory and the stages that fill it."""
 
     def __init__(self, cache: Path, repo: Path = REPO) -> None:
+        super().__init__(cache / "logs")
         self.cache = cache
         self.repo = repo
         self.images = cache / "images"
-        self.logs = cache / "logs"
         self.work = cache / "work"
         self.rootfs = self.work / "rootfs"
         self.storage = cache / "buildah"
         self.base_archive = self.images / BASE_ARCHIVE
-
-    # -- running steps --------------------------------------------------------------------
-
-    @contextmanager
-    def stage(self, name: str, doing: str) -> Iterator[None]:
-        """A stage: a fresh log, a line when it starts and one with its elapsed seconds."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        (self.logs / f"{name}.log").unlink(missing_ok=True)
-        say(f"{name}: {doing}")
-        started = time.monotonic()
-        yield
-        say(f"{name}: done in {time.monotonic() - started:.0f} s")
-
-    def run(self, stage: str, argv: list[str], cwd: Path | None = None,
-            env: Mapping[str, str] | None = None, capture: bool = False,
-            shown: str | None = None) -> str:
-        """Run a step, its output (with `capture`, its stderr only) appended to the stage's
-        log; returns its stdout when captured. A failure names the step as `shown` (default:
-        the whole command, which the log holds anyway)."""
-        log = self.logs / f"{stage}.log"
-        with log.open("a") as out:
-            out.write(f"$ {shlex.join(argv)}\n")
-            out.flush()
-            try:
-                done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE if capture else out,
-                                      stderr=out if capture else subprocess.STDOUT, text=True)
-            except FileNotFoundError as e:
-                raise BuildError(f"{stage}: cannot run {argv[0]}: {e.filename} not found") from None
-            if capture:
-                out.write(done.stdout)
-        if done.returncode != 0:
-            raise BuildError(f"{stage}: `{shown or shlex.join(argv)}` failed "
-                             f"(exit {done.returncode}); see {log}")
-        return done.stdout if capture else ""
 
     def buildah(self, stage: str, args: list[str], capture: bool = False) -> str:
         """buildah on the private storage, with a policy that accepts the local images and no
@@ -326,20 +288,7 @@ class ImageBuilder:
     def prerequisites(self, packages: list[str]) -> None:
         if os.geteuid() != 0:
             raise BuildError("building the images needs root (debootstrap, buildah)")
-        if shutil.which("dpkg-query") is None:
-            raise BuildError("dpkg-query not found: this build needs a Debian machine")
-        missing = [p for p in packages if not installed(p)]
-        if not missing:
-            return
-        names = " ".join(missing)
-        with self.stage("prerequisites", f"installing missing Debian packages: {names}"):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            install = ["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing]
-            try:
-                self.run("prerequisites", install, env=env)
-            except BuildError:  # the machine's package lists may be empty or stale
-                self.run("prerequisites", ["apt-get", "-q", "update"], env=env)
-                self.run("prerequisites", install, env=env)
+        self.install_missing(packages)
 
     def clear_rootfs(self) -> None:
         for point in mounts_under(self.rootfs):
@@ -526,24 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path,
                         help=f"cache directory (default: {DEFAULT_CACHE})")
     args = parser.parse_args(argv)
-    try:
+
+    def build_and_show() -> None:
         images = ensure_images(args.cache)
-    except BuildError as e:
-        say(f"error: {e}")
-        return 1
-    except PermissionError as e:
-        say(f"error: {e.filename}: permission denied (run as root or choose another --cache)")
-        return 1
-    except OSError as e:
-        say(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted; the next run starts the unfinished image again")
-        return 130
-    print(images.reference)
-    for name, path in images.archives.items():
-        print(f"{name}\t{path}")
-    return 0
+        print(images.reference)
+        for name, path in images.archives.items():
+            print(f"{name}\t{path}")
+
+    return command(build_and_show, "interrupted; the next run starts the unfinished image "
+                   "again")
 
 
 if __name__ == "__main__":
