@@ -30,7 +30,10 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paxoskv import members_cli
 
 TOKEN_FILE = "admin-token"
 STATE_FILE = "dev.json"
@@ -139,10 +142,10 @@ def run(args: argparse.Namespace, output: str) -> int:
 
     data_root: Path = args.data_dir
     try:
-        token = admin_token(data_root) if (data_root / TOKEN_FILE).exists() else None
-        if token is None:
+        if not (data_root / TOKEN_FILE).exists():
             raise ControlError(f"no `paxoskv dev` cluster in {data_root}; start one first "
                                "(`paxoskv dev`, or `make run`)")
+        token = admin_token(data_root)
         if args.dev_command == "add":
             started = ask(data_root, {"start": True})
             endpoints = [m["url"] for m in started["members"] if m["name"] != started["name"]]
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace, output: str) -> int:
     return OK
 
 
-def _is_member(admin: Any, name: str) -> bool:
+def _is_member(admin: members_cli.Admin, name: str) -> bool:
     from paxoskv.cli import CliError
 
     try:

@@ -95,13 +95,13 @@ class Liveness:
             if state.live and state.token != incarnation:
                 # It started again since we lost it: wait anew for this incarnation.
                 self._down_since[name] = (now, state.token)
-            elif state.live and _source(state) == "member":
+            elif state.live and source_of(state) == "member":
                 await self.node.change(key, DeleteIf(state.token), ROUND_TIMEOUT, retry=False)
 
     async def _end(self, key: str, source: str | None = None) -> bool:
         """End the node's current incarnation (only one from `source`, if given)."""
         state = await self.node.read(key, ROUND_TIMEOUT, retry=False)
-        if not state.live or (source is not None and _source(state) != source):
+        if not state.live or (source is not None and source_of(state) != source):
             return False
         ended = await self.node.change(key, DeleteIf(state.token), ROUND_TIMEOUT, retry=False)
         return not ended.live and ended.token == state.token + 1
@@ -132,9 +132,10 @@ class Liveness:
         prefix = f"{NODES}/"
         return [key for key, record in self.node.acceptor.records.items()
                 if key.startswith(prefix) and record.state.live
-                and _source(record.state) == source]
+                and source_of(record.state) == source]
 
 
-def _source(state: KeyState) -> str | None:
+def source_of(state: KeyState) -> str | None:
+    """Who started a node incarnation: "member" (the node itself), or a reporter."""
     value = state.value
     return value.get("source") if isinstance(value, dict) else None

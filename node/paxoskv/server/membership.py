@@ -36,6 +36,7 @@ from typing import Any
 from paxoskv.core.config import Config, ConfigError, Member, StepInProgress
 from paxoskv.core.state import DeleteIf, Read, ReplaceIf, Touch
 from paxoskv.server.lifetimes import NODES
+from paxoskv.server.liveness import source_of
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.transport import PeerUnavailable
 
@@ -252,8 +253,7 @@ class Membership:
                 continue
             try:
                 state = await self.node.read(key, STEP_TIMEOUT_S, retry=True)
-                value = state.value
-                if state.live and isinstance(value, dict) and value.get("source") == "member":
+                if state.live and source_of(state) == "member":
                     await self.node.change(key, DeleteIf(state.token), STEP_TIMEOUT_S,
                                            retry=True)
                     log.info("a former member's node key ended",
