@@ -1,4 +1,5 @@
-# The PaxosKV image: the node (`paxoskv serve`), the CLI, and later the operator.
+# The PaxosKV image: the node (`paxoskv serve`), the CLI and the operator
+# (`paxoskv-operator`, the same image with another entry point).
 #
 #   buildah bud -t paxoskv .                       # or: docker build -t paxoskv .
 #   buildah bud --build-arg BASE=localhost/debian-python:bookworm -t paxoskv .
@@ -12,9 +13,10 @@ FROM ${BASE} AS build
 # Wheels only: no compiler in this stage either, so nothing is built from source.
 COPY pyproject.toml README.md /src/
 COPY node /src/node
+COPY operator /src/operator
 RUN python3 -m venv /opt/paxoskv \
  && /opt/paxoskv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --only-binary=:all: /src \
+      --only-binary=:all: '/src[operator]' \
  && /opt/paxoskv/bin/pip uninstall --yes pip
 
 FROM ${BASE}

@@ -146,3 +146,64 @@ def test_the_members_command_lists_and_refuses_with_one_line(
         "paxoskv: error: invalid_member (membership): 'zz' is not a member\n")
     assert cli.main(["members", "list", *endpoints, "--admin-token", "wrong"]) == 2
     assert "the admin token is not valid" in capsys.readouterr().err
+
+
+def test_a_joining_node_bootstraps_alone_when_asked_and_the_next_one_joins_it(
+        tmp_path: Path) -> None:
+    """How the operator starts a cluster: every pod waits to join; the first is told to
+    bootstrap alone (with the member id the caller saw), the others are added to it."""
+    n1, n2 = (LocalMember(f"n{i}", "127.0.0.1", port, tmp_path / f"n{i}")
+              for i, port in enumerate(free_ports(2), start=1))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(member: LocalMember) -> None:
+        log = open(tmp_path / f"{member.name}.log", "ab")  # noqa: SIM115 - the child's
+        procs.append(subprocess.Popen(
+            [*serve_command(member, [n1, n2], bootstrap=False, join=True)],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PAXOSKV_ADMIN_TOKEN": TOKEN}))
+        log.close()
+
+    def bootstrap(member: LocalMember, member_id: Any, token: str = TOKEN) -> httpx.Response:
+        return httpx.post(member.url + "/v1/admin/bootstrap", json={"member_id": member_id},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    try:
+        start(n1)
+        start(n2)
+        for member in (n1, n2):
+            wait_until(lambda m=member: identity_state(m.url) == "joining", 20,  # type: ignore[misc]
+                       f"{member.name} never waited to join")
+        pending = httpx.get(n1.url + "/v1/identity").json()["member_id"]
+        assert bootstrap(n1, pending, token="wrong").status_code == 401
+        stale = bootstrap(n1, "0" * 16)
+        assert stale.status_code == 409, stale.text
+        assert "pending member id is " + pending in stale.json()["error"]["message"]
+        assert bootstrap(n1, pending).status_code == 202
+        wait_until(lambda: identity_state(n1.url) == "member", 20, "n1 never bootstrapped")
+        with httpx.Client(base_url=n1.url, timeout=10) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 20, "n1 not ready")
+            assert http.post("/v1/put", json={"key": "k", "value": 1}).json()["found"]
+        # A second cluster under the same names is refused: n1 is a member already.
+        second = bootstrap(n2, httpx.get(n2.url + "/v1/identity").json()["member_id"])
+        assert second.status_code == 409, second.text
+        assert "peer n1 is a member of a cluster already" in second.json()["error"]["message"]
+        added = admin(n1.url, "/v1/admin/members/add", {"name": "n2", "url": n2.url})
+        assert added.status_code == 200, added.text
+        assert [m["name"] for m in added.json()["members"]] == ["n1", "n2"]
+        wait_until(lambda: identity_state(n2.url) == "member", 20, "n2 never joined")
+        local = httpx.post(n2.url + "/v1/get", json={"key": "k", "consistency": "local"},
+                           timeout=10)
+        assert local.json()["value"] == 1, local.text
+        # Restarted with --join, n1 serves as the member it is: the flag is for empty
+        # directories only.
+        procs[0].terminate()
+        procs[0].wait(10)
+        start(n1)
+        wait_until(lambda: identity_state(n1.url) == "member", 20, "n1 did not come back")
+        with httpx.Client(base_url=n1.url, timeout=10) as http:
+            assert http.post("/v1/get", json={"key": "k"}).json()["value"] == 1
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,8 @@ What: two OCI image-layout archives in `<cache>/images/`, which containerd impor
   base by buildah (chroot isolation, host network, a private storage in `<cache>/buildah/`,
   nothing pulled from a registry; pip reaches the package index). The tag is a short hash of the
   base image and of the files the build copies (Dockerfile, .dockerignore, pyproject.toml,
-  README.md, node/ but caches), so unchanged sources reuse the archive and changed ones build a
+  README.md, node/ and operator/ but caches), so unchanged sources reuse the archive and changed
+  ones build a
   new one (the last few are kept). A new image is kept only once it passed a check: run as a
   container, its entry point serves /healthz on loopback as UID 10001, with python3 the base's.
 
@@ -54,9 +55,9 @@ BASE_ARCHIVE = f"debian-python-{SUITE}.oci.tar"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_NAME = "localhost/paxoskv"
-# What the Dockerfile copies (see .dockerignore): these files and node/ but its caches.
+# What the Dockerfile copies (see .dockerignore): these files, node/ and operator/ but caches.
 SOURCES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
-SOURCE_TREE = "node"
+SOURCE_TREES = ("node", "operator")
 KEEP_ARCHIVES = 3  # paxoskv archives kept, the newest first
 UID = 10001  # the Dockerfile's USER
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -109,9 +110,11 @@ class Images:
 def source_files(repo: Path) -> list[Path]:
     """The files the image build copies, in a stable order."""
     files = [repo / name for name in SOURCES]
-    for top, dirs, names in os.walk(repo / SOURCE_TREE):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.endswith(".egg-info"))
-        files.extend(Path(top) / name for name in sorted(names))
+    for tree in SOURCE_TREES:
+        for top, dirs, names in os.walk(repo / tree):
+            dirs[:] = sorted(d for d in dirs
+                             if d != "__pycache__" and not d.endswith(".egg-info"))
+            files.extend(Path(top) / name for name in sorted(names))
     return files
 
 

@@ -355,6 +355,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    if node.config.member(node.name) is None:
+        return error_response(503, "not_a_member", f"this node was removed from the cluster "
+                              f"(configuration epoch {node.config.epoch}); it serves nothing")
     if not node.has_quorum():
         return error_response(503, "no_quorum", f"{node.reachable()} of {len(node.members)} "
                               f"members reachable, {node.quorum} needed")
@@ -420,16 +423,41 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
-def identity_app(name: str, names: list[str], member_id: str, joining: bool = False
+# Asked of a joining node by the operator: bootstrap a new cluster of this node alone.
+# Takes the member id the caller saw; answers a refusal's reason, or None once started.
+BootstrapAlone = Callable[[str], Awaitable[str | None]]
+
+
+def identity_app(name: str, names: list[str], member_id: str, joining: bool = False,
+                 admin_token: str | None = None, bootstrap_alone: BootstrapAlone | None = None
                  ) -> web.Application:
     """What a bootstrapping or joining node serves: its pending identity, for its
-    peers (and for the membership driver that adds it)."""
+    peers (and for the membership driver that adds it); a joining node also takes
+    POST /v1/admin/bootstrap {"member_id"} (admin only) to start a cluster alone."""
     async def identity(request: web.Request) -> web.Response:
         return json_reply(ident.describe(name, names, None, member_id, joining=joining))
 
+    async def bootstrap(request: web.Request) -> web.Response:
+        authorize_admin(request)
+        body = await read_body(request)
+        v.only(body, {"member_id"})
+        if body.get("member_id") != member_id:
+            raise v.RequestError("member_id", f"this node's pending member id is {member_id}, "
+                                 f"not {body.get('member_id')!r}: its data directory is not "
+                                 "the one you meant", "conflict", 409)
+        assert bootstrap_alone is not None
+        refused = await bootstrap_alone(member_id)
+        if refused is not None:
+            raise v.RequestError("member_id", refused, "conflict", 409)
+        return json_reply({"name": name, "member_id": member_id, "state": "bootstrapping"},
+                          status=202)
+
     app = web.Application(middlewares=[json_errors], handler_args=_handler_args())
+    app[ADMIN_TOKEN] = admin_token or ""
     app.router.add_get(ident.IDENTITY_PATH, identity)
     app.router.add_get("/healthz", healthz)
+    if joining and bootstrap_alone is not None:
+        app.router.add_post("/v1/admin/bootstrap", bootstrap)
     return app
 
 

@@ -89,6 +89,26 @@ class Identity:
                 "X-PaxosKV-Member": self.member_id}
 
 
+def alone(name: str, member_id: str, url: str) -> tuple[Identity, Config]:
+    """A new cluster of one member, made of a node that waits to join (what the operator
+    asks of its first pod; the others then join one membership step at a time).
+
+    Safe for the data: a joining node is on an empty directory, so it voted for nothing.
+    The risk is a second cluster under the same names: the caller must bootstrap only the
+    node it means (the request names the node's pending member id, so a node whose volume
+    was replaced since is refused) and only when no cluster exists; the node refuses too
+    when one of its peers answers as a member (see main.establish)."""
+    members = {name: member_id}
+    return (Identity(cluster_id_of(members), member_id, members),
+            Config.initial([Member(name, url, member_id)]))
+
+
+def a_member(answers: Mapping[str, dict[str, Any]]) -> str | None:
+    """A peer that answers as a member of a cluster, if any."""
+    return next((peer for peer, answer in sorted(answers.items())
+                 if answer.get("state") == "member"), None)
+
+
 def initial_config(identity: Identity, urls: Mapping[str, str]) -> Config:
     """The configuration a cluster bootstrapped with: its members' names, ids and URLs."""
     return Config.initial([Member(name, urls[name], member_id)
@@ -166,7 +186,7 @@ async def join(name: str, member_id: str, peers: Mapping[str, str],
     """Wait until a member's configuration lists this node (name and member id)."""
     waited = 0.0
     while True:
-        answers = await _ask(name, peers, session)
+        answers = await ask(name, peers, session)
         found = joined(name, member_id, answers)
         if found is not None:
             return found
@@ -177,7 +197,7 @@ async def join(name: str, member_id: str, peers: Mapping[str, str],
         waited += POLL_S
 
 
-async def _ask(name: str, peers: Mapping[str, str], session: aiohttp.ClientSession
+async def ask(name: str, peers: Mapping[str, str], session: aiohttp.ClientSession
                ) -> dict[str, dict[str, Any]]:
     """Every other peer's identity answer (the ones that answer)."""
     answers: dict[str, dict[str, Any]] = {}
@@ -225,7 +245,7 @@ async def bootstrap(name: str, member_id: str, peers: Mapping[str, str],
     answers: dict[str, dict[str, Any]] = {}
     waited = 0.0
     while True:
-        for peer, answer in (await _ask(name, peers, session)).items():
+        for peer, answer in (await ask(name, peers, session)).items():
             if answers.get(peer, {}).get("state") != "member":  # a member's answer stays
                 answers[peer] = answer
         identity = decide(name, member_id, names, answers)

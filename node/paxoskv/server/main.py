@@ -58,7 +58,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                  "logger": record.name, "msg": record.getMessage()}
-        for name in ("node", "peer", "url", "keys", "boot", "epoch", "error"):
+        for name in ("node", "peer", "url", "keys", "boot", "epoch", "error", "cluster"):
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
         if record.exc_info:
@@ -200,21 +200,38 @@ async def establish(config: ServerConfig, storage: Storage,
             "only as a new member)")
     # An empty directory (or one from before identities: it kept its promises).
     member_id = ident.pending_member_id(storage)
-    runner = web.AppRunner(identity_app(config.name, names, member_id, config.join),
+    alone: asyncio.Future[tuple[ident.Identity, Config]] = (
+        asyncio.get_running_loop().create_future())
+
+    async def bootstrap_alone(wanted: str) -> str | None:
+        member = ident.a_member(await ident.ask(config.name, config.members, session))
+        if member is not None:
+            return (f"peer {member} is a member of a cluster already: add this node to it "
+                    f"(paxoskv members add {config.name} {config.members[config.name]})")
+        if not alone.done():
+            alone.set_result(ident.alone(config.name, wanted, config.members[config.name]))
+        return None
+
+    runner = web.AppRunner(identity_app(config.name, names, member_id, config.join,
+                                        config.admin_token, bootstrap_alone),
                            access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
     try:
         if config.join:
-            settled, joined = await ident.join(config.name, member_id, config.members, session)
+            joining = asyncio.ensure_future(
+                ident.join(config.name, member_id, config.members, session))
+            await asyncio.wait([joining, alone], return_when=asyncio.FIRST_COMPLETED)
+            joining.cancel()
+            settled, joined = alone.result() if alone.done() else await joining
             storage.set_meta({ident.CONFIG_META: json.dumps(joined.to_json()),
-                              ident.CAUGHT_UP_META: "0"})
+                              ident.CAUGHT_UP_META: "1" if alone.done() else "0"})
         else:
             settled = await ident.bootstrap(config.name, member_id, config.members, session)
     finally:
         await runner.cleanup()
     ident.record(storage, settled)
-    log.info("cluster joined" if config.join else "cluster bootstrapped",
+    log.info("cluster joined" if config.join and not alone.done() else "cluster bootstrapped",
              extra={"node": config.name, "url": settled.cluster_id})
     return settled
 

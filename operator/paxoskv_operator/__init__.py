@@ -1,0 +1,1 @@
+"""The PaxosKV operator: runs PaxosKVCluster resources as StatefulSets of node pods."""
