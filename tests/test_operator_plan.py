@@ -1,0 +1,170 @@
+"""The operator's decisions (operator/paxoskv_operator/plan.py), without a cluster: each
+observation gives the one step a careful human would take, and the steps chain from a
+new resource to a whole cluster, through scaling and a member's lost volume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paxoskv_operator import manifests as m
+from paxoskv_operator import plan
+from paxoskv_operator.plan import (
+    Add,
+    Bootstrap,
+    DeleteClaim,
+    Observed,
+    Pod,
+    Remove,
+    Resume,
+    ScaleStatefulSet,
+    Wait,
+)
+
+CLUSTER = "c0ffee"
+
+
+def member(ordinal: int, members: dict[int, str], epoch: int = 1, settled: bool = True,
+           ready: bool = True) -> Pod:
+    config = {"epoch": epoch, "settled": settled,
+              "members": [{"name": f"kv-{n}", "member_id": mid, "url": "u"}
+                          for n, mid in members.items()]}
+    return Pod(ordinal, ready, f"10.0.0.{ordinal}", identity={
+        "state": "member", "cluster_id": CLUSTER, "member_id": members.get(ordinal, "old"),
+        "config": config})
+
+
+def joining(ordinal: int, member_id: str = "new") -> Pod:
+    return Pod(ordinal, False, f"10.0.0.{ordinal}", identity={"state": "joining",
+                                                              "member_id": member_id})
+
+
+def world(desired: int, members: dict[int, str], sts: int, extra: dict[int, Pod] | None = None,
+          claims: set[int] | None = None, **kwargs: Any) -> Observed:
+    pods = {n: member(n, members) for n in members}
+    pods.update(extra or {})
+    return Observed("kv", desired, statefulset_replicas=sts, pods=pods,
+                    claims=frozenset(claims if claims is not None else set(pods)),
+                    cluster_id=CLUSTER, **kwargs)
+
+
+def test_a_new_resource_gets_one_pod_then_bootstraps_it_alone() -> None:
+    assert plan.next_action(Observed("kv", 3)) == ScaleStatefulSet(1)
+    starting = Observed("kv", 3, statefulset_replicas=1, pods={0: Pod(0)})
+    assert isinstance(plan.next_action(starting), Wait)
+    ready = Observed("kv", 3, statefulset_replicas=1, pods={0: joining(0, "m0")},
+                     claims=frozenset({0}))
+    assert plan.next_action(ready) == Bootstrap(0, "m0")
+
+
+def test_a_cluster_is_never_bootstrapped_twice() -> None:
+    # Recorded, but every pod came back empty: reported, not repaired by force.
+    lost = Observed("kv", 3, statefulset_replicas=3, cluster_id=CLUSTER,
+                    pods={n: joining(n) for n in range(3)}, claims=frozenset(range(3)))
+    action = plan.next_action(lost)
+    assert isinstance(action, Wait) and action.reason == "DataLost" and action.degraded
+    # Not recorded, but a member answers: its cluster is adopted, not made anew.
+    adopted = Observed("kv", 1, statefulset_replicas=1, pods={0: member(0, {0: "m0"})},
+                       claims=frozenset({0}))
+    assert adopted.cluster == CLUSTER and plan.next_action(adopted) == plan.IDLE
+    # Not recorded, and another pod's claim exists (its pod not up yet): wait.
+    other = Observed("kv", 3, statefulset_replicas=3, pods={0: joining(0)},
+                     claims=frozenset({0, 1}))
+    assert isinstance(plan.next_action(other), Wait)
+
+
+def test_scale_up_adds_the_pod_first_then_the_member_one_at_a_time() -> None:
+    one = {0: "m0"}
+    assert plan.next_action(world(3, one, sts=1)) == ScaleStatefulSet(2)
+    assert isinstance(plan.next_action(world(3, one, sts=2)), Wait)  # pod 1 not up yet
+    assert plan.next_action(world(3, one, sts=2, extra={1: joining(1)})) == Add(1)
+    two = {0: "m0", 1: "m1"}
+    assert plan.next_action(world(3, two, sts=2)) == ScaleStatefulSet(3)
+    assert plan.next_action(world(3, two, sts=3, extra={2: joining(2)})) == Add(2)
+    assert plan.next_action(world(3, {0: "m0", 1: "m1", 2: "m2"}, sts=3)) == plan.IDLE
+
+
+def test_no_step_starts_while_a_member_is_not_ready() -> None:
+    observed = world(4, {0: "m0", 1: "m1", 2: "m2"}, sts=4, extra={3: joining(3)})
+    pods = dict(observed.pods)
+    pods[1] = member(1, {0: "m0", 1: "m1", 2: "m2"}, ready=False)
+    action = plan.next_action(Observed(**{**observed.__dict__, "pods": pods}))
+    assert isinstance(action, Wait) and "kv-1" in action.message
+
+
+def test_a_half_done_step_is_resumed_first() -> None:
+    members = {0: "m0", 1: "m1", 2: "m2"}
+    pods = {n: member(n, members, epoch=4, settled=False) for n in members}
+    observed = Observed("kv", 5, statefulset_replicas=3, pods=pods,
+                        claims=frozenset(members), cluster_id=CLUSTER)
+    assert plan.next_action(observed) == Resume(4)
+
+
+def test_scale_down_removes_the_member_then_the_pod_then_the_claim() -> None:
+    five = {n: f"m{n}" for n in range(5)}
+    assert plan.next_action(world(3, five, sts=5)) == Remove("kv-4", "scale down")
+    four = {n: f"m{n}" for n in range(4)}
+    removed = world(3, four, sts=5, extra={4: member(4, four, ready=False)})
+    assert plan.next_action(removed) == Remove("kv-3", "scale down")
+    three = {n: f"m{n}" for n in range(3)}
+    assert plan.next_action(world(3, three, sts=5)) == ScaleStatefulSet(3)
+    shrunk = world(3, three, sts=3, claims={0, 1, 2, 3, 4})
+    assert plan.next_action(shrunk) == DeleteClaim(3, "its member was removed and its pod "
+                                                      "is gone")
+    # A member being removed for scale-down may be down itself.
+    down = world(2, three, sts=3, extra={2: Pod(2)})
+    assert plan.next_action(down) == Remove("kv-2", "scale down")
+
+
+def test_a_member_whose_volume_came_back_empty_is_replaced() -> None:
+    three = {0: "m0", 1: "m1", 2: "m2"}
+    lost = world(3, three, sts=3, extra={1: joining(1, "fresh")})
+    assert plan.next_action(lost) == Remove("kv-1", "lost its data")
+    after = world(3, {0: "m0", 2: "m2"}, sts=3, extra={1: joining(1, "fresh")})
+    assert plan.next_action(after) == Add(1)
+
+
+def test_a_pod_with_data_from_before_its_removal_is_emptied_before_it_joins() -> None:
+    two = {0: "m0", 1: "m1"}
+    stale = world(3, two, sts=3, extra={2: member(2, {0: "m0", 1: "m1", 2: "m2"})})
+    assert plan.next_action(stale) == DeleteClaim(2, "it holds this cluster's data from "
+                                                     "before it was removed; it must come "
+                                                     "back empty to join again")
+
+
+def test_paused_changes_nothing() -> None:
+    action = plan.next_action(world(5, {0: "m0"}, sts=1, paused=True))
+    assert isinstance(action, Wait) and action.reason == "Paused"
+
+
+def test_status_reports_members_quorum_and_conditions() -> None:
+    members = {0: "m0", 1: "m1", 2: "m2"}
+    pods = {n: member(n, members, epoch=2, ready=n != 2) for n in members}
+    observed = Observed("kv", 3, statefulset_replicas=3, pods=pods,
+                        claims=frozenset(members), cluster_id=CLUSTER)
+    action = plan.next_action(observed)
+    status = plan.status(observed, action, 7, m.selector_string("kv"))
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert (status["replicas"], status["readyReplicas"], status["configEpoch"],
+            status["observedGeneration"]) == (3, 2, 2, 7)
+    assert conditions["Ready"][0] == "False" and conditions["Quorate"] == ("True",
+                                                                           "QuorumReady")
+    assert conditions["Degraded"] == ("True", "MembersNotReady")
+    assert [(s["name"], s["ready"]) for s in status["members"]] == [
+        ("kv-0", True), ("kv-1", True), ("kv-2", False)]
+
+
+def test_manifests_keep_a_quorum_and_name_the_pods_peers() -> None:
+    owner = {"metadata": {"name": "kv", "namespace": "ns", "uid": "u1"},
+             "spec": {"replicas": 3}}
+    assert m.disruption_budget(owner, 2, "policy/v1") is None  # would block drains forever
+    budget = m.disruption_budget(owner, 5, "policy/v1beta1")
+    assert budget is not None and budget["spec"]["maxUnavailable"] == 2
+    sts = m.statefulset(owner, "img", 1)
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--join" in args and "--bootstrap" not in args
+    assert "kv-8=http://kv-8.kv-peers.ns.svc.cluster.local:7001" in args[args.index("--peers")
+                                                                          + 1]
+    # The hash does not change with the replicas, which the operator sets step by step.
+    assert (m.statefulset(owner, "img", 5)["metadata"]["annotations"]
+            == sts["metadata"]["annotations"])
+    assert sts["metadata"]["ownerReferences"][0]["uid"] == "u1"
