@@ -96,3 +96,69 @@ def test_example_cluster_becomes_ready_and_serves_through_every_pod(
     assert table.split("\n")[1].split()[:4] == ["example", "3", "3", "True"], table
     assert k8s.kubectl("-n", namespace, "get", "pdb", "example", "-o",
                        "jsonpath={.spec.maxUnavailable}") == "1"
+
+
+# Puts fresh keys through the client Service for as long as it runs, one line per
+# acknowledged put ("ack KEY TOKEN") and per failure ("err KEY ...").
+WRITER = """
+import sys, time, httpx
+url, n = sys.argv[1], 0
+with httpx.Client(base_url=url, timeout=10) as http:
+    while True:
+        key, n = f"w{n}", n + 1
+        try:
+            answer = http.post("/v1/put", json={"key": key, "value": n})
+            if answer.status_code == 200 and answer.json()["created"]:
+                print("ack", key, answer.json()["token"], flush=True)
+            else:
+                print("err", key, answer.status_code, flush=True)
+        except httpx.HTTPError as exc:
+            print("err", key, type(exc).__name__, flush=True)
+        time.sleep(0.05)
+"""
+
+
+def test_scaling_keeps_a_quorum_and_every_acknowledged_write(
+        k8s: K8s, operator: None, namespace: str) -> None:
+    example = yaml.safe_load((REPO / "examples" / "cluster.yaml").read_text())
+    k8s.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(example))
+    wait_for(lambda: whole(k8s, namespace, 3), 240, "example never became Ready with 3")
+    service = f"http://example.{namespace}.svc.cluster.local:7001"
+    k8s.kubectl("-n", namespace, "run", "writer", "--image", k8s.image, "--restart=Never",
+                "--image-pull-policy=IfNotPresent", "--command", "--", "python3", "-c", WRITER,
+                service)
+    k8s.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/writer",
+                "--timeout=60s")
+    for size in (5, 3, 1, 3):
+        k8s.kubectl("-n", namespace, "scale", "paxoskvcluster/example", f"--replicas={size}")
+        wait_for(lambda s=size: whole(k8s, namespace, s), 300,  # type: ignore[misc]
+                 f"example never became Ready with {size}")
+        status = resource(k8s, namespace)["status"]
+        assert [m["name"] for m in status["members"]] == [
+            f"example-{i}" for i in range(size)], status
+        claims = k8s.kubectl("-n", namespace, "get", "pvc", "-o",
+                             "jsonpath={.items[*].metadata.name}").split()
+        wait_for(lambda s=size: sorted(k8s.kubectl(  # type: ignore[misc]
+            "-n", namespace, "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"
+        ).split()) == [f"data-example-{i}" for i in range(s)], 60,
+            f"claims of removed members left: {claims}")
+    k8s.kubectl("-n", namespace, "delete", "pod", "writer", "--wait=false")
+    log = k8s.kubectl("-n", namespace, "logs", "writer").split("\n")
+    acked = [line.split()[1:] for line in log if line.startswith("ack ")]
+    assert len(acked) > 100, f"the writer got few acknowledgements: {log[-20:]}"
+    # Every acknowledged put survived: read back, through one member, in one request each.
+    script = ("import sys, json, httpx\n"
+              "keys = json.loads(sys.argv[2])\n"
+              "with httpx.Client(base_url=sys.argv[1], timeout=10) as http:\n"
+              "    print(json.dumps({k: http.post('/v1/get', json={'key': k}).json()['token']"
+              " for k in keys}))\n")
+    tokens = json.loads(k8s.kubectl("-n", namespace, "exec", "example-0", "--", "python3",
+                                    "-c", script, service, json.dumps([k for k, _ in acked])))
+    lost = {k: t for k, t in acked if tokens.get(k) != int(t)}
+    assert not lost, f"{len(lost)} acknowledged puts lost or changed: {list(lost)[:10]}"
+    events = k8s.kubectl("-n", namespace, "get", "events", "--field-selector",
+                         "involvedObject.kind=PaxosKVCluster", "-o",
+                         "jsonpath={.items[*].reason}").split()
+    for reason in ("Bootstrap", "Add", "AddDone", "Remove", "RemoveDone", "ScaleStatefulSet",
+                   "DeleteClaim"):
+        assert reason in events, f"no {reason} event: {sorted(set(events))}"
