@@ -131,14 +131,14 @@ def test_scaling_keeps_a_quorum_and_every_acknowledged_write(
                 "--timeout=60s")
     for size in (5, 3, 1, 3):
         k8s.kubectl("-n", namespace, "scale", "paxoskvcluster/example", f"--replicas={size}")
-        wait_for(lambda s=size: whole(k8s, namespace, s), 300,  # type: ignore[misc]
+        wait_for(lambda s=size: whole(k8s, namespace, s), 300,
                  f"example never became Ready with {size}")
         status = resource(k8s, namespace)["status"]
         assert [m["name"] for m in status["members"]] == [
             f"example-{i}" for i in range(size)], status
         claims = k8s.kubectl("-n", namespace, "get", "pvc", "-o",
                              "jsonpath={.items[*].metadata.name}").split()
-        wait_for(lambda s=size: sorted(k8s.kubectl(  # type: ignore[misc]
+        wait_for(lambda s=size: sorted(k8s.kubectl(
             "-n", namespace, "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"
         ).split()) == [f"data-example-{i}" for i in range(s)], 60,
             f"claims of removed members left: {claims}")

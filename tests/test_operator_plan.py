@@ -4,10 +4,13 @@ new resource to a whole cluster, through scaling and a member's lost volume."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
+
+from paxoskv_operator import install, plan
 from paxoskv_operator import manifests as m
-from paxoskv_operator import plan
 from paxoskv_operator.plan import (
     Add,
     Bootstrap,
@@ -168,3 +171,34 @@ def test_manifests_keep_a_quorum_and_name_the_pods_peers() -> None:
     assert (m.statefulset(owner, "img", 5)["metadata"]["annotations"]
             == sts["metadata"]["annotations"])
     assert sts["metadata"]["ownerReferences"][0]["uid"] == "u1"
+
+
+def every_manifest() -> list[dict[str, Any]]:
+    """What the operator makes for a resource using every spec field, and what
+    deploy/paxoskv.yaml installs."""
+    owner = {"metadata": {"name": "kv", "namespace": "ns", "uid": "u1"}, "spec": {
+        "replicas": 5, "image": "img", "imagePullPolicy": "Always", "logLevel": "debug",
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "storage": {"size": "2Gi", "storageClassName": "fast"},
+        "scheduling": {"antiAffinity": "required", "nodeSelector": {"disk": "ssd"},
+                       "tolerations": [{"key": "k", "operator": "Exists"}],
+                       "priorityClassName": "high"}}}
+    budget = m.disruption_budget(owner, 5, "policy/v1")
+    assert budget is not None
+    return [m.peer_service(owner), m.client_service(owner), m.admin_secret(owner, "t"),
+            m.statefulset(owner, "img", 5), budget, *install.objects()]
+
+
+def test_the_manifests_validate_against_current_kubernetes_schemas() -> None:
+    versions = sorted(set(kubernetes_validate.utils.all_versions()),
+                      key=lambda v: tuple(int(p) for p in v.split(".")))[-3:]
+    for version in versions:
+        for manifest in every_manifest():
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_deploy_file_is_what_the_install_module_makes() -> None:
+    committed = (Path(__file__).resolve().parents[1] / "deploy" / "paxoskv.yaml").read_text()
+    assert committed == install.document(), ("deploy/paxoskv.yaml is stale: run "
+                                             "`python -m paxoskv_operator.install > "
+                                             "deploy/paxoskv.yaml`")
