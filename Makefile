@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps run test lint bench bench-ab torture mutants clean k8s-up k8s-down k8s-images
+.PHONY: install system-deps run test lint bench bench-ab torture mutants clean k8s-up k8s-down k8s-images kind-e2e
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,14 @@ k8s-images: install  ## build the PaxosKV image (debootstrap + buildah) and load
 	$(BIN)/python -m tests.k8s.images
 	$(BIN)/python -c 'from tests.k8s import cluster, images; \
 	  print(*cluster.load_image(images.ensure_images().archives["paxoskv"]))'
+
+# The same Kubernetes tests on kind, for users with Docker, kind and kubectl (it cannot run
+# on the machines this project is developed on: no Docker daemon). Creates the kind cluster
+# paxoskv-e2e (Kubernetes 1.29.2), builds the Dockerfile with docker build, loads the image
+# with kind load docker-image, runs `pytest -m k8s tests` on it, deletes the cluster.
+# KIND_ARGS passes options: --keep, --name, --node-image, --image, -- <pytest args>.
+kind-e2e: install  ## the Kubernetes tests on a kind cluster (needs Docker, kind, kubectl)
+	$(BIN)/python -m tests.k8s.kind $(KIND_ARGS)
 
 clean:
 	rm -rf $(VENV) .paxoskv-dev .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -722,12 +722,16 @@ class ClusterInfo:
         Service addresses are reachable."""
         return subprocess.run([*self.enter(), *argv], **kwargs)
 
+    def kubectl_command(self) -> list[str]:
+        """kubectl for this cluster, from the machine, with KUBECONFIG set to `kubeconfig`
+        (its discovery cache in the state directory, not in ~/.kube: each cluster has a new
+        port)."""
+        return [str(self.kubectl), f"--cache-dir={self.state / 'kubectl-cache'}"]
+
     def kubectl_run(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
-        """Run kubectl against the cluster, from the machine (its discovery cache in the
-        state directory, not in ~/.kube: each cluster has a new port)."""
+        """Run kubectl against the cluster, from the machine."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **kwargs.pop("env", {})}
-        cache = f"--cache-dir={self.state / 'kubectl-cache'}"
-        return subprocess.run([str(self.kubectl), cache, *args], env=env, **kwargs)
+        return subprocess.run([*self.kubectl_command(), *args], env=env, **kwargs)
 
 
 class Api:
@@ -1166,6 +1170,16 @@ def ensure_binaries(cache: Path) -> Path:
     return builder.bin
 
 
+def prepare(cache: Path | None = None, clock: Clock | None = None) -> Path:
+    """What `up` needs that takes long the first time, done: the machine checked, the missing
+    Debian packages installed, the binaries built (about 10 minutes from cold, a check once
+    cached). The binaries' directory."""
+    clock = clock or Clock()
+    check_machine()
+    ensure_packages(clock)
+    return ensure_binaries((cache or default_cache()).absolute())
+
+
 def clean_earlier(layout: Layout, clock: Clock) -> None:
     """Stop and remove whatever an earlier run left (crashed or still up)."""
     record = layout.read_record()
@@ -1197,8 +1211,7 @@ def up(state: Path | None = None, cache: Path | None = None,
     check_machine()
     check_state(layout.state)
     clean_earlier(layout, clock)
-    ensure_packages(clock)
-    bin_dir = ensure_binaries((cache or default_cache()).absolute())
+    bin_dir = prepare(cache, clock)
     starter = Starter(layout, bin_dir, clock)
     try:
         starter.prepare()
