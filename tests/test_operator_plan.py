@@ -15,6 +15,7 @@ from paxoskv_operator.plan import (
     Add,
     Bootstrap,
     DeleteClaim,
+    DeletePod,
     Observed,
     Pod,
     Remove,
@@ -52,7 +53,8 @@ def world(desired: int, members: dict[int, str], sts: int, extra: dict[int, Pod]
 
 def test_a_new_resource_gets_one_pod_then_bootstraps_it_alone() -> None:
     assert plan.next_action(Observed("kv", 3)) == ScaleStatefulSet(1)
-    starting = Observed("kv", 3, statefulset_replicas=1, pods={0: Pod(0)})
+    starting = Observed("kv", 3, statefulset_replicas=1, pods={0: Pod(0)},
+                        claims=frozenset({0}))
     assert isinstance(plan.next_action(starting), Wait)
     ready = Observed("kv", 3, statefulset_replicas=1, pods={0: joining(0, "m0")},
                      claims=frozenset({0}))
@@ -132,6 +134,12 @@ def test_a_pod_with_data_from_before_its_removal_is_emptied_before_it_joins() ->
     assert plan.next_action(stale) == DeleteClaim(2, "it holds this cluster's data from "
                                                      "before it was removed; it must come "
                                                      "back empty to join again")
+
+
+def test_a_pod_whose_claim_is_gone_is_made_anew() -> None:
+    three = {0: "m0", 1: "m1", 2: "m2"}
+    pending = world(3, three, sts=3, extra={1: Pod(1)}, claims={0, 2})
+    assert plan.next_action(pending) == DeletePod(1)
 
 
 def test_paused_changes_nothing() -> None:

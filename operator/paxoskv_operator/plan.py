@@ -22,7 +22,9 @@ order below keeps a quorum of ready members throughout):
 - Replace: a member whose pod waits to join (its volume came back empty, so it has a new
   member id) is removed, then added back under the same name as a new member.
 - A non-member pod that holds this cluster's data (removed earlier, its claim kept) has
-  its claim and pod deleted, so that it comes back empty and can join.
+  its claim and pod deleted, so that it comes back empty and can join. A pod whose claim
+  is gone (deleted by hand, or by that step) is deleted too: the StatefulSet makes a
+  pod's claim only when it makes the pod.
 Steps start only when every member but the one being removed is ready, and a step found
 half done (an unsettled configuration) is resumed first.
 """
@@ -151,6 +153,14 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class DeletePod:
+    """Delete a pod whose claim is gone, so that the StatefulSet makes both anew (it
+    makes a pod's claims only when it makes the pod)."""
+
+    ordinal: int
+
+
+@dataclass(frozen=True)
 class DeleteClaim:
     """Delete the data claim of a pod (and the pod, if it runs) that must come back empty."""
 
@@ -158,7 +168,8 @@ class DeleteClaim:
     why: str
 
 
-Action = Wait | ScaleStatefulSet | Bootstrap | Add | Remove | Resume | DeleteClaim
+Action = (Wait | ScaleStatefulSet | Bootstrap | Add | Remove | Resume | DeleteClaim
+          | DeletePod)
 IDLE = Wait("Idle", "the cluster is as the resource asks")
 
 
@@ -168,6 +179,9 @@ def next_action(o: Observed) -> Action:
         return Wait("Paused", "spec.paused is true: no change is made")
     if o.statefulset_replicas is None:
         return ScaleStatefulSet(1)
+    orphaned = sorted(n for n, p in o.pods.items() if n not in o.claims and not p.terminating)
+    if orphaned:
+        return DeletePod(orphaned[0])
     config = o.config
     if o.cluster is None:
         return _bootstrap(o)
@@ -317,6 +331,8 @@ def describe(o: Observed, action: Action) -> str:
             return f"removing member {name} ({why})"
         case Resume(epoch=epoch):
             return f"resuming the membership step to epoch {epoch}"
+        case DeletePod(ordinal=n):
+            return f"deleting {o.pod_name(n)}, whose claim is gone, to make both anew"
         case DeleteClaim(ordinal=n, why=why):
             return f"deleting the data claim of {o.pod_name(n)} ({why})"
     raise AssertionError(action)

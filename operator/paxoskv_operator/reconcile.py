@@ -164,6 +164,8 @@ async def act(ctx: Context, owner: m.Manifest, o: plan.Observed, action: plan.Ac
             case plan.Resume():
                 await ctx.nodes.admin(_member_ip(o, exclude=None), await admin_token(ctx, owner),
                                       "/v1/admin/members/resume", {})
+            case plan.DeletePod(ordinal=n):
+                await ctx.kube.delete(path("v1", "pods", namespace, o.pod_name(n)))
             case plan.DeleteClaim(ordinal=n):
                 await ctx.kube.delete(path("v1", "persistentvolumeclaims", namespace,
                                            m.claim_name(name, n)))
