@@ -54,6 +54,8 @@ REFLECT2_PACKAGE = "golang-github-modern-go-reflect2-dev"
 # What the build runs: Kubernetes' make scripts need rsync, `gcc -static` needs libc.a,
 # dpkg-source unpacks the source package.
 BUILD_PACKAGES = ("make", "rsync", "gcc", "libc6-dev", "dpkg-dev", "xz-utils")
+BUILD_COMMANDS = {"make": "make", "rsync": "rsync", "gcc": "gcc", "dpkg-source": "dpkg-dev",
+                  "xz": "xz-utils"}  # what the build runs of them, by package
 # Suites that mark an apt source as a Debian archive (security and -updates are skipped).
 DEBIAN_SUITES = {"bullseye", "bookworm", "trixie", "forky", "sid",
                  "oldstable", "stable", "testing", "unstable"}
@@ -174,24 +176,32 @@ class Stages:
                              f"(exit {done.returncode}); see {log}")
         return done.stdout if capture else ""
 
-    def install_missing(self, packages: Sequence[str]) -> None:
-        """Install the Debian `packages` that are missing, in a "prerequisites" stage."""
+    def install_missing(self, packages: Sequence[str],
+                        commands: Mapping[str, str] | None = None) -> None:
+        """Install the Debian `packages` that are missing, in a "prerequisites" stage; then
+        check that `commands` (command -> its package) are on the PATH."""
         if shutil.which("dpkg-query") is None:
             raise BuildError("dpkg-query not found: this build needs a Debian machine")
         missing = [p for p in packages if not installed(p)]
-        if not missing:
-            return
-        if os.geteuid() != 0:
+        if missing and os.geteuid() != 0:
             raise BuildError(f"missing prerequisites: apt-get install {' '.join(missing)}")
-        names = " ".join(missing)
-        with self.stage("prerequisites", f"installing missing Debian packages: {names}"):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            install = ["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing]
-            try:
-                self.run("prerequisites", install, env=env)
-            except BuildError:  # the machine's package lists may be empty or stale
-                self.run("prerequisites", ["apt-get", "-q", "update"], env=env)
-                self.run("prerequisites", install, env=env)
+        if missing:
+            names = " ".join(missing)
+            with self.stage("prerequisites", f"installing missing Debian packages: {names}"):
+                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+                install = ["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing]
+                try:
+                    self.run("prerequisites", install, env=env)
+                except BuildError:  # the machine's package lists may be empty or stale
+                    self.run("prerequisites", ["apt-get", "-q", "update"], env=env)
+                    self.run("prerequisites", install, env=env)
+        if absent := {c: p for c, p in (commands or {}).items() if shutil.which(c) is None}:
+            owners = list(dict.fromkeys(absent.values()))
+            raise BuildError(
+                f"missing prerequisite: {', '.join(absent)} not found on the PATH "
+                f"({os.environ.get('PATH', '')}), though the Debian package"
+                f"{'s' * (len(owners) > 1)} {', '.join(owners)} "
+                f"{'are' if len(owners) > 1 else 'is'} installed")
 
 
 class Builder(Stages):
@@ -290,7 +300,7 @@ class Builder(Stages):
     # -- stages ---------------------------------------------------------------------------
 
     def prerequisites(self) -> None:
-        self.install_missing(BUILD_PACKAGES)
+        self.install_missing(BUILD_PACKAGES, BUILD_COMMANDS)
 
     def fetch_source(self) -> dict[str, str]:
         download = self.work / "source"

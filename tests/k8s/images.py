@@ -131,6 +131,16 @@ def source_tag(repo: Path, base_digest: str) -> str:
     return h.hexdigest()[:12]
 
 
+def check_checkout(repo: Path) -> None:
+    """The files the image build copies are all there (a copy of the repo may lack some):
+    said before anything is built."""
+    missing = [*(name for name in SOURCES if not (repo / name).is_file()),
+               *(f"{tree}/" for tree in SOURCE_TREES if not (repo / tree).is_dir())]
+    if missing:
+        raise BuildError(f"{repo} is not a complete checkout: {', '.join(missing)} not found "
+                         "(the image build needs them)")
+
+
 def archive_manifest(archive: Path) -> tuple[str, dict[str, Any]]:
     """The digest and the manifest of the (only) image in an OCI image-layout archive."""
     try:
@@ -288,10 +298,12 @@ class ImageBuilder(Stages):
 
     # -- stages ---------------------------------------------------------------------------
 
-    def prerequisites(self, packages: list[str]) -> None:
+    def prerequisites(self, commands: list[str]) -> None:
+        """Root, and the commands (each from the Debian package of its name), installed if
+        missing."""
         if os.geteuid() != 0:
             raise BuildError("building the images needs root (debootstrap, buildah)")
-        self.install_missing(packages)
+        self.install_missing(commands, {command: command for command in commands})
 
     def clear_rootfs(self) -> None:
         for point in mounts_under(self.rootfs):
@@ -437,6 +449,7 @@ class ImageBuilder(Stages):
 
     def ensure(self) -> Images:
         started = time.monotonic()
+        check_checkout(self.repo)
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.cache / "images.lock").open("w") as lock:
             try:
