@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.k8s import cluster as k8s
-from tests.k8s import provisioner
+from tests.k8s import layout, provisioner
 
 REPO = Path(__file__).resolve().parents[2]
 # Entering the cluster's mount namespace resets the working directory: find `tests` so.
@@ -31,7 +31,7 @@ def admin_token(state: Path) -> str:
         token, user, *_ = line.split(",")
         if user == ADMIN:
             return token
-    raise k8s.ClusterError(f"no {ADMIN} token in {state / 'pki' / 'tokens.csv'}")
+    raise layout.ClusterError(f"no {ADMIN} token in {state / 'pki' / 'tokens.csv'}")
 
 
 def kube_dns() -> list[dict[str, Any]]:
@@ -42,9 +42,9 @@ def kube_dns() -> list[dict[str, Any]]:
             "labels": {"app.kubernetes.io/name": "dns-stand-in"}}
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-         "spec": {"clusterIP": k8s.DNS_SERVICE_IP, "ports": ports}},
+         "spec": {"clusterIP": layout.DNS_SERVICE_IP, "ports": ports}},
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
-         "subsets": [{"addresses": [{"ip": k8s.NODE_IP}], "ports": [
+         "subsets": [{"addresses": [{"ip": layout.NODE_IP}], "ports": [
              {"name": p["name"], "port": 53, "protocol": p["protocol"]} for p in ports]}]},
     ]
 
@@ -73,7 +73,7 @@ def start(info: k8s.ClusterInfo) -> Addons:
     with open(info.state / "logs" / "dns-stand-in.log", "ab") as log:
         process = subprocess.Popen(
             [*info.enter(), sys.executable, "-m", "tests.k8s.dns", "--listen",
-             f"{info.node_ip}:53", "--api", f"https://{info.node_ip}:{k8s.API_PORT}",
+             f"{info.node_ip}:53", "--api", f"https://{info.node_ip}:{layout.API_PORT}",
              "--token-file", str(token_file), "--ca", str(ca)],
             env=ENV, stdout=log, stderr=subprocess.STDOUT)
     volumes = provisioner.Provisioner(info.server, token, ca, info.state / "volumes")
@@ -96,7 +96,7 @@ def start(info: k8s.ClusterInfo) -> Addons:
             except subprocess.TimeoutExpired:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise k8s.ClusterError("the DNS stand-in did not answer; see "
+                raise layout.ClusterError("the DNS stand-in did not answer; see "
                                        f"{info.state / 'logs' / 'dns-stand-in.log'}")
             time.sleep(0.2)
     except BaseException:
