@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps run test lint bench bench-ab torture mutants clean k8s-up k8s-down k8s-images kind-e2e
+.PHONY: install system-deps run test lint bench bench-ab torture mutants clean k8s-up k8s-down k8s-images k8s-operator deploy kind-e2e
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,16 @@ k8s-images: install  ## build the PaxosKV image (debootstrap + buildah) and load
 	$(BIN)/python -m tests.k8s.images
 	$(BIN)/python -c 'from tests.k8s import cluster, images; \
 	  print(*cluster.load_image(images.ensure_images().archives["paxoskv"]))'
+
+k8s-operator: install  ## install the CRD and the operator (of the local image) into the local cluster
+	$(BIN)/python -c 'import json; from tests.k8s import cluster, images; \
+	  from paxoskv_operator import install; built = images.ensure_images(); \
+	  cluster.load_image(built.archives["paxoskv"]); items = [install.crd(), \
+	  *install.objects(built.reference)]; cluster.info().kubectl_run("apply", "-f", "-", \
+	  check=True, text=True, input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))'
+
+deploy: install  ## rewrite deploy/paxoskv.yaml (the CRD and the operator) from crds/ and operator/
+	$(BIN)/python -m paxoskv_operator.install > deploy/paxoskv.yaml
 
 # The same Kubernetes tests on kind, for users with Docker, kind and kubectl (it cannot run
 # on the machines this project is developed on: no Docker daemon). Creates the kind cluster

@@ -63,7 +63,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         raise kopf.PermanentError("no Kubernetes credentials: neither a service account "
                                   "nor a kubeconfig")
     kube = Kube(info)
-    memo.context = Context(kube, Nodes(aiohttp.ClientSession()),
+    memo.context = Context(kube, Nodes(aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(use_dns_cache=False))),  # pods come back elsewhere
                            os.environ.get(IMAGE_VARIABLE, "paxoskv:latest"))
     memo.lease = Lease(kube, os.environ.get(NAMESPACE_VARIABLE) or "default", LEASE_NAME,
                        f"{socket.gethostname()}-{os.urandom(3).hex()}")

@@ -247,9 +247,13 @@ async def serve(config: ServerConfig) -> None:
     # 127.0.0.1 on loopback), so that per-address firewall rules, such as the
     # fault tests' partitions, see which node a packet comes from.
     local = None if config.listen_host in ("", "0.0.0.0", "::") else (config.listen_host, 0)
+    # No DNS cache: a peer's name keeps its address only while its pod lives (a pod made
+    # anew has a new IP), and aiohttp's default 10 s cache kept a link reconnecting to the
+    # old address that long, a member short of its quorum meanwhile. Links are long-lived,
+    # so names are resolved only when one (re)connects.
     async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
-            connector=aiohttp.TCPConnector(local_addr=local)) as session:
+            connector=aiohttp.TCPConnector(local_addr=local, use_dns_cache=False)) as session:
         await _serve(config, storage, session, breaks)
 
 
