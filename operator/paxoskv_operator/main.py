@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the liveness probes
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=args.liveness, standalone=True,
