@@ -9,11 +9,12 @@ that the committed file is what this module makes.
 RBAC, cluster-wide (the operator watches every namespace): a ClusterRole with exactly the
 verbs it uses, and a Role in its own namespace for its Lease:
 - paxoskvclusters: watch them (get, list, watch), write their status, and patch them
-  (kopf's finalizer-free annotations);
+  (kopf's annotations);
 - services, secrets, statefulsets, poddisruptionbudgets: the objects it owns (create,
   get, list, watch, patch, delete); persistentvolumeclaims: list and delete a removed
-  member's claim; pods: list and watch (its nodes; application pods for node bindings),
-  delete (a pod whose claim was deleted); events: create and patch;
+  member's claim, patch their owner (storage.reclaimPolicy); pods: list and watch (its
+  nodes; application pods for node bindings), delete (a pod whose claim was deleted);
+  events: create and patch;
 - namespaces, customresourcedefinitions: list and watch (kopf's discovery).
 To confine it to some namespaces, run it with `--namespace` and bind the same rules with a
 Role and RoleBinding in each (README).
@@ -49,15 +50,20 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Manifest
 
 
 OWNED = ["create", "get", "list", "watch", "patch", "delete"]
+# What the operator does in the namespaces it watches (a ClusterRole when it watches every
+# namespace, else a Role in each; the chart's templates/_helpers.tpl holds the same).
 RULES = [
     _rule([m.GROUP], [m.PLURAL], ["get", "list", "watch", "patch"]),
     _rule([m.GROUP], [f"{m.PLURAL}/status"], ["get", "patch"]),
     _rule([""], ["services", "secrets"], OWNED),
     _rule(["apps"], ["statefulsets"], OWNED),
     _rule(["policy"], ["poddisruptionbudgets"], OWNED),
-    _rule([""], ["persistentvolumeclaims"], ["get", "list", "delete"]),
+    _rule([""], ["persistentvolumeclaims"], ["get", "list", "patch", "delete"]),
     _rule([""], ["pods"], ["get", "list", "watch", "delete"]),
     _rule(["", "events.k8s.io"], ["events"], ["create", "patch"]),
+]
+# kopf's discovery, cluster-wide whatever the scope.
+DISCOVERY_RULES = [
     _rule([""], ["namespaces"], ["get", "list", "watch"]),
     _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
 ]
@@ -94,7 +100,8 @@ def objects(image: str = DEFAULT_IMAGE, replicas: int = 2, namespace: str = NAME
          "metadata": {"name": namespace, "labels": _labels()}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": NAME, "labels": _labels()}, "rules": RULES},
+         "metadata": {"name": NAME, "labels": _labels()},
+         "rules": RULES + DISCOVERY_RULES},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": NAME, "labels": _labels()},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",

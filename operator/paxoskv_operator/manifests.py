@@ -60,6 +60,12 @@ def quorum_disruptions(members: int) -> int:
     return (members - 1) // 2
 
 
+def owner_reference(owner: Manifest) -> Manifest:
+    meta = owner["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
 def _object(api_version: str, kind: str, name: str, owner: Manifest, spec_key: str,
             spec: Any, extra_labels: dict[str, str] | None = None) -> Manifest:
     meta = owner["metadata"]
@@ -70,9 +76,7 @@ def _object(api_version: str, kind: str, name: str, owner: Manifest, spec_key: s
             "name": name, "namespace": meta["namespace"],
             "labels": {**labels(meta["name"]), **(extra_labels or {})},
             "annotations": {HASH: digest},
-            "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-                                 "name": meta["name"], "uid": meta["uid"],
-                                 "controller": True, "blockOwnerDeletion": True}],
+            "ownerReferences": [owner_reference(owner)],
         },
         spec_key: spec,
     }

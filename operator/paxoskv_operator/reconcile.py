@@ -105,12 +105,32 @@ async def keep_budget(ctx: Context, owner: m.Manifest, members: int) -> None:
         await keep(ctx, collection, built)
 
 
+async def keep_claims(ctx: Context, owner: m.Manifest, claims: list[dict[str, Any]]) -> None:
+    """Own the data claims (so they go with the resource) under reclaimPolicy Delete,
+    and leave them unowned under Retain."""
+    namespace, _ = namespace_name(owner)
+    delete = (owner["spec"].get("storage") or {}).get("reclaimPolicy") == "Delete"
+    reference = m.owner_reference(owner)
+    for claim in claims:
+        owners = claim["metadata"].get("ownerReferences") or []
+        ours = [r for r in owners if r.get("uid") == reference["uid"]]
+        if delete == bool(ours):
+            continue
+        others = [r for r in owners if r.get("uid") != reference["uid"]]
+        await ctx.kube.patch(path("v1", "persistentvolumeclaims", namespace,
+                                  claim["metadata"]["name"]),
+                             {"metadata": {"ownerReferences": others + (
+                                 [{**reference, "controller": False}] if delete else [])}})
+
+
 async def observe(ctx: Context, owner: m.Manifest, statefulset: dict[str, Any] | None
                   ) -> plan.Observed:
     namespace, name = namespace_name(owner)
     selector = m.selector_string(name)
     pods = await ctx.kube.select(path("v1", "pods", namespace), selector)
     claims = await ctx.kube.select(path("v1", "persistentvolumeclaims", namespace), selector)
+    if not owner["spec"].get("paused"):
+        await keep_claims(ctx, owner, claims)
     observed = plan.Observed(name, int(owner["spec"].get("replicas", 3)))
 
     async def view(pod: dict[str, Any]) -> plan.Pod | None:
