@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -330,6 +331,31 @@ def build_parser() -> argparse.ArgumentParser:
                        "bearer token (default: $PAXOSKV_ADMIN_TOKEN; unset: disabled)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+
+    sidecar = sub.add_parser(
+        "sidecar", help="run beside an application in its pod: the store on localhost, "
+        "speaking for the pod", parents=[common],
+        description="Serve the data API on localhost of an application pod, forwarded to the\n"
+        "cluster at --endpoints (failing over between them). Puts may bind keys to the\n"
+        'pod ("bindings": {"node": "self"}: reported alive by the operator while the pod\n'
+        'is Ready) or to a session the sidecar keeps for the pod ({"pid": "self"}: closed\n'
+        "on SIGTERM). Bindings naming another pod or session are refused. The pod comes\n"
+        "from the downward API ($POD_NAME, $POD_NAMESPACE).",
+        epilog="example (a container of the application's pod):\n  paxoskv sidecar "
+        "--endpoints http://kv.apps.svc.cluster.local:7001\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sidecar.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 7001),
+                         help="HOST:PORT to listen on (default: 127.0.0.1:7001; keep it on "
+                         "loopback: whoever reaches it speaks for the pod)")
+    sidecar.add_argument("--pod", default=os.environ.get("POD_NAME"),
+                         help="this pod's name (default: $POD_NAME, from the downward API)")
+    sidecar.add_argument("--pod-namespace", default=os.environ.get("POD_NAMESPACE", ""),
+                         help="this pod's namespace (default: $POD_NAMESPACE)")
+    sidecar.add_argument("--session-ttl", type=float, default=10.0, metavar="SECONDS",
+                         help="TTL of the pod's session: how long its keys outlive the "
+                         "sidecar if it dies without closing it (default: 10)")
+    sidecar.add_argument("--log-level", default="info",
+                         choices=["debug", "info", "warning", "error"])
 
     dev = sub.add_parser("dev", help="run a local cluster on 127.0.0.1; add or remove "
                          "its nodes while it runs",
@@ -789,6 +815,22 @@ def _client_command(args: argparse.Namespace) -> int:
         return _key_command(kv, args, out, chosen.no_quorum)
 
 
+def _sidecar_command(args: argparse.Namespace) -> int:
+    from paxoskv import sidecar
+    from paxoskv.server.main import setup_logging
+
+    if not args.pod:
+        raise CliError("--pod is required (or $POD_NAME, from the downward API: "
+                       "valueFrom.fieldRef.fieldPath: metadata.name)")
+    if not 1 <= args.session_ttl <= 3600:
+        raise CliError(f"--session-ttl must be 1 to 3600 seconds, not {args.session_ttl:g}")
+    endpoints = settings(args).endpoints
+    setup_logging(args.log_level)
+    asyncio.run(sidecar.serve(sidecar.Pod(args.pod, args.pod_namespace), endpoints,
+                              args.listen[0], args.listen[1], args.session_ttl))
+    return OK
+
+
 def _error_line(exc: PaxosKVError) -> str:
     if exc.field is None:
         return f"{exc.code}: {exc.message}"
@@ -811,6 +853,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.data_dir, args.admin_token, args.bootstrap, args.join),
                 args.log_level)
             return OK
+        if args.command == "sidecar":
+            return _sidecar_command(args)
         if args.command == "dev" and args.dev_command is not None:
             from paxoskv import devcontrol
 
