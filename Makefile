@@ -70,7 +70,7 @@ bench-ab: install  ## put throughput of this tree against git revision REV (defa
 # A local single-node Kubernetes 1.20.2, "kind without Docker" (root, Debian, cgroup v1):
 # the binaries are built once from Debian's sources (about 9 minutes), then cached in
 # /var/cache/paxoskv-k8s; the cluster lives in its own network namespace (tests/k8s/).
-k8s-up: install  ## start the local Kubernetes cluster; prints how to reach it with kubectl
+k8s-up: install  ## start the local Kubernetes cluster (DNS and volume stand-ins included); prints how to reach it
 	$(BIN)/python -m tests.k8s.build
 	$(BIN)/python -m tests.k8s.cluster up
 

@@ -73,6 +73,30 @@ class K8s:
         assert phase == "Succeeded", f"{name}: {said}"
         return [int(pid) for pid in said.split()]
 
+    def run_pod(self, namespace: str, name: str, command: list[str], claim: str = "",
+                within: float = 90) -> str:
+        """Run `command` to its end in a pod of the node image (as the image's non-root
+        user), with the PersistentVolumeClaim `claim` mounted at /data if given; what it
+        printed. AssertionError if it fails."""
+        container: dict[str, object] = {"name": "run", "image": self.image,
+                                        "imagePullPolicy": "Never", "command": command}
+        spec: dict[str, object] = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                                   "containers": [container]}
+        if claim:
+            container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+            spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "spec": spec,
+            "metadata": {"name": name, "namespace": namespace}}))
+        deadline = time.monotonic() + within
+        while (phase := self.kubectl("-n", namespace, "get", "pod", name, "-o",
+                                     "jsonpath={.status.phase}")) not in ("Succeeded", "Failed"):
+            assert time.monotonic() < deadline, f"{name} did not finish (phase {phase!r})"
+            time.sleep(0.5)
+        said = self.kubectl("-n", namespace, "logs", name).strip()
+        assert phase == "Succeeded", f"{name}: {said}"
+        return said
+
 
 def external_cluster(kubeconfig: str) -> K8s:
     """The cluster of another kubeconfig, checked to answer."""
@@ -117,27 +141,27 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 
 @pytest.fixture(scope="session")
 def k8s() -> Iterator[K8s]:
-    """The cluster the Kubernetes tests run on. By default the local Kubernetes, with its
-    DNS and volume stand-ins and the node image loaded; started for the session (built
-    first if need be) and stopped after it, with the check that nothing of it is left on
-    the machine. With PAXOSKV_K8S_KUBECONFIG, another cluster, used as it is."""
+    """The cluster the Kubernetes tests run on. By default the local Kubernetes (with its DNS
+    and volume stand-ins, which `up` starts) and the node image loaded; started for the
+    session (built first if need be) and stopped after it, with the check that nothing of
+    it is left on the machine. With PAXOSKV_K8S_EXISTING, the cluster `make k8s-up`
+    started, left running. With PAXOSKV_K8S_KUBECONFIG, another cluster, used as it is."""
     if kubeconfig := os.environ.get(K8S_KUBECONFIG):
         yield external_cluster(kubeconfig)
         return
     if _K8S_NOT_BUILT:
         pytest.fail(f"the local Kubernetes: {_K8S_NOT_BUILT[0]}", pytrace=False)
-    from tests.k8s import addons, cluster, images
+    from tests.k8s import cluster, images
 
     existing = bool(os.environ.get(K8S_EXISTING))
-    info = cluster.info() if existing else cluster.up()
+    try:
+        info = cluster.attach() if existing else cluster.up()
+    except cluster.ClusterError as e:
+        pytest.fail(f"the local Kubernetes: {e}", pytrace=False)
     try:
         built = images.ensure_images()
         cluster.load_image(built.archives["paxoskv"])
-        started = addons.start(info)
-        try:
-            yield K8s(info.kubectl_command(), info.kubeconfig, built.reference)
-        finally:
-            started.stop()
+        yield K8s(info.kubectl_command(), info.kubeconfig, built.reference)
     finally:
         if not existing:
             cluster.down()

@@ -1,5 +1,6 @@
 """The test cluster's DNS stand-in (tests/k8s/dns.py): the names it builds from the
-API's objects, and real UDP and TCP queries to it on loopback."""
+API's objects, real UDP and TCP queries to an instance of its own on loopback, and a pod on
+the cluster resolving names through the cluster's DNS (the stand-in `up` starts)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from dnslib import RCODE, DNSRecord  # type: ignore[import-untyped]
 
 from paxoskv.devcluster import free_ports
+from tests.conftest import K8s
 from tests.k8s import dns
 
 
@@ -67,3 +69,17 @@ def test_it_answers_over_udp_and_tcp_and_refuses_other_names() -> None:
         assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
     finally:
         server.stop()
+
+
+def test_a_pod_resolves_the_cluster_s_names(k8s: K8s, namespace: str) -> None:
+    """On the cluster (the local one's stand-in, which `up` starts, or any cluster's own
+    DNS): a pod of the node image resolves the API server's Service by its full name and,
+    through its search domains, by a short one."""
+    api_ip = k8s.kubectl("-n", "default", "get", "service", "kubernetes", "-o",
+                         "jsonpath={.spec.clusterIP}")
+    said = k8s.run_pod(namespace, "resolve", [
+        "python3", "-c", "import socket\n"
+        "for name in ('kubernetes.default.svc.cluster.local', 'kubernetes.default'):\n"
+        "    print(name, socket.gethostbyname(name))"])
+    assert said.split("\n") == [f"kubernetes.default.svc.cluster.local {api_ip}",
+                                f"kubernetes.default {api_ip}"]

@@ -1,11 +1,14 @@
 """The test cluster's volume provisioner stand-in (tests/k8s/provisioner.py): what it
-creates and deletes, from the API's claims and volumes."""
+creates and deletes, from the API's claims and volumes; and on the cluster, a claim of the
+default class (the stand-in's, which `up` starts) bound and written to by a pod."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import K8s
 from tests.k8s import provisioner as p
 
 
@@ -43,3 +46,20 @@ def test_the_storage_class_is_the_default_one() -> None:
     sc = p.storage_class()
     assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
     assert (sc["provisioner"], sc["volumeBindingMode"]) == (p.PROVISIONER, "Immediate")
+
+
+def test_a_claim_of_the_default_class_binds_and_a_pod_writes_to_it(k8s: K8s,
+                                                                  namespace: str) -> None:
+    """On the cluster (the local one's stand-in, which `up` starts, or any cluster's own
+    default class): a claim that names no class gets a volume, which a pod of the node
+    image (non-root) writes to and reads back."""
+    k8s.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "16Mi"}}}}))
+    said = k8s.run_pod(namespace, "write", ["sh", "-c", "echo kept > /data/f && cat /data/f"],
+                       claim="data")
+    assert said == "kept"
+    assert k8s.kubectl("-n", namespace, "get", "pvc", "data", "-o",
+                       "jsonpath={.status.phase}") == "Bound"

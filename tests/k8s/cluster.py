@@ -3,8 +3,9 @@
     .venv/bin/python -m tests.k8s.cluster up|down|status [--state DIR]
 
 What `up` runs: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (CRI,
-runc, CNI bridge), kubelet and kube-proxy, all inside one network namespace made here and one
-private mount namespace, both held by a long-lived `sleep` (the holder) and entered with
+runc, CNI bridge), kubelet and kube-proxy, and the stand-ins for the cluster DNS and a volume
+provisioner (tests/k8s/addons.py, one process), all inside one network namespace made here and
+one private mount namespace, both held by a long-lived `sleep` (the holder) and entered with
 nsenter. Nothing leaves the namespace: its only way out is a default route to a gateway that
 never answers. The one opening is on loopback: a small forwarder listens on 127.0.0.1 of the
 machine and connects to the API server inside, so the kubeconfig (`<state>/kubeconfig`) works
@@ -28,8 +29,9 @@ another; logs go to `<state>/logs/<component>.log` (the previous run's to `logs.
 PIDs to `<state>/pids.json`. One cluster per machine at a time. Needs root, cgroup v1.
 
 From Python (the pytest fixture): `up(state) -> ClusterInfo`, `down(state)`, `info(state)` for
-a cluster already up, `load_image(archive)` to import an OCI archive into its containerd,
-`prepare()` to install and build what `up` needs before it is called.
+a cluster already up, `attach(state)` for one with its stand-ins, `load_image(archive)` to
+import an OCI archive into its containerd, `prepare()` to install and build what `up` needs
+before it is called.
 
 This module holds the commands; the rest is in: `layout` (addresses, names, the state
 directory, ClusterError), `machine` (the cluster's processes, mounts, cgroups and kernel
@@ -54,9 +56,11 @@ from typing import Any
 from .build import DEFAULT_CACHE, Builder, BuildError, installed
 from .components import Api, Starter
 from .layout import (
+    API_SERVICE_IP,
     CNI_BIN,
     COMPONENTS,
     DEFAULT_STATE,
+    DNS_SERVICE_IP,
     NODE_IP,
     NODE_NAME,
     PATH,
@@ -72,9 +76,10 @@ from .machine import cgroup_mounts, changed_sysctls, leftovers, running, stop_cl
 from .pki import kubeconfig
 
 # The entry point's API (ClusterError comes from .layout, shared by all the modules).
-__all__ = ["Clock", "ClusterError", "ClusterInfo", "default_cache", "default_state", "down",
-           "info", "load_image", "main", "prepare", "status", "up"]
+__all__ = ["Clock", "ClusterError", "ClusterInfo", "attach", "default_cache", "default_state",
+           "down", "info", "load_image", "main", "prepare", "status", "up"]
 
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("containerd", "runc", "containernetworking-plugins", "conntrack", "iptables")
 COMMANDS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
             "mount": "mount", "ctr": "containerd", "runc": "runc"}
@@ -203,8 +208,9 @@ def cluster_info(layout: Layout, bin_dir: Path, record: dict[str, Any]) -> Clust
 
 def up(state: Path | None = None, cache: Path | None = None,
        clock: Clock | None = None) -> ClusterInfo:
-    """Start the cluster (after cleaning what an earlier run left) and wait until its node
-    is Ready, kube-proxy has programmed the Services and pods can be created."""
+    """Start the cluster (after cleaning what an earlier run left) with its DNS and volume
+    stand-ins, and wait until its node is Ready, kube-proxy has programmed the Services, the
+    stand-ins serve and pods can be created."""
     clock = clock or Clock()
     layout = Layout((state or default_state()).absolute())
     check_machine()
@@ -228,9 +234,10 @@ def up(state: Path | None = None, cache: Path | None = None,
         starter.wait_for("kube-apiserver is ready", lambda: api.get("/readyz") == b"ok", 120,
                          str(layout.log("kube-apiserver")))
         clock.say("kube-apiserver ready; starting the controller manager, the scheduler, "
-                  "kubelet, kube-proxy")
+                  "kubelet, kube-proxy, the DNS and volume stand-ins")
         starter.start_controllers()
         starter.start_node()
+        starter.start_addons()
         starter.wait_for(f"node {NODE_NAME} has registered", lambda: starter.give_pod_cidr(api),
                          60, str(layout.log("kubelet")))
         starter.wait_for(f"node {NODE_NAME} is Ready", api.node_ready, 120,
@@ -241,6 +248,11 @@ def up(state: Path | None = None, cache: Path | None = None,
         starter.wait_for("the default ServiceAccount exists",
                          lambda: starter.default_account_ready(api), 60,
                          str(layout.log("kube-controller-manager")))
+        starter.wait_for("the DNS and volume stand-ins serve", starter.addons_ready, 60,
+                         str(layout.log("addons")))
+        starter.wait_for("kube-proxy has programmed the kube-dns Service",
+                         lambda: starter.services_programmed(DNS_SERVICE_IP), 30,
+                         str(layout.log("kube-proxy")))
         layout.kubeconfig.write_text(kubeconfig(api.server, layout.pki / "ca.crt",
                                                 "paxoskv-k8s-admin", starter.tokens["admin"]))
         layout.kubeconfig.chmod(0o600)
@@ -264,6 +276,21 @@ def info(state: Path | None = None, cache: Path | None = None) -> ClusterInfo:
     if not holder or not running(holder["pid"], holder.get("start")) or "api_port" not in record:
         raise ClusterError(f"no cluster is up at {layout.state}")
     return cluster_info(layout, (cache or default_cache()).absolute() / "bin", record)
+
+
+def attach(state: Path | None = None, cache: Path | None = None) -> ClusterInfo:
+    """The cluster already up at `state`, for a test session that shares it and leaves it
+    running (PAXOSKV_K8S_EXISTING): ClusterError if it is not up or its stand-ins are not
+    serving."""
+    cluster = info(state, cache)
+    layout = Layout(cluster.state)
+    record = layout.read_record()
+    addons = record["components"].get("addons")
+    if not addons or not running(addons["pid"], addons.get("start")):
+        raise ClusterError(f"the cluster at {layout.state} has no DNS and volume stand-ins "
+                           f"running (see {layout.log('addons')}); restart it: make k8s-down "
+                           "k8s-up")
+    return cluster
 
 
 def load_image(archive: Path, state: Path | None = None) -> list[str]:
@@ -298,6 +325,21 @@ def down(state: Path | None = None, clock: Clock | None = None) -> None:
               "kernel settings as recorded at up")
 
 
+def dns_answer(holder: int) -> str:
+    """What the cluster DNS (through its Service's address, from the node) says
+    kubernetes.default.svc.cluster.local is."""
+    try:
+        answer = subprocess.run(
+            ["nsenter", "-t", str(holder), "-n", "--", sys.executable, "-c",
+             "from tests.k8s import dns, layout; print(*dns.lookup((layout.DNS_SERVICE_IP, "
+             "53), 'kubernetes.default.svc.cluster.local'))"],
+            capture_output=True, text=True, timeout=10,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+    except subprocess.TimeoutExpired:
+        return ""
+    return answer.stdout.strip()
+
+
 def status(state: Path | None = None) -> bool:
     """One line per component; whether all run."""
     layout = Layout((state or default_state()).absolute())
@@ -322,11 +364,18 @@ def status(state: Path | None = None) -> bool:
         all_up &= ready
         print(f"{'node ' + NODE_NAME:<24} {'Ready' if ready else 'NotReady':<8} "
               f"{'':<12} {api.server}")
+        found = dns_answer(record["components"]["holder"]["pid"])
+        dns_ok = found == API_SERVICE_IP
+        all_up &= dns_ok
+        print(f"{'DNS stand-in':<24} {'answers' if dns_ok else 'silent':<8} {'':<12} "
+              f"{DNS_SERVICE_IP}:53 (kubernetes.default.svc.cluster.local: {found or '-'})")
     return all_up
 
 
 def usage(cluster: ClusterInfo) -> str:
-    return (f"export KUBECONFIG={cluster.kubeconfig}\n"
+    return (f"# DNS: {DNS_SERVICE_IP} (a stand-in; *.svc.cluster.local); volumes: default "
+            f"StorageClass standard (a stand-in, hostPath)\n"
+            f"export KUBECONFIG={cluster.kubeconfig}\n"
             f"{cluster.kubectl} get nodes\n"
             f"# inside the cluster's network namespace (pod and Service addresses):\n"
             f"nsenter -t {cluster.holder} -m -n -- <command>\n"

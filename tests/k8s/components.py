@@ -56,6 +56,8 @@ from .layout import (
 from .machine import cgroup_mounts, mountinfo, ns_inode, read_sysctls, start_time, track
 from .pki import Pki, kubeconfig
 
+REPO = Path(__file__).resolve().parents[2]
+
 # The harness's helper inside the namespace, two small servers in one process:
 # - the API forwarder: accepts on a socket the machine's side opened on its loopback (fd
 #   argv[1]) and connects to the API server inside (argv[2]:argv[3]);
@@ -287,7 +289,7 @@ class Starter:
         self.layout.write_record(self.record)
 
     def spawn(self, name: str, argv: Sequence[str], *, enter: bool = True,
-              pass_fds: Sequence[int] = ()) -> None:
+              pass_fds: Sequence[int] = (), env: dict[str, str] | None = None) -> None:
         command = [*(["nsenter", "-t", str(self.holder), "-m", "-n", "--"] if enter else []),
                    *NICE, *argv]
         log = self.layout.log(name)
@@ -296,7 +298,7 @@ class Starter:
             out.flush()
             # A session of its own: a daemon outlives the command that started it.
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=self.env(),
+                                    stderr=subprocess.STDOUT, env={**self.env(), **(env or {})},
                                     start_new_session=True, pass_fds=tuple(pass_fds))
         track(proc)
         self.procs[name] = proc
@@ -360,7 +362,8 @@ class Starter:
                  "kube-controller-manager": ("system:kube-controller-manager", ""),
                  "kube-scheduler": ("system:kube-scheduler", ""),
                  "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
-                 "kube-proxy": ("system:kube-proxy", "")}
+                 "kube-proxy": ("system:kube-proxy", ""),
+                 "stand-ins": ("paxoskv-k8s-stand-ins", "system:masters")}
         lines = []
         for component, (user, groups) in users.items():
             self.tokens[component] = secrets.token_hex(16)
@@ -568,6 +571,18 @@ class Starter:
             "--conntrack-tcp-timeout-close-wait=0",
             "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256"])
 
+    def start_addons(self) -> None:
+        """The DNS and volume stand-ins, one process inside the namespaces (tests/k8s/addons.py);
+        `addons_ready` says when they serve."""
+        self.layout.addons_ready.unlink(missing_ok=True)
+        # Entering the mount namespace resets the working directory: find `tests` so.
+        self.spawn("addons", [sys.executable, "-m", "tests.k8s.addons",
+                              "--state", str(self.layout.state)],
+                   env={"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+
+    def addons_ready(self) -> bool:
+        return self.layout.addons_ready.exists()
+
     def give_pod_cidr(self, api: Api) -> bool:
         """The node IPAM part of the controller manager, played by the harness: once the node
         has registered, set its pod CIDR (the CNI configuration's subnet). kubelet, which
@@ -581,12 +596,13 @@ class Starter:
         return api.patch(f"/api/v1/nodes/{NODE_NAME}",
                          {"spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]}})
 
-    def services_programmed(self) -> bool:
-        """Whether kube-proxy has written the rules for the API server's Service."""
+    def services_programmed(self, *addresses: str) -> bool:
+        """Whether kube-proxy has written the rules for the Services of these cluster IPs
+        (by default the API server's)."""
         rules = subprocess.run(["nsenter", "-t", str(self.holder), "-n", "--", "iptables",
                                 "-w", "-t", "nat", "-S", "KUBE-SERVICES"],
                                capture_output=True, text=True)
-        return API_SERVICE_IP in rules.stdout
+        return all(f"{ip}/32" in rules.stdout for ip in addresses or (API_SERVICE_IP,))
 
     def default_account_ready(self, api: Api) -> bool:
         """Whether the controller manager has made the default ServiceAccount and its token:

@@ -13,11 +13,12 @@ Endpoints and Pods, re-read every REFRESH_S seconds:
 
 Only A queries get answers (the cluster is IPv4); the others get an empty NOERROR when
 the name exists. A pod's resolver tries its search domains first, so these names arrive
-fully qualified. The harness (tests/k8s/cluster.py) runs it as a process in the
-cluster's network namespace, behind the kube-dns Service's address.
+fully qualified. The cluster (tests/k8s/cluster.py) runs it in its stand-ins' process
+(tests/k8s/addons.py), in the cluster's network namespace, behind the kube-dns Service's
+address. Alone, for trying it:
 
     python -m tests.k8s.dns --listen 10.200.0.1:53 --api https://10.200.0.1:6443 \\
-        --token-file TOKEN --ca CA.crt
+        --token-file TOKEN --ca CA.crt [--log-queries]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import httpx
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
-from dnslib.server import BaseResolver, DNSServer  # type: ignore[import-untyped]
+from dnslib.server import BaseResolver, DNSLogger, DNSServer  # type: ignore[import-untyped]
 
 DOMAIN = "cluster.local"
 REFRESH_S = 0.5
@@ -119,12 +120,18 @@ class StaticReader:
 
 
 class DnsStandIn:
-    """The server (UDP and TCP) and the thread that keeps its records fresh."""
+    """The server (UDP and TCP) and the thread that keeps its records fresh. Each query
+    and answer is logged only with `log_queries` (a cluster up for days would fill its log
+    otherwise); errors always are."""
 
-    def __init__(self, host: str, port: int, reader: ApiReader | StaticReader) -> None:
+    def __init__(self, host: str, port: int, reader: ApiReader | StaticReader,
+                 log_queries: bool = False) -> None:
         self.resolver = Resolver()
         self.reader = reader
-        self._servers = [DNSServer(self.resolver, address=host, port=port, tcp=tcp)
+        logger = DNSLogger("" if log_queries else "error",
+                           logf=lambda line: print(line, file=sys.stderr, flush=True))
+        self._servers = [DNSServer(self.resolver, address=host, port=port, tcp=tcp,
+                                   logger=logger)
                          for tcp in (False, True)]
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh, daemon=True)
@@ -140,11 +147,15 @@ class DnsStandIn:
         for server in self._servers:
             server.stop()
 
+    def threads(self) -> list[threading.Thread]:
+        """The threads that must all run while it serves (for a supervisor to watch)."""
+        return [*(server.thread for server in self._servers), self._refresher]
+
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_S):
             try:
                 self.resolver.records = self.reader.records()
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+            except Exception as exc:  # any: a stand-in that keeps serving
                 # Keep answering from the last good view; the API server may restart.
                 print(f"k8s-dns: refresh failed ({exc.__class__.__name__}: {exc})",
                       file=sys.stderr, flush=True)
@@ -169,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", required=True, help="the API server's URL")
     parser.add_argument("--token-file", type=Path, required=True)
     parser.add_argument("--ca", type=Path, required=True, help="the API server's CA")
+    parser.add_argument("--log-queries", action="store_true", help="log every query")
     args = parser.parse_args(argv)
     try:
         reader = ApiReader(args.api, args.token_file.read_text().strip(), args.ca)
         host, port = args.listen
-        stand_in = DnsStandIn(host, port, reader)
+        stand_in = DnsStandIn(host, port, reader, args.log_queries)
         stand_in.start()
     except (OSError, httpx.HTTPError) as exc:
         print(f"k8s-dns: error: {exc}", file=sys.stderr)

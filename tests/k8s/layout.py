@@ -25,7 +25,7 @@ CLUSTER_CIDR = "10.244.0.0/16"
 POD_CIDR = "10.244.0.0/24"  # the node's share of CLUSTER_CIDR
 SERVICE_CIDR = "10.96.0.0/16"
 API_SERVICE_IP = "10.96.0.1"
-DNS_SERVICE_IP = "10.96.0.10"  # the cluster DNS stand-in's Service (deployed by the tests)
+DNS_SERVICE_IP = "10.96.0.10"  # the cluster DNS stand-in's Service (tests/k8s/addons.py)
 API_PORT = 6443
 PAUSE_IMAGE = "localhost/pause:3.4"  # built from the source tree's build/pause (TAG 3.4)
 CNI_BIN = Path("/usr/lib/cni")
@@ -33,7 +33,7 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MEMBER_ENV = "PAXOSKV_K8S_MEMBER"  # set to the state directory in every daemon's environment
 NICE = ("nice", "-n", "5")
 COMPONENTS = ("holder", "helper", "etcd", "kube-apiserver", "containerd",
-              "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+              "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "addons")
 # What kubelet 1.20 sets for the whole machine (pkg/kubelet/cm: setupKernelTunables).
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
                    "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
@@ -101,6 +101,7 @@ class Layout:
         self.socket = self.containerd / "containerd.sock"
         self.cni = s / "cni"
         self.images = s / "images"
+        self.addons_ready = s / "addons.ready"  # written by the stand-ins once they serve
 
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"

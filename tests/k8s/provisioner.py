@@ -97,6 +97,10 @@ class Provisioner:
         self._stop.set()
         self._thread.join(5)
 
+    def threads(self) -> list[threading.Thread]:
+        """The threads that must run while it works (for a supervisor to watch)."""
+        return [self._thread]
+
     def once(self) -> Plan:
         claims = self._items("/api/v1/persistentvolumeclaims")
         volumes = self._items("/api/v1/persistentvolumes")
@@ -122,6 +126,6 @@ class Provisioner:
         while not self._stop.wait(REFRESH_S):
             try:
                 self.once()
-            except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # any: a stand-in that keeps working
                 print(f"k8s-provisioner: {exc.__class__.__name__}: {exc}", file=sys.stderr,
                       flush=True)
