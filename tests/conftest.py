@@ -143,8 +143,9 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 def k8s() -> Iterator[K8s]:
     """The cluster the Kubernetes tests run on. By default the local Kubernetes (with its DNS
     and volume stand-ins, which `up` starts) and the node image loaded; started for the
-    session (built first if need be) and stopped after it, with the check that nothing of
-    it is left on the machine. With PAXOSKV_K8S_EXISTING, the cluster `make k8s-up`
+    session (built first if need be), held by it (its lock: another session or `make k8s-up`
+    meanwhile is refused rather than stopping it) and stopped after it, with the check that
+    nothing of it is left on the machine. With PAXOSKV_K8S_EXISTING, the cluster `make k8s-up`
     started, left running. With PAXOSKV_K8S_KUBECONFIG, another cluster, used as it is."""
     if kubeconfig := os.environ.get(K8S_KUBECONFIG):
         yield external_cluster(kubeconfig)

@@ -28,8 +28,14 @@ Where: the state directory is /var/lib/paxoskv-k8s unless `--state` or PAXOSKV_K
 another; logs go to `<state>/logs/<component>.log` (the previous run's to `logs.previous/`),
 PIDs to `<state>/pids.json`. One cluster per machine at a time. Needs root, cgroup v1.
 
+One user at a time (tests/k8s/lock.py): `up` takes the state directory's lock and keeps it
+until `down` (a test session), or hands it to the cluster's holder (the `up` command, for
+`make k8s-up`); when another process holds it, `up` and `down` stop with one line naming it
+instead of stopping a cluster in use. `up` and `down` also refuse while a cluster of another
+state directory runs (they would share the machine's cgroup trees).
+
 From Python (the pytest fixture): `up(state) -> ClusterInfo`, `down(state)`, `info(state)` for
-a cluster already up, `attach(state)` for one with its stand-ins, `load_image(archive)` to
+a cluster already up, `attach(state)` for one a test session shares, `load_image(archive)` to
 import an OCI archive into its containerd, `prepare()` to install and build what `up` needs
 before it is called.
 
@@ -53,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import lock
 from .build import DEFAULT_CACHE, Builder, BuildError, installed
 from .components import Api, Starter
 from .layout import (
@@ -72,7 +79,15 @@ from .layout import (
     default_cache,
     default_state,
 )
-from .machine import cgroup_mounts, changed_sysctls, leftovers, running, stop_cluster
+from .machine import (
+    cgroup_mounts,
+    changed_sysctls,
+    leftovers,
+    members,
+    other_clusters,
+    running,
+    stop_cluster,
+)
 from .pki import kubeconfig
 
 # The entry point's API (ClusterError comes from .layout, shared by all the modules).
@@ -125,9 +140,44 @@ class ClusterInfo:
 
 def check_state(state: Path) -> None:
     """Only a directory of ours is cleaned and wiped."""
-    if state.is_dir() and any(state.iterdir()) and not (state / STATE_MARK).exists():
+    if (state.is_dir() and any(e.name != lock.LOCK_NAME for e in state.iterdir())
+            and not (state / STATE_MARK).exists()):
         raise ClusterError(f"{state} is not empty and not a cluster state directory "
                            f"(no {STATE_MARK}); choose a new or empty --state")
+
+
+def check_alone(layout: Layout) -> None:
+    """No cluster of another state directory runs here: they would share the machine's
+    cgroup trees, and this one's clean-up would kill the other's pods."""
+    if others := other_clusters(layout.state):
+        said = "; ".join(f"{state} (pids {' '.join(map(str, pids[:5]))})"
+                         for state, pids in sorted(others.items()))
+        raise ClusterError(f"another local cluster runs on this machine, of state {said}: "
+                           "one at a time; stop it first")
+
+
+def lock_for(layout: Layout, doing: str) -> None:
+    """Take the state directory's lock for this process, or fail naming who holds it."""
+    try:
+        if lock.take(layout.state) is not None:
+            return
+    except PermissionError:
+        raise ClusterError(f"cannot lock {lock.path(layout.state)}: permission denied (the "
+                           "local cluster needs root)") from None
+    raise ClusterError(f"not {doing} the cluster at {layout.state}: {busy(layout)}")
+
+
+def busy(layout: Layout) -> str:
+    """Who holds the lock of `layout`'s cluster, and what to do about it."""
+    owner = lock.owner(layout.state)
+    if owner is None:
+        return "its lock is free now; try again"
+    record = layout.read_record()
+    holder = record.get("components", {}).get("holder", {}).get("pid")
+    if owner.pid == holder:
+        return (f"it is up and holds its own lock ({owner}); use it (PAXOSKV_K8S_EXISTING=1 "
+                "for the tests) or stop it first (make k8s-down)")
+    return f"it is in use by {owner}"
 
 
 def check_machine() -> None:
@@ -206,21 +256,33 @@ def cluster_info(layout: Layout, bin_dir: Path, record: dict[str, Any]) -> Clust
                        containerd_socket=layout.socket)
 
 
-def up(state: Path | None = None, cache: Path | None = None,
-       clock: Clock | None = None) -> ClusterInfo:
+def up(state: Path | None = None, cache: Path | None = None, clock: Clock | None = None,
+       detach: bool = False) -> ClusterInfo:
     """Start the cluster (after cleaning what an earlier run left) with its DNS and volume
     stand-ins, and wait until its node is Ready, kube-proxy has programmed the Services, the
-    stand-ins serve and pods can be created."""
+    stand-ins serve and pods can be created.
+
+    The state directory's lock is taken first: when another process holds it (a test
+    session whose cluster is up, or a cluster `make k8s-up` started), ClusterError names it
+    and nothing is stopped. This process keeps the lock until `down`, or its end; with
+    `detach`, the cluster's holder process takes it over and keeps it for the cluster's
+    life (for a command that returns, like `make k8s-up`)."""
     clock = clock or Clock()
     layout = Layout((state or default_state()).absolute())
-    check_machine()
     check_state(layout.state)
-    clean_earlier(layout, clock)
-    bin_dir = prepare(cache, clock)
+    lock_for(layout, "starting")
+    try:
+        check_machine()
+        check_alone(layout)
+        clean_earlier(layout, clock)
+        bin_dir = prepare(cache, clock)
+    except BaseException:
+        lock.release(layout.state)
+        raise
     starter = Starter(layout, bin_dir, clock)
     try:
         starter.prepare()
-        starter.start_holder()
+        starter.start_holder(lock.take(layout.state) if detach else None)
         starter.setup_namespace()
         starter.start_helper()
         clock.say(f"namespace ready (holder pid {starter.holder}, node {NODE_IP}); "
@@ -263,7 +325,12 @@ def up(state: Path | None = None, cache: Path | None = None,
         stop_cluster(layout, record)
         if left := leftovers(layout, record):
             clock.say(f"warning: not all cleaned: {'; '.join(left)}")
+        lock.release(layout.state)
         raise
+    if detach:
+        lock.hand_over(layout.state, starter.holder, f"the holder of the cluster that pid "
+                       f"{os.getpid()} ({lock.command_line(os.getpid())}) started")
+        lock.release(layout.state)
     clock.say(f"cluster up in {clock.elapsed():.1f} s")
     return cluster_info(layout, bin_dir, starter.record)
 
@@ -280,8 +347,8 @@ def info(state: Path | None = None, cache: Path | None = None) -> ClusterInfo:
 
 def attach(state: Path | None = None, cache: Path | None = None) -> ClusterInfo:
     """The cluster already up at `state`, for a test session that shares it and leaves it
-    running (PAXOSKV_K8S_EXISTING): ClusterError if it is not up or its stand-ins are not
-    serving."""
+    running (PAXOSKV_K8S_EXISTING): ClusterError if it is not up, if its stand-ins are not
+    serving, or if another test session owns it (it would stop it when that one ends)."""
     cluster = info(state, cache)
     layout = Layout(cluster.state)
     record = layout.read_record()
@@ -290,6 +357,10 @@ def attach(state: Path | None = None, cache: Path | None = None) -> ClusterInfo:
         raise ClusterError(f"the cluster at {layout.state} has no DNS and volume stand-ins "
                            f"running (see {layout.log('addons')}); restart it: make k8s-down "
                            "k8s-up")
+    owner = lock.owner(layout.state)
+    if owner is not None and owner.pid not in members(layout.state, record):
+        raise ClusterError(f"the cluster at {layout.state} belongs to another test session, "
+                           f"{owner}, and stops when it ends")
     return cluster
 
 
@@ -307,14 +378,38 @@ def load_image(archive: Path, state: Path | None = None) -> list[str]:
 
 
 def down(state: Path | None = None, clock: Clock | None = None) -> None:
-    """Stop the cluster and check the machine is as `up` found it; ClusterError if not."""
+    """Stop the cluster and check the machine is as `up` found it; ClusterError if not.
+    Refused (ClusterError naming it) when a process other than the cluster's own holds its
+    lock: a test session whose cluster it is."""
     clock = clock or Clock()
     layout = Layout((state or default_state()).absolute())
+    check_state(layout.state)
+    if not layout.state.is_dir():
+        clock.say(f"nothing was running (no {layout.state})")
+        return
+    record = layout.read_record()
+    try:
+        taken = lock.take(layout.state)
+    except PermissionError:
+        raise ClusterError("stopping the local cluster needs root") from None
+    if taken is None:  # held: only by the cluster itself (make k8s-up's) may it be stopped
+        owner = lock.owner(layout.state)
+        if owner is not None and owner.pid not in members(layout.state, record):
+            raise ClusterError(f"not stopping the cluster at {layout.state}: it is in use by "
+                               f"{owner}")
+    try:
+        _down(layout, record, clock, locked=taken is not None)
+    finally:
+        lock.release(layout.state)
+
+
+def _down(layout: Layout, record: dict[str, Any], clock: Clock, locked: bool) -> None:
     if os.geteuid() != 0:
         raise ClusterError("stopping the local cluster needs root")
-    check_state(layout.state)
-    record = layout.read_record()
+    check_alone(layout)
     stopped = stop_cluster(layout, record)
+    if not locked:  # the cluster's holder had it: gone with it, so ours until the end
+        lock.take(layout.state, wait=5)
     clock.say(f"stopped {stopped}" if stopped else "nothing was running")
     problems = leftovers(layout, record) + [f"kernel setting {c}"
                                             for c in changed_sysctls(layout)]
@@ -344,6 +439,10 @@ def status(state: Path | None = None) -> bool:
     """One line per component; whether all run."""
     layout = Layout((state or default_state()).absolute())
     record = layout.read_record()
+    owner = lock.owner(layout.state)
+    said = ("held by this process" if lock.held_here(layout.state) else
+            f"held by {owner}" if owner else "free")
+    print(f"{'lock':<24} {said}")
     if not record.get("components"):
         print(f"cluster: not up (no {layout.record})")
         return False
@@ -395,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock()
     try:
         if args.command == "up":
-            cluster = up(args.state, args.cache, clock)
+            cluster = up(args.state, args.cache, clock, detach=True)
             print(usage(cluster), end="")
         elif args.command == "down":
             down(args.state, clock)

@@ -53,6 +53,7 @@ from .layout import (
     Layout,
     write_atomic,
 )
+from .lock import LOCK_NAME
 from .machine import cgroup_mounts, mountinfo, ns_inode, read_sysctls, start_time, track
 from .pki import Pki, kubeconfig
 
@@ -330,7 +331,7 @@ class Starter:
         made_before = layout.read_machine().get("created_dirs", [])  # a crashed run's
         previous = state / "logs.previous"
         for entry in state.iterdir():
-            if entry.name in (STATE_MARK, "logs", "logs.previous"):
+            if entry.name in (STATE_MARK, LOCK_NAME, "logs", "logs.previous"):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -386,8 +387,9 @@ class Starter:
 
     # -- the namespaces ---------------------------------------------------------------------
 
-    def start_holder(self) -> None:
-        """The holder: `sleep` in a new network and a new private mount namespace."""
+    def start_holder(self, lock_fd: int | None = None) -> None:
+        """The holder: `sleep` in a new network and a new private mount namespace; given the
+        state's lock (`lock_fd`), it holds it for the cluster's life."""
         for path in PRIVATE_PATHS:  # mount points; removed again by down
             missing: list[str] = []
             for parent in [Path(path), *Path(path).parents]:
@@ -399,7 +401,8 @@ class Starter:
                 self.machine["created_dirs"].insert(0, directory)
                 self.layout.write_machine(self.machine)
         self.spawn("holder", ["unshare", "--net", "--mount", "--propagation", "private",
-                              "--", "sleep", "infinity"], enter=False)
+                              "--", "sleep", "infinity"], enter=False,
+                   pass_fds=() if lock_fd is None else (lock_fd,))
         holder, machine_net = self.holder, ns_inode("self", "net")
         self.wait_for("the holder's namespaces exist",
                       lambda: (ns_inode(holder, "net") not in (None, machine_net)

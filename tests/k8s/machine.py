@@ -114,6 +114,29 @@ def members(state: Path, record: dict[str, Any]) -> set[int]:
     return found
 
 
+def other_clusters(state: Path) -> dict[str, list[int]]:
+    """Clusters of other state directories running on this machine: their state directory
+    -> their marked processes. Only one can run at a time: they share the machine's cgroup
+    trees, which each one's clean-up empties and removes."""
+    prefix = f"{MEMBER_ENV}=".encode()
+    mine = ancestors()
+    found: dict[str, list[int]] = {}
+    for pid in all_pids():
+        if pid in mine:
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        for entry in environ.split(b"\0"):
+            if entry.startswith(prefix):
+                other = entry[len(prefix):].decode(errors="replace")
+                if other != str(state) and running(pid):
+                    found.setdefault(other, []).append(pid)
+                break
+    return found
+
+
 def unescape(field: str) -> str:
     """A mountinfo field as it is (spaces and the like come octal-escaped)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
