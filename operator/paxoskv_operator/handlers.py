@@ -85,7 +85,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(m.GROUP, m.VERSION, m.PLURAL)
-def cluster_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def cluster_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = (body.metadata.namespace or "", body.metadata.name or "")
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
         memo.clusters.gone(key)
@@ -94,7 +94,7 @@ def cluster_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.event("pods", labels={m.BINDING_LABEL: kopf.PRESENT})
-def bound_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def bound_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta, status = body.metadata, body.status
     ready = type != "DELETED" and meta.get("deletionTimestamp") is None and any(
         c.get("type") == "Ready" and c.get("status") == "True"
