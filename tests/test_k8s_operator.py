@@ -355,3 +355,64 @@ def test_pods_bound_keys_end_with_their_readiness_and_deletion_collects_children
                                  "-l", "app.kubernetes.io/instance=example", "-o", "name"
                                  ) == "", 60, "children left after the resource was deleted")
     assert len(k8s.kubectl("-n", namespace, "get", "pvc", "-o", "name").split()) == 3
+
+
+def test_the_example_workers_elect_one_leader_that_moves_and_is_fenced(
+        k8s: K8s, operator: None, namespace: str) -> None:
+    """examples/leader-election: two workers with the sidecar elect exactly one leader;
+    the leader's pod made NotReady, then a leader's pod deleted, moves leadership to
+    another; the former leader's token is refused by the fenced resource."""
+    apply_example(k8s, namespace)
+    folder = REPO / "examples" / "leader-election"
+    k8s.kubectl("-n", namespace, "create", "configmap", "leader-election",
+                f"--from-file={folder / 'worker.py'}", f"--from-file={folder / 'fenced.py'}")
+    manifests = (folder / "manifests.yaml").read_text().replace("paxoskv:0.1.0", k8s.image)
+    k8s.kubectl("-n", namespace, "apply", "-f", "-", stdin=manifests)
+    k8s.kubectl("-n", namespace, "rollout", "status", "deployment/leader-worker",
+                "--timeout=120s")
+
+    def leader() -> str:
+        """The leader's pod, or "" while none leads."""
+        said = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "paxoskv", "get",
+                           "leader", "--bucket", "leader-election", "--endpoints",
+                           "http://127.0.0.1:7001", check=False)
+        entry = json.loads(next(line for line in said.splitlines() if line.startswith("{")))
+        return str(entry["value"]) if entry["found"] else ""
+
+    def workers() -> list[str]:
+        return sorted(k8s.kubectl("-n", namespace, "get", "pods", "-l", "app=leader-worker",
+                                  "--field-selector=status.phase=Running", "-o",
+                                  "jsonpath={.items[*].metadata.name}").split())
+
+    def writes() -> list[dict[str, Any]]:
+        fenced = k8s.kubectl("-n", namespace, "get", "pods", "-l", "app=fenced", "-o",
+                             "jsonpath={.items[0].metadata.name}")
+        raw = k8s.kubectl("-n", namespace, "exec", fenced, "--", "python3", "-c",
+                          "import urllib.request as u; "
+                          "print(u.urlopen('http://127.0.0.1:8080/log').read().decode())")
+        loaded: list[dict[str, Any]] = json.loads(raw)
+        return loaded
+
+    wait_for(lambda: leader() in workers(), 60, "no leader elected")
+    first = leader()
+    wait_for(lambda: len(writes()) >= 3, 30, "the leader does no work")
+    assert {w["writer"] for w in writes()} == {first}, writes()  # exactly one leader
+
+    # The leader's pod NotReady: the operator reports it, its key ends, the other leads.
+    k8s.kubectl("-n", namespace, "exec", first, "-c", "worker", "--", "rm", "/tmp/ready")
+    started = time.monotonic()
+    wait_for(lambda: leader() not in ("", first), 30, "leadership did not move")
+    moved_after = time.monotonic() - started
+    second = leader()
+    assert second in workers()
+    # The former leader, still running, is fenced off by its successor's token.
+    wait_for(lambda: any(w["writer"] == first and not w["accepted"] for w in writes()), 30,
+             "the former leader's token was not refused")
+    tokens = {w["writer"]: w["token"] for w in writes() if w["accepted"]}
+    assert tokens[second] > tokens[first]
+
+    # The leader's pod deleted: leadership moves again (to the replacement pod: the
+    # former leader is still NotReady, so it cannot win).
+    k8s.kubectl("-n", namespace, "delete", "pod", second, "--wait=false")
+    wait_for(lambda: leader() not in ("", first, second), 60, "leadership did not move")
+    print(f"leadership moved {moved_after:.1f} s after the leader's pod turned NotReady")
