@@ -26,11 +26,11 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         with lock:
             self.reply(200, log)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         global highest
         write = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with lock:
