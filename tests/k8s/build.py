@@ -23,6 +23,15 @@ The reflect2 fix: Kubernetes 1.20 vendors github.com/modern-go/reflect2 1.0.1, w
 know the map internals of Go 1.18 and later: built with Go 1.19, the apiserver crashes (SIGSEGV
 in reflect2.UnsafeIterate) on the first custom-resource request. The vendored copy is replaced
 with Debian's 1.0.2 (golang-github-modern-go-reflect2-dev), which does.
+
+The kubelet fix (`SOURCE_FIXES`): 1.20.0-1.20.2 keep a deleted pod in the API until its sandbox
+is removed too (kubernetes/kubernetes#92817), but the sandbox of a pod not yet marked deleted
+when its container went is removed only by the container garbage collection, once a minute:
+the pod lingers up to a minute after its containers stopped (the 1.20 regression
+kubernetes/kubernetes#97288, which upstream reverted, #97980). Here a namespace's deletion
+took 10-94 s. The check is taken out of kubelet's PodResourcesAreReclaimed, as in 1.19; the
+sandboxes are still removed, only not waited for. A binary built before a fix was added is
+rebuilt (the manifest records each binary's fixes).
 """
 
 from __future__ import annotations
@@ -51,6 +60,22 @@ KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", 
 BINARIES = (*KUBE_BINARIES, "etcd", "pause")
 GO_PACKAGES = ("golang-1.19-go", "golang-1.19-src")
 REFLECT2_PACKAGE = "golang-github-modern-go-reflect2-dev"
+# Changes to the source tree, by binary: (file, text, replacement), applied before building it.
+SANDBOX_CHECK = "".join(f"{line}\n" for line in [
+    "\t// pod's sandboxes should be deleted",
+    "\tif len(runtimeStatus.SandboxStatuses) > 0 {",
+    "\t\tvar sandboxStr string",
+    "\t\tfor _, sandbox := range runtimeStatus.SandboxStatuses {",
+    '\t\t\tsandboxStr += fmt.Sprintf("%+v ", *sandbox)',
+    "\t\t}",
+    '\t\tklog.V(3).Infof("Pod %q is terminated, but some pod sandboxes have not been cleaned '
+    'up: %s", format.Pod(pod), sandboxStr)',
+    "\t\treturn false",
+    "\t}"])
+SOURCE_FIXES: dict[str, dict[str, tuple[str, str, str]]] = {"kubelet": {
+    "no-sandbox-wait": ("pkg/kubelet/kubelet_pods.go", SANDBOX_CHECK,
+                        "\t// paxoskv-k8s: no wait for the sandboxes' removal (#97288)\n"),
+}}
 # What the build runs: Kubernetes' make scripts need rsync, `gcc -static` needs libc.a,
 # dpkg-source unpacks the source package.
 BUILD_PACKAGES = ("make", "rsync", "gcc", "libc6-dev", "dpkg-dev", "xz-utils")
@@ -230,11 +255,13 @@ class Builder(Stages):
         return manifest
 
     def missing(self) -> list[str]:
-        """The binaries absent from bin/ or differing from the manifest's sha256."""
+        """The binaries absent from bin/, differing from the manifest's sha256, or built
+        without a source fix they should have."""
         recorded = self.manifest["binaries"]
         return [name for name in BINARIES
                 if not (self.bin / name).is_file() or name not in recorded
-                or sha256(self.bin / name) != recorded[name].get("sha256")]
+                or sha256(self.bin / name) != recorded[name].get("sha256")
+                or recorded[name].get("fixes", []) != sorted(SOURCE_FIXES.get(name, {}))]
 
     # -- running steps --------------------------------------------------------------------
 
@@ -340,8 +367,20 @@ class Builder(Stages):
         }  # Kubernetes' scripts keep GOPATH and Go's build cache in the tree's _output/, and
         # take the version the binaries report from the source (hack/lib/version.sh), not git
 
+    def apply_fixes(self, name: str) -> None:
+        """The binary's SOURCE_FIXES, in the tree (once: a fixed file is left as it is)."""
+        for fix, (relative, text, replacement) in SOURCE_FIXES.get(name, {}).items():
+            path = self.tree / relative
+            source = path.read_text()
+            if replacement in source:
+                continue
+            if source.count(text) != 1:
+                raise BuildError(f"{name}: the source fix {fix} does not apply to {path}")
+            path.write_text(source.replace(text, replacement))
+
     def build_kube(self, name: str) -> None:
         with self.stage(name, f"building (log: {self.logs / name}.log)"):
+            self.apply_fixes(name)
             self.run(name, ["nice", "-n", "19", "make", f"WHAT=cmd/{name}"],
                      cwd=self.tree, env=self.build_env())
             self.install(name, self.tree / "_output/bin" / name)
@@ -364,7 +403,8 @@ class Builder(Stages):
         partial.chmod(0o755)
         partial.replace(self.bin / name)
         self.manifest["binaries"][name] = {"sha256": sha256(self.bin / name),
-                                           "bytes": (self.bin / name).stat().st_size}
+                                           "bytes": (self.bin / name).stat().st_size,
+                                           "fixes": sorted(SOURCE_FIXES.get(name, {}))}
         self.write_manifest()
 
     def write_manifest(self) -> None:

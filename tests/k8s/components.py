@@ -564,7 +564,14 @@ class Starter:
             "--image-gc-high-threshold=100", "--image-gc-low-threshold=99",
             # Ready as soon as it is (first PLEG relist), not at the next 10-second tick;
             # status is still sent only when it changes.
-            "--node-status-update-frequency=2s"])
+            "--node-status-update-frequency=2s",
+            # A deleted pod leaves the API once kubelet's status manager finds it stopped and
+            # cleaned up; it looks again at its 10-second tick or when a pod worker resyncs the
+            # pod (--sync-frequency, 1 min by default): a pod took 5-12 s to go after its
+            # deletion (its container exited at once), 4-5 s with 2 s. The cost: each running
+            # pod is resynced every 2-3 s (kubelet 0.84 -> 1.09 CPU seconds a minute with
+            # 3 pods). See also the kubelet fix in tests/k8s/build.py.
+            "--sync-frequency=2s"])
         self.spawn("kube-proxy", [
             str(self.bin / "kube-proxy"), f"--kubeconfig={configs / 'kube-proxy.kubeconfig'}",
             f"--hostname-override={NODE_NAME}", "--proxy-mode=iptables",
