@@ -29,6 +29,7 @@ from paxoskv.client import (
     PaxosKVError,
     check_endpoint,
 )
+from paxoskv.server.tls import TlsFiles
 
 # Exit statuses (documented in `paxoskv --help` and the README).
 OK = 0
@@ -329,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-token", default=os.environ.get("PAXOSKV_ADMIN_TOKEN"),
                        help="enable the admin endpoint (node liveness reports) for this "
                        "bearer token (default: $PAXOSKV_ADMIN_TOKEN; unset: disabled)")
+    tls = serve.add_argument_group(
+        "security", "TLS for clients and peers (mutual for peers) and tokens for the data "
+        "API; every file is reloaded when it changes")
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE",
+                     help="this node's certificate (PEM), for serving and, as a client "
+                     "certificate, for its peer links: give it both usages and the names "
+                     "in --peers. Every URL in --peers is then https://")
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    tls.add_argument("--tls-ca", type=Path, metavar="FILE",
+                     help="the CA that signs the members' certificates (PEM); a connection "
+                     "to the peer endpoint must present a certificate it signed")
+    tls.add_argument("--auth-file", type=Path, metavar="FILE",
+                     help="bearer tokens for the data API, with read/write scopes per "
+                     "bucket (TOML; see the README). Unset: the data API is open")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
 
@@ -837,6 +852,17 @@ def _error_line(exc: PaxosKVError) -> str:
     return f"{exc.code} ({FLAGS.get(exc.field, exc.field)}): {exc.message}"
 
 
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, path in given.items() if path is None]
+    if missing:
+        raise CliError(f"{', '.join(missing)} missing: TLS needs --tls-cert, --tls-key "
+                       "and --tls-ca together")
+    return TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -848,9 +874,10 @@ def main(argv: list[str] | None = None) -> int:
                                f"({', '.join(args.peers)})")
             if args.listen is None:
                 url = httpx.URL(args.peers[args.name])
-                args.listen = (url.host, url.port or 80)
+                args.listen = (url.host, url.port or (443 if url.scheme == "https" else 80))
             run(ServerConfig(args.name, args.peers, args.listen[0], args.listen[1],
-                             args.data_dir, args.admin_token, args.bootstrap, args.join),
+                             args.data_dir, args.admin_token, args.bootstrap, args.join,
+                             _tls_files(args), args.auth_file),
                 args.log_level)
             return OK
         if args.command == "sidecar":

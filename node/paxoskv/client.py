@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
 NoQuorumPolicy = Literal["return", "fail", "retry"]
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
+T = TypeVar("T")
 MAX_TIMEOUT = 60.0  # seconds: the server's limit for one request
 
 
@@ -357,13 +359,36 @@ def _give_up(policy: NoQuorumPolicy, attempts: _Attempts) -> NoQuorum:
     raise error
 
 
+def _loaded(load: Callable[[], T], path: str | None) -> T:
+    try:
+        return load()
+    except FileNotFoundError as exc:
+        raise ValueError(f"{exc.filename or path}: no such file") from None
+    except ssl.SSLError as exc:
+        raise ValueError(f"{path}: not a usable PEM file ({exc.reason or exc})") from None
+
+
+def tls_context(cafile: str | None = None, certfile: str | None = None,
+                keyfile: str | None = None) -> ssl.SSLContext:
+    """A client's TLS context: trusts `cafile` (else the system's CAs), presents a
+    client certificate when given one. ValueError names a file that is missing or wrong."""
+    context = _loaded(lambda: ssl.create_default_context(cafile=cafile), cafile)
+    if certfile is not None:
+        _loaded(lambda: context.load_cert_chain(certfile, keyfile), certfile)
+    return context
+
+
 class _Base:
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, *,
                  bucket: str = "default", no_quorum: NoQuorumPolicy = "return",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, token: str | None = None, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None) -> None:
         """`endpoints`: the http:// or https:// URLs of some members (ValueError for
         one that is not such a URL); `timeout`: seconds a call may take (any length:
-        longer than the server's 60 s limit, a watch or a retrying call is repeated)."""
+        longer than the server's 60 s limit, a watch or a retrying call is repeated);
+        `token`: a bearer token for a cluster whose data API needs one; `cafile`: the
+        CA to trust for https:// endpoints (default: the system's); `certfile` and
+        `keyfile`: a client certificate, for a cluster that asks for one."""
         raw = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not raw:
             raise ValueError("at least one endpoint is needed")
@@ -376,6 +401,8 @@ class _Base:
         self.no_quorum = no_quorum
         self.timeout = timeout
         self._current = random.randrange(len(self.endpoints))
+        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        self._tls = tls_context(cafile, certfile, keyfile)
 
     def _endpoint(self) -> str:
         return self.endpoints[self._current]
@@ -415,7 +442,7 @@ class Client(_Base):
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, **options: Any
                  ) -> None:
         super().__init__(endpoints, **options)
-        self._http = httpx.Client()
+        self._http = httpx.Client(headers=self._headers, verify=self._tls)
 
     def __enter__(self) -> Client:
         return self
@@ -719,7 +746,7 @@ class AsyncClient(_Base):
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, **options: Any
                  ) -> None:
         super().__init__(endpoints, **options)
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(headers=self._headers, verify=self._tls)
 
     async def __aenter__(self) -> AsyncClient:
         return self

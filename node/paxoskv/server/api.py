@@ -16,8 +16,8 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from paxoskv import __version__
 from paxoskv.core.state import DeleteIf, KeyState, public_bindings
+from paxoskv.server import auth, listing
 from paxoskv.server import identity as ident
-from paxoskv.server import listing
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
@@ -25,6 +25,7 @@ from paxoskv.server.liveness import Liveness
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
+from paxoskv.server.tls import peer_verified
 from paxoskv.server.transport import MAX_FRAME, FrameWriter, MessageFaults
 
 log = logging.getLogger("paxoskv.api")
@@ -37,6 +38,7 @@ ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 MESSAGE_FAULTS: web.AppKey[MessageFaults | None] = web.AppKey("message_faults")
 PEER_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peer_sockets")
 IDENTITY: web.AppKey[ident.Identity] = web.AppKey("identity", ident.Identity)
+PEER_CERTIFICATES: web.AppKey[bool] = web.AppKey("peer_certificates", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -385,6 +387,9 @@ async def peer(request: web.Request) -> web.StreamResponse:
     problem = request.app[IDENTITY].peer_problem(
         sender, request.headers.get("X-PaxosKV-Cluster", ""),
         request.headers.get("X-PaxosKV-Member", ""))
+    if request.app[PEER_CERTIFICATES] and not peer_verified(request.transport):
+        problem = ("a peer must present a certificate signed by the cluster's CA "
+                   "(this node serves TLS with --tls-ca)")
     if problem is not None:
         log.warning("refused a peer connection: %s", problem, extra={"peer": sender})
         return error_response(403, "forbidden", problem)
@@ -469,9 +474,13 @@ async def identity_info(request: web.Request) -> web.Response:
 
 def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
                identity: ident.Identity, admin_token: str | None = None,
-               faults: MessageFaults | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=v.MAX_BODY_BYTES,
+               faults: MessageFaults | None = None, tokens: auth.Tokens | None = None,
+               peers_need_certificates: bool = False) -> web.Application:
+    middlewares = [json_errors] + ([auth.require_token] if tokens is not None else [])
+    app = web.Application(middlewares=middlewares, client_max_size=v.MAX_BODY_BYTES,
                           handler_args=_handler_args())
+    app[auth.TOKENS] = tokens
+    app[PEER_CERTIFICATES] = peers_need_certificates
     app[NODE] = node
     app[LIFETIMES] = lifetimes
     app[LIVENESS] = liveness

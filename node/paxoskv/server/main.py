@@ -24,6 +24,7 @@ from paxoskv.core.config import Config, Member
 from paxoskv.server import identity as ident
 from paxoskv.server import members_api
 from paxoskv.server.api import create_app, identity_app
+from paxoskv.server.auth import Tokens
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.liveness import Liveness
 from paxoskv.server.membership import Membership
@@ -35,6 +36,7 @@ from paxoskv.server.storage import (
     LaggingStorage,
     Storage,
 )
+from paxoskv.server.tls import FilesWatch, NodeTls, TlsFiles
 from paxoskv.server.transport import MessageFaults, PeerLink
 
 log = logging.getLogger("paxoskv.server")
@@ -50,6 +52,8 @@ class ServerConfig:
     admin_token: str | None = None  # enables /v1/admin/* for bearers of this token
     bootstrap: bool = False  # may create a new cluster on an empty data directory
     join: bool = False  # on an empty data directory, wait to be added to a running cluster
+    tls: TlsFiles | None = None  # HTTPS for clients and peers, mutual for peers (tls.py)
+    auth_file: Path | None = None  # bearer tokens for the data API (auth.py)
 
 
 class JsonFormatter(logging.Formatter):
@@ -184,8 +188,8 @@ class LinkKeeper:
                     link.start()
 
 
-async def establish(config: ServerConfig, storage: Storage,
-                    session: aiohttp.ClientSession) -> ident.Identity:
+async def establish(config: ServerConfig, storage: Storage, session: aiohttp.ClientSession,
+                    tls: NodeTls | None) -> ident.Identity:
     """This data directory's cluster identity: recorded, or settled now by
     bootstrapping a new cluster or by joining one as a new member."""
     names = list(config.members)
@@ -216,7 +220,8 @@ async def establish(config: ServerConfig, storage: Storage,
                                         config.admin_token, bootstrap_alone),
                            access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True,
+                      ssl_context=tls.server if tls else None).start()
     try:
         if config.join:
             joining = asyncio.ensure_future(
@@ -236,8 +241,34 @@ async def establish(config: ServerConfig, storage: Storage,
     return settled
 
 
+def secured(config: ServerConfig) -> tuple[NodeTls | None, Tokens | None]:
+    """The node's TLS contexts and data tokens, as its files say; a one-line exit
+    when a file is missing or wrong, or when the members' URLs do not match."""
+    scheme = "https" if config.tls else "http"
+    wrong = sorted(name for name, url in config.members.items()
+                   if not url.startswith(scheme + "://"))
+    if wrong:
+        raise SystemExit(f"paxoskv: error: --peers: {', '.join(wrong)} must have {scheme}:// "
+                         f"URLs, as this node {'serves' if config.tls else 'does not serve'} "
+                         "TLS (--tls-cert)")
+    try:
+        return (NodeTls(config.tls) if config.tls else None,
+                Tokens(config.auth_file) if config.auth_file else None)
+    except ValueError as exc:
+        raise SystemExit(f"paxoskv: error: {exc}") from None
+
+
+async def keep_current(watches: list[FilesWatch], every: float = 1.0) -> None:
+    """Reload certificates and tokens when their files change."""
+    while True:
+        await asyncio.sleep(every)
+        for watch in watches:
+            watch.check()
+
+
 async def serve(config: ServerConfig) -> None:
     breaks = safety_breaks()
+    tls, tokens = secured(config)
     try:
         storage = (LaggingStorage if "lose-unsynced-writes" in breaks else Storage)(
             config.data_dir, breaks)
@@ -253,15 +284,21 @@ async def serve(config: ServerConfig) -> None:
     # so names are resolved only when one (re)connects.
     async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
-            connector=aiohttp.TCPConnector(local_addr=local, use_dns_cache=False)) as session:
-        await _serve(config, storage, session, breaks)
+            connector=aiohttp.TCPConnector(local_addr=local, use_dns_cache=False,
+                                           ssl=tls.client if tls else True)) as session:
+        watching = asyncio.ensure_future(keep_current(
+            [w.watch for w in (tls, tokens) if w is not None]))
+        try:
+            await _serve(config, storage, session, breaks, tls, tokens)
+        finally:
+            watching.cancel()
 
 
 async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.ClientSession,
-                 breaks: frozenset[str]) -> None:
+                 breaks: frozenset[str], tls: NodeTls | None, tokens: Tokens | None) -> None:
     """Run the node until SIGTERM or SIGINT; `session` carries its peer links."""
     try:
-        identity = await establish(config, storage, session)
+        identity = await establish(config, storage, session, tls)
     except ident.IdentityError as exc:
         raise SystemExit(f"paxoskv: error: {exc}") from None
     acceptor = Acceptor(storage.load())
@@ -280,17 +317,20 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     links.follow(node.config, start=False)  # node.start() starts them
     lifetimes = Lifetimes(node)
     liveness = Liveness(node)
-    app = create_app(node, lifetimes, liveness, identity, config.admin_token, faults)
+    app = create_app(node, lifetimes, liveness, identity, config.admin_token, faults,
+                     tokens, peers_need_certificates=tls is not None)
     members_api.install(app, Membership(node), session)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True,
+                      ssl_context=tls.server if tls else None).start()
     node.start()
     lifetimes.start()
     liveness.start()
     log.info("node started", extra={"node": config.name, "boot": boot,
                                     "keys": len(acceptor),
-                                    "url": f"http://{config.listen_host}:{config.listen_port}"})
+                                    "url": f"{'https' if tls else 'http'}://"
+                                           f"{config.listen_host}:{config.listen_port}"})
     if node.config.member(config.name) is None:
         log.warning("this node is not a member of its cluster: it was removed (epoch "
                     f"{node.config.epoch}); the members refuse it, so it serves nothing. "
