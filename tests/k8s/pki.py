@@ -23,18 +23,20 @@ class Pki:
     """A CA and the certificates and keys the cluster needs, as PEM files in one directory
     (ECDSA P-256: quick to make, and every component takes it)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, ca_name: str = "paxoskv-k8s-ca") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "paxoskv-k8s-ca")])
+        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
         ca = (self.builder(self.ca_name, self.ca_name, self.ca_key.public_key(), ca=True)
               .sign(self.ca_key, hashes.SHA256()))
         self.write("ca", self.ca_key, ca)
 
     def builder(self, subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey,
-                *, ca: bool) -> x509.CertificateBuilder:
+                *, ca: bool, expired: bool = False) -> x509.CertificateBuilder:
         now = datetime.datetime.now(datetime.UTC)
+        if expired:  # valid for a day that ended an hour ago
+            now -= datetime.timedelta(days=366)
         return (x509.CertificateBuilder()
                 .subject_name(subject).issuer_name(issuer).public_key(public)
                 .serial_number(x509.random_serial_number())
@@ -49,15 +51,20 @@ class Pki:
                                critical=False))
 
     def issue(self, name: str, cn: str, orgs: Sequence[str] = (), *, server: bool = False,
-              dns: Sequence[str] = (), ips: Sequence[str] = ()) -> None:
+              client: bool = False, dns: Sequence[str] = (), ips: Sequence[str] = (),
+              expired: bool = False) -> None:
+        """A certificate for serving (`server`) or for clients (the default), or for
+        both (`server` and `client`); `expired`: one whose validity has passed."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
                              *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs)])
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (self.builder(subject, self.ca_name, key.public_key(), ca=False)
+        usages = [*([ExtendedKeyUsageOID.SERVER_AUTH] if server else []),
+                  *([ExtendedKeyUsageOID.CLIENT_AUTH] if client or not server else [])]
+        builder = (self.builder(subject, self.ca_name, key.public_key(), ca=False,
+                                expired=expired)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self.ca_key.public_key()), critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+                   .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
         if dns or ips:
             names: list[x509.GeneralName] = [
                 *(x509.DNSName(d) for d in dns),

@@ -1,0 +1,348 @@
+"""TLS and tokens on a real cluster: three nodes serving HTTPS with certificates made
+here (peers mutual), the data API behind bearer tokens with per-bucket scopes; refusals
+write nothing; certificates and tokens reloaded from their files while the nodes run."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+
+from paxoskv.client import Client, PaxosKVError, Unreachable, tls_context
+from paxoskv.devcluster import free_ports
+from paxoskv.server.auth import Grant, digest, parse_tokens
+from tests.harness import wait_until
+from tests.k8s.pki import Pki
+
+ADMIN = "admin-token-of-the-test-0123456789"
+WRITER = "writer-token-0123456789abcdef"  # write orders*, read config
+READER = "reader-token-0123456789abcdef"  # read orders
+ALL = "all-token-0123456789abcdef0123"  # read and write everything
+
+
+def tokens_file(extra: str = "") -> str:
+    return f"""
+[[token]]
+name = "writer"
+token = "{WRITER}"
+read = ["config"]
+write = ["orders*"]
+
+[[token]]
+name = "reader"
+sha256 = "{digest(READER)}"
+read = ["orders"]
+
+[[token]]
+name = "all"
+token = "{ALL}"
+read = ["*"]
+write = ["*"]
+{extra}"""
+
+
+@dataclass
+class SecureCluster:
+    root: Path
+    pki: Path
+    other_pki: Path
+    urls: list[str]
+    procs: list[subprocess.Popen[bytes]]
+    authority: Pki  # signs the nodes' certificates
+
+    @property
+    def ca(self) -> str:
+        return str(self.pki / "ca.crt")
+
+    def client(self, token: str | None, **options: object) -> Client:
+        return Client(self.urls, token=token, cafile=self.ca, **options)
+
+    def http(self, cert: str | None = None) -> httpx.Client:
+        context = tls_context(self.ca, *((str(self.pki / f"{cert}.crt"),
+                                          str(self.pki / f"{cert}.key")) if cert else ()))
+        return httpx.Client(verify=context, timeout=5.0)
+
+
+def node_command(name: str, peers: str, port: int, root: Path, pki: Path,
+                 *extra: str) -> list[str]:
+    return [sys.executable, "-m", "paxoskv", "serve", "--name", name, "--peers", peers,
+            "--listen", f"127.0.0.1:{port}", "--data-dir", str(root / name), "--bootstrap",
+            "--tls-cert", str(pki / "node.crt"), "--tls-key", str(pki / "node.key"),
+            "--tls-ca", str(pki / "ca.crt"), "--auth-file", str(root / "tokens.toml"),
+            "--admin-token", ADMIN, "--log-level", "warning", *extra]
+
+
+def issue_node_certificate(pki: Pki) -> None:
+    """One certificate for every node, for both ends of a peer link."""
+    pki.issue("node", "paxoskv node", server=True, client=True, dns=["localhost"],
+              ips=["127.0.0.1"])
+
+
+def make_pki(directory: Path, ca_name: str) -> Pki:
+    pki = Pki(directory, ca_name)
+    issue_node_certificate(pki)
+    pki.issue("expired", "paxoskv node", server=True, client=True, ips=["127.0.0.1"],
+              expired=True)
+    pki.issue("app", "an application")  # a client certificate: not a key for a node
+    return pki
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    root = tmp_path_factory.mktemp("secure")
+    authority = make_pki(root / "pki", "test CA")
+    make_pki(root / "other", "another CA")
+    (root / "tokens.toml").write_text(tokens_file())
+    ports = free_ports(3)
+    urls = [f"https://127.0.0.1:{p}" for p in ports]
+    peers = ",".join(f"n{i + 1}={u}" for i, u in enumerate(urls))
+    procs = []
+    for i, port in enumerate(ports):
+        log = open(root / f"n{i + 1}.log", "ab")  # noqa: SIM115 - owned by the child
+        procs.append(subprocess.Popen(node_command(f"n{i + 1}", peers, port, root,
+                                                   root / "pki"),
+                                      stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    found = SecureCluster(root, root / "pki", root / "other", urls, procs, authority)
+    try:
+        with found.http() as http:
+            def ready() -> bool:
+                try:
+                    return all(http.get(u + "/readyz").status_code == 200 for u in urls)
+                except httpx.HTTPError:
+                    return False
+            wait_until(ready, 30, lambda: "not ready over TLS: " + "".join(
+                (root / f"n{i}.log").read_text()[-2000:] for i in (1, 2, 3)))
+        yield found
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            assert proc.wait(timeout=10) == 0
+
+
+def test_a_client_with_the_ca_and_a_token_reads_and_writes(cluster: SecureCluster) -> None:
+    with cluster.client(WRITER, bucket="orders") as kv:
+        put = kv.put("o1", {"qty": 2})
+        assert put.created and put.value == {"qty": 2}
+        assert kv.get("o1").value == {"qty": 2}
+        assert kv.put("o1", "other").value == {"qty": 2}  # a put still never overwrites
+    with cluster.client(READER, bucket="orders") as kv:
+        assert kv.get("o1").value == {"qty": 2}
+
+
+def test_missing_or_wrong_tokens_are_401_and_write_nothing(cluster: SecureCluster) -> None:
+    with cluster.http() as http:
+        for headers, error in (({}, None), ({"Authorization": "Bearer not-a-token"},
+                                            "invalid_token"),
+                               ({"Authorization": f"Bearer {ADMIN}"}, "invalid_token"),
+                               ({"Authorization": f"Basic {WRITER}"}, None)):
+            answer = http.post(cluster.urls[0] + "/v1/put", headers=headers,
+                               json={"bucket": "orders", "key": "refused", "value": 1})
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["code"] == "unauthorized"
+            assert answer.json()["error"]["field"] == "authorization"
+            challenge = answer.headers["WWW-Authenticate"]
+            assert challenge.startswith('Bearer realm="paxoskv"')
+            assert (f'error="{error}"' in challenge) == (error is not None)
+    with cluster.client(ALL, bucket="orders") as kv:
+        assert not kv.get("refused").found
+    # The client reports the refusal as such, naming the field.
+    with cluster.client(None, bucket="orders") as kv, pytest.raises(PaxosKVError) as raised:
+        kv.get("o1")
+    assert (raised.value.code, raised.value.status) == ("unauthorized", 401)
+
+
+def test_scopes_are_per_bucket_and_a_refusal_writes_nothing(cluster: SecureCluster) -> None:
+    with cluster.client(READER, bucket="orders") as kv:
+        with pytest.raises(PaxosKVError) as raised:
+            kv.put("by-reader", 1)
+        assert (raised.value.code, raised.value.status, raised.value.field) == (
+            "forbidden", 403, "bucket")
+        assert "'reader' may not write bucket 'orders'" in raised.value.message
+        with pytest.raises(PaxosKVError, match="may not read bucket 'config'"):
+            kv.get("x", bucket="config")
+    with cluster.client(WRITER) as kv:
+        # write "orders*" covers orders and orders-eu, and includes reading them.
+        assert kv.put("w", 1, bucket="orders-eu").created
+        assert kv.get("w", bucket="orders-eu").value == 1
+        assert not kv.get("x", bucket="config").found  # read-only there
+        with pytest.raises(PaxosKVError, match="may not write bucket 'config'"):
+            kv.put("x", 1, bucket="config")
+        with pytest.raises(PaxosKVError, match="may not write bucket 'locks'"):
+            kv.delete("x", bucket="locks")
+    with cluster.client(ALL) as kv:
+        assert not kv.get("by-reader", bucket="orders").found
+        assert not kv.get("x", bucket="config").found
+
+
+def test_sessions_need_a_token_and_bindings_a_write(cluster: SecureCluster) -> None:
+    with cluster.http() as http:
+        answer = http.post(cluster.urls[1] + "/v1/session/open", json={"ttl_ms": 5000})
+        assert answer.status_code == 401
+    with cluster.client(WRITER, bucket="orders") as kv, kv.session(ttl=5.0) as session:
+        held = kv.put("held", "me", session=session.id)
+        assert held.bindings["pid"] == session.id
+        with pytest.raises(PaxosKVError, match="may not write bucket 'config'"):
+            kv.put("held", "me", bucket="config", session=session.id)
+
+
+def test_the_admin_token_stays_separate(cluster: SecureCluster) -> None:
+    with cluster.http() as http:
+        report = {"source": "test", "nodes": {}}
+        refused = http.post(cluster.urls[0] + "/v1/admin/nodes", json=report,
+                            headers={"Authorization": f"Bearer {ALL}"})
+        assert refused.status_code == 401
+        taken = http.post(cluster.urls[0] + "/v1/admin/nodes", json=report,
+                          headers={"Authorization": f"Bearer {ADMIN}"})
+        assert taken.status_code == 200, taken.text
+        # Health, readiness, status and the document stay open.
+        for path in ("/healthz", "/readyz", "/v1/status", "/v1/openapi.json", "/metrics"):
+            assert http.get(cluster.urls[0] + path).status_code == 200, path
+
+
+def test_clients_verify_the_server(cluster: SecureCluster) -> None:
+    # Without the cluster's CA, the system's CAs do not know the nodes' certificate.
+    with (Client(cluster.urls, token=ALL, no_quorum="fail") as kv,
+          pytest.raises(Unreachable, match="CERTIFICATE_VERIFY_FAILED")):
+        kv.get("o1", bucket="orders")
+    # Trusting another CA is no better.
+    with Client(cluster.urls, token=ALL, cafile=str(cluster.other_pki / "ca.crt"),
+                no_quorum="fail") as kv, pytest.raises(Unreachable):
+        kv.get("o1", bucket="orders")
+    # Plain HTTP to a TLS port is not served.
+    with Client([u.replace("https", "http") for u in cluster.urls], token=ALL,
+                no_quorum="fail", timeout=2.0) as kv, pytest.raises(PaxosKVError):
+        kv.get("o1", bucket="orders")
+    # A missing CA file is a clear error at construction.
+    with pytest.raises(ValueError, match=r"/nonexistent/ca\.crt: no such file"):
+        Client(cluster.urls, cafile="/nonexistent/ca.crt")
+
+
+async def _peer_connect(cluster: SecureCluster, context: ssl.SSLContext) -> int:
+    """The status of a WebSocket upgrade on n1's peer endpoint made with `context`,
+    presenting n2's identity (public: any caller can read it, so it proves nothing)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(cluster.urls[0] + "/v1/identity", ssl=context) as answer:
+            known = await answer.json()
+        headers = {"X-PaxosKV-Peer": "n2", "X-PaxosKV-Cluster": known["cluster_id"],
+                   "X-PaxosKV-Member": known["members"]["n2"]}
+        try:
+            async with http.ws_connect(cluster.urls[0] + "/v1/peer", ssl=context,
+                                       headers=headers):
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+
+def _context(cluster: SecureCluster, pki: Path | None, cert: str | None) -> ssl.SSLContext:
+    return tls_context(cluster.ca, *((str(pki / f"{cert}.crt"), str(pki / f"{cert}.key"))
+                                     if pki is not None and cert else ()))
+
+
+async def test_the_peer_endpoint_takes_only_certificates_of_the_ca(
+        cluster: SecureCluster) -> None:
+    # A member's certificate: the peer connection is taken.
+    assert await _peer_connect(cluster, _context(cluster, cluster.pki, "node")) == 101
+    # No client certificate: the handshake passes (clients need none), the endpoint
+    # refuses, though the identity headers are right.
+    assert await _peer_connect(cluster, _context(cluster, None, None)) == 403
+    assert "must present a certificate signed by the cluster's CA" in (
+        cluster.root / "n1.log").read_text()
+    # Expired, or from another CA: the TLS handshake itself fails.
+    for pki, cert in ((cluster.pki, "expired"), (cluster.other_pki, "node")):
+        with pytest.raises(aiohttp.ClientError):
+            await _peer_connect(cluster, _context(cluster, pki, cert))
+
+
+def test_tokens_and_certificates_are_reloaded(cluster: SecureCluster) -> None:
+    late = "late-token-0123456789abcdef0"
+    tokens = cluster.root / "tokens.toml"
+    tokens.write_text(tokens_file(f'\n[[token]]\nname = "late"\ntoken = "{late}"\n'
+                                  'read = ["*"]\n'))
+    with cluster.client(late, bucket="orders", no_quorum="fail") as kv:
+        def takes_it() -> bool:
+            try:
+                kv.get("o1")
+                return True
+            except PaxosKVError:
+                return False
+        wait_until(takes_it, 10, "the new token was not taken")
+        # A broken file keeps the tokens loaded before.
+        tokens.write_text("[[token]\nname = ")
+        wait_until(lambda: "could not be loaded" in (cluster.root / "n1.log").read_text(),
+                   10, "no warning for a broken tokens file")
+        assert kv.get("o1").found
+        # Removed: refused again.
+        tokens.write_text(tokens_file())
+        wait_until(lambda: not takes_it(), 10, "the removed token still works")
+
+    # A rotated certificate is served to new connections without a restart.
+    def served() -> bytes:
+        pem = ssl.get_server_certificate(("127.0.0.1", int(cluster.urls[2].rsplit(":", 1)[1])))
+        return ssl.PEM_cert_to_DER_cert(pem)
+
+    before = served()
+    # Written in place, key first: a node may catch the pair halfway, and keeps the
+    # old one until the files match again.
+    issue_node_certificate(cluster.authority)
+    expected = ssl.PEM_cert_to_DER_cert((cluster.pki / "node.crt").read_text())
+    assert expected != before
+    wait_until(lambda: served() == expected, 10, "the rotated certificate is not served")
+    # The links keep working, and new ones are made with the new certificate.
+    with cluster.client(ALL, bucket="orders") as kv:
+        assert kv.put("after-rotation", 1).created
+
+
+def test_parse_tokens_names_the_file_token_and_field() -> None:
+    grants = parse_tokens(tokens_file(), "t.toml")
+    assert grants[digest(READER)] == Grant("reader", ("orders",), ())
+    writer = grants[digest(WRITER)]
+    assert writer.may("write", "orders-eu") and writer.may("read", "orders")
+    assert writer.may("read", "config") and not writer.may("write", "config")
+    assert not writer.may("read", "locks") and not writer.may("*", None)
+    assert grants[digest(ALL)].may("*", None) and writer.may("any", None)
+    for text, message in (
+            ("[[token]]\nname = 'x'\n", "t.toml: token 1 (x): give exactly one of 'token'"),
+            ("[[token]]\nname = 'x'\ntoken = 'short'\n", "16 characters or more"),
+            ("[[token]]\nname = 'x'\nsha256 = 'abc'\n", "64 lowercase hex digits"),
+            (f"[[token]]\nname = 'x'\ntoken = '{ALL}'\nread = ['a/b']\n", "'read' must be"),
+            (f"[[token]]\nname = 'x'\ntoken = '{ALL}'\nwrit = []\n", "unknown field 'writ'"),
+            (f"[[token]]\nname = 'x'\ntoken = '{ALL}'\n[[token]]\nname = 'y'\n"
+             f"token = '{ALL}'\n", "token 2 (y): the same secret as 'x'"),
+            ("[[tokens]]\n", "unknown table 'tokens'"),
+            ("[[token]\n", "t.toml: not TOML"),
+            ("[[token]]\ntoken = 'x'\n", "token 1: 'name' must be")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            parse_tokens(text, "t.toml")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda a: a[:a.index("--tls-key")] + a[a.index("--tls-key") + 2:],
+     "--tls-key missing: TLS needs --tls-cert, --tls-key and --tls-ca together"),
+    (lambda a: [x.replace("node.key", "app.key") for x in a],
+     "are not a certificate and its key"),
+    (lambda a: [x.replace("ca.crt", "nope.crt") for x in a], "nope.crt: no such file"),
+    (lambda a: [x.replace("https://", "http://") for x in a],
+     "--peers: n1 must have https:// URLs"),
+    (lambda a: [x.replace("tokens.toml", "broken.toml") for x in a], "broken.toml: not TOML"),
+])
+def test_bad_security_settings_exit_with_one_line(
+        tmp_path: Path, change: object, message: str) -> None:
+    make_pki(tmp_path / "pki", "test CA")
+    (tmp_path / "tokens.toml").write_text(tokens_file())
+    (tmp_path / "broken.toml").write_text("[[token]\n")
+    args = node_command("n1", "n1=https://127.0.0.1:1", free_ports(1)[0], tmp_path,
+                        tmp_path / "pki")
+    done = subprocess.run(change(args), capture_output=True, text=True, timeout=30)  # type: ignore[operator]
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "n1").exists() or not any((tmp_path / "n1").iterdir())
