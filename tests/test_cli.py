@@ -230,7 +230,8 @@ def test_a_timeout_over_60_seconds_is_not_capped(capsys: pytest.CaptureFixture[s
 
     real = httpx.Client
     monkeypatch.setattr("paxoskv.client.httpx.Client",
-                        lambda: real(transport=httpx.MockTransport(handler)))
+                        lambda **options: real(transport=httpx.MockTransport(handler),
+                                               **options))
     result = run(capsys, "watch", "k", "--token", "1", "--timeout", "100")
     assert result.status == 0 and result.json()["changed"] is True
     assert len(sent) == 2, "a watch of 100 s outlasts one 60 s request"
@@ -245,7 +246,8 @@ def test_a_reads_no_quorum_does_not_say_a_change_may_have_been_decided(
 
     real = httpx.Client
     monkeypatch.setattr("paxoskv.client.httpx.Client",
-                        lambda: real(transport=httpx.MockTransport(handler)))
+                        lambda **options: real(transport=httpx.MockTransport(handler),
+                                               **options))
     read = run(capsys, "get", "k")
     assert read.status == cli.UNAVAILABLE
     assert "may or may not" not in read.err and "changes nothing" in read.err

@@ -4,6 +4,7 @@ write nothing; certificates and tokens reloaded from their files while the nodes
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -62,7 +63,7 @@ class SecureCluster:
         return str(self.pki / "ca.crt")
 
     def client(self, token: str | None, **options: object) -> Client:
-        return Client(self.urls, token=token, cafile=self.ca, **options)
+        return Client(self.urls, auth_token=token, cafile=self.ca, **options)
 
     def http(self, cert: str | None = None) -> httpx.Client:
         context = tls_context(self.ca, *((str(self.pki / f"{cert}.crt"),
@@ -210,15 +211,15 @@ def test_the_admin_token_stays_separate(cluster: SecureCluster) -> None:
 
 def test_clients_verify_the_server(cluster: SecureCluster) -> None:
     # Without the cluster's CA, the system's CAs do not know the nodes' certificate.
-    with (Client(cluster.urls, token=ALL, no_quorum="fail") as kv,
+    with (Client(cluster.urls, auth_token=ALL, no_quorum="fail") as kv,
           pytest.raises(Unreachable, match="CERTIFICATE_VERIFY_FAILED")):
         kv.get("o1", bucket="orders")
     # Trusting another CA is no better.
-    with Client(cluster.urls, token=ALL, cafile=str(cluster.other_pki / "ca.crt"),
+    with Client(cluster.urls, auth_token=ALL, cafile=str(cluster.other_pki / "ca.crt"),
                 no_quorum="fail") as kv, pytest.raises(Unreachable):
         kv.get("o1", bucket="orders")
     # Plain HTTP to a TLS port is not served.
-    with Client([u.replace("https", "http") for u in cluster.urls], token=ALL,
+    with Client([u.replace("https", "http") for u in cluster.urls], auth_token=ALL,
                 no_quorum="fail", timeout=2.0) as kv, pytest.raises(PaxosKVError):
         kv.get("o1", bucket="orders")
     # A missing CA file is a clear error at construction.
@@ -346,3 +347,42 @@ def test_bad_security_settings_exit_with_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "n1").exists() or not any((tmp_path / "n1").iterdir())
+
+
+def test_the_cli_takes_a_token_and_a_ca_from_options_environment_or_file(
+        cluster: SecureCluster, tmp_path: Path) -> None:
+    def paxoskv(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PAXOSKV_")}
+        return subprocess.run([sys.executable, "-m", "paxoskv", *args],
+                              capture_output=True, text=True, timeout=30,
+                              env={**clean, "HOME": str(tmp_path), **env})
+
+    endpoints = ",".join(cluster.urls)
+    put = paxoskv("put", "cli", "1", "--bucket", "orders", "--endpoints", endpoints,
+                  "--cacert", cluster.ca, "--auth-token", WRITER)
+    assert put.returncode == 0, put.stderr
+    # From the environment, the options before the command.
+    got = paxoskv("--endpoints", endpoints, "-o", "value", "get", "cli", "--bucket", "orders",
+                  PAXOSKV_AUTH_TOKEN=READER, PAXOSKV_CACERT=cluster.ca)
+    assert (got.returncode, got.stdout.strip()) == (0, "1"), got.stderr
+    # From a configuration file.
+    config = tmp_path / "config.toml"
+    config.write_text(f'endpoints = {cluster.urls!r}\ncacert = "{cluster.ca}"\n'
+                      f'auth_token = "{READER}"\nbucket = "orders"\n')
+    got = paxoskv("get", "cli", "-o", "value", PAXOSKV_CONFIG=str(config))
+    assert (got.returncode, got.stdout.strip()) == (0, "1"), got.stderr
+    # Denied: exit 4 and one line naming why; nothing written.
+    denied = paxoskv("put", "cli2", "1", PAXOSKV_CONFIG=str(config))
+    assert denied.returncode == 4
+    assert denied.stderr.strip() == ("paxoskv: error: forbidden (--bucket): token 'reader' may not "
+                                     "write bucket 'orders'"), denied.stderr
+    assert paxoskv("get", "cli2", PAXOSKV_CONFIG=str(config)).returncode == 1
+    anonymous = paxoskv("get", "cli", "--endpoints", endpoints, "--cacert", cluster.ca)
+    assert anonymous.returncode == 4 and "unauthorized" in anonymous.stderr
+    # An unknown CA: the endpoints are unreachable (exit 3), saying why.
+    unknown = paxoskv("get", "cli", "--endpoints", endpoints, "--auth-token", READER)
+    assert unknown.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+    # A missing file is a usage error naming it.
+    missing = paxoskv("get", "cli", "--endpoints", endpoints, "--cacert", "/nope/ca.pem")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2, "paxoskv: error: /nope/ca.pem: no such file")

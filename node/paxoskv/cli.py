@@ -38,6 +38,7 @@ NO = 1  # a negative answer (not found, put lost, not deleted, no change, not bo
 USAGE = 2  # bad command line, endpoint or configuration
 UNAVAILABLE = 3  # no quorum, no endpoint answered, or the server failed: for a put,
 #                  delete or session change the outcome is unknown (retrying is safe)
+DENIED = 4  # the cluster refused the credentials: no token, a wrong one, or out of scope
 
 EXIT_CODES = """\
 exit status:
@@ -48,6 +49,8 @@ exit status:
   2  usage: a bad option, endpoint or configuration file
   3  no quorum answered, or no endpoint did: never "not found"; for a put, a delete
      or a session change the outcome is unknown (retrying is safe)
+  4  denied: the cluster needs a token (--auth-token) and got none or a wrong one, or
+     the token's scopes do not cover the bucket
 """
 
 SETTINGS = """\
@@ -57,6 +60,9 @@ settings (each from the first of: option, environment, configuration file, defau
   --timeout SECONDS    $PAXOSKV_TIMEOUT    timeout = 5
   --no-quorum POLICY   $PAXOSKV_NO_QUORUM  no_quorum = "fail"
   -o, --output FORMAT  $PAXOSKV_OUTPUT     output = "json"
+  --auth-token TOKEN   $PAXOSKV_AUTH_TOKEN auth_token = "..."
+  --cacert FILE        $PAXOSKV_CACERT     cacert = "/etc/paxoskv/ca.crt"
+  --cert/--key FILE    $PAXOSKV_CERT/_KEY  cert = "...", key = "..."
 The configuration file is TOML: --config FILE, $PAXOSKV_CONFIG, or
 $XDG_CONFIG_HOME/paxoskv/config.toml (~/.config/paxoskv/config.toml) if present.
 Options go before or after the command: `paxoskv -o value get k` = `paxoskv get k -o value`.
@@ -286,6 +292,18 @@ def _global_options() -> Parser:
     group.add_argument("-o", "--output", choices=OUTPUTS, **suppress,
                        help="json (default: one object per line), table, or value (only "
                        "the value)")
+    group.add_argument("--auth-token", metavar="TOKEN", **suppress,
+                       help="bearer token for a cluster whose data API needs one (default: "
+                       "$PAXOSKV_AUTH_TOKEN or the configuration file; prefer those: a command "
+                       "line is visible to other users)")
+    group.add_argument("--cacert", metavar="FILE", **suppress,
+                       help="CA certificate (PEM) to trust for https:// endpoints (default: "
+                       "$PAXOSKV_CACERT, the configuration file, or the system's CAs)")
+    group.add_argument("--cert", metavar="FILE", **suppress,
+                       help="client certificate (PEM), for a cluster that asks for one "
+                       "(default: $PAXOSKV_CERT)")
+    group.add_argument("--key", metavar="FILE", dest="keyfile", **suppress,
+                       help="its private key (PEM; default: $PAXOSKV_KEY)")
     group.add_argument("--config", metavar="FILE", type=Path, **suppress,
                        help="TOML file of defaults (default: $PAXOSKV_CONFIG or "
                        "~/.config/paxoskv/config.toml)")
@@ -502,6 +520,23 @@ class Settings:
     timeout: float
     no_quorum: NoQuorumPolicy
     output: str
+    security: dict[str, str]  # Client options: auth_token, cafile, certfile, keyfile
+
+    def client(self) -> Client:
+        try:
+            return Client(self.endpoints, timeout=self.timeout, bucket=self.bucket,
+                          no_quorum=self.no_quorum, **self.security)
+        except ValueError as exc:
+            raise CliError(str(exc), USAGE) from None
+
+
+CONFIG_SETTINGS = ("endpoints", "bucket", "timeout", "no_quorum", "output", "auth_token",
+                   "cacert", "cert", "key")
+# Client option: (settings name and attribute, environment variable, flag).
+SECURITY = {"auth_token": ("auth_token", "PAXOSKV_AUTH_TOKEN", "--auth-token"),
+            "cafile": ("cacert", "PAXOSKV_CACERT", "--cacert"),
+            "certfile": ("cert", "PAXOSKV_CERT", "--cert"),
+            "keyfile": ("key", "PAXOSKV_KEY", "--key")}
 
 
 def _config_file(args: argparse.Namespace) -> dict[str, Any]:
@@ -521,10 +556,10 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"cannot read configuration file {path}: {exc.strerror}", USAGE) from None
     except tomllib.TOMLDecodeError as exc:
         raise CliError(f"configuration file {path} is not valid TOML: {exc}", USAGE) from None
-    unknown = sorted(set(data) - {"endpoints", "bucket", "timeout", "no_quorum", "output"})
+    unknown = sorted(set(data) - set(CONFIG_SETTINGS))
     if unknown:
         raise CliError(f"configuration file {path}: unknown setting {unknown[0]!r} (known: "
-                       "endpoints, bucket, timeout, no_quorum, output)", USAGE)
+                       f"{', '.join(CONFIG_SETTINGS)})", USAGE)
     return {"path": path, **data}
 
 
@@ -533,9 +568,10 @@ def settings(args: argparse.Namespace) -> Settings:
     default; a bad one is a usage error naming where it came from."""
     config = _config_file(args)
 
-    def pick(name: str, env: str, flag: str) -> tuple[Any, str] | None:
-        if hasattr(args, name):
-            return getattr(args, name), flag
+    def pick(name: str, env: str, flag: str, attr: str | None = None
+             ) -> tuple[Any, str] | None:
+        if hasattr(args, attr or name):
+            return getattr(args, attr or name), flag
         if os.environ.get(env):
             return os.environ[env], f"${env}"
         if name in config:
@@ -578,12 +614,26 @@ def settings(args: argparse.Namespace) -> Settings:
                            USAGE)
         return str(raw)
 
+    def security() -> dict[str, str]:
+        chosen: dict[str, str] = {}
+        for option, (name, env, flag) in SECURITY.items():
+            # --key's attribute is `keyfile`: commands take a positional KEY.
+            found = pick(name, env, flag, "keyfile" if name == "key" else None)
+            if found is not None:
+                if not isinstance(found[0], str) or not found[0]:
+                    raise CliError(f"{found[1]}: expected a non-empty string", USAGE)
+                chosen[option] = found[0]
+        if "keyfile" in chosen and "certfile" not in chosen:
+            raise CliError("--key needs --cert (the client certificate it belongs to)", USAGE)
+        return chosen
+
     bucket = pick("bucket", "PAXOSKV_BUCKET", "--bucket")
     policy = choice("no_quorum", "PAXOSKV_NO_QUORUM", "--no-quorum", POLICIES, "fail")
     return Settings(endpoints(), str(bucket[0]) if bucket else "default", timeout(),
                     "retry" if policy == "retry" else "return" if policy == "return"
                     else "fail",
-                    choice("output", "PAXOSKV_OUTPUT", "--output", OUTPUTS, "json"))
+                    choice("output", "PAXOSKV_OUTPUT", "--output", OUTPUTS, "json"),
+                    security())
 
 
 # -- output -------------------------------------------------------------------------------
@@ -819,8 +869,7 @@ def _client_command(args: argparse.Namespace) -> int:
     out = Output(chosen.output)
     if chosen.no_quorum == "retry" and sys.stderr.isatty():
         say(f"retrying without a quorum for up to {chosen.timeout:g} s (Ctrl-C stops)")
-    with Client(chosen.endpoints, timeout=chosen.timeout, bucket=chosen.bucket,
-                no_quorum=chosen.no_quorum) as kv:
+    with chosen.client() as kv:
         if args.command == "status":
             return _status_command(kv, args, out)
         if args.command == "session":
@@ -906,6 +955,8 @@ def main(argv: list[str] | None = None) -> int:
         return UNAVAILABLE
     except PaxosKVError as exc:
         say(f"error: {_error_line(exc)}")
+        if exc.status in (401, 403):
+            return DENIED
         return UNAVAILABLE if exc.status is None or exc.status >= 500 else NO
     except CliError as exc:
         say(f"error: {exc}")

@@ -59,7 +59,7 @@ class Unreachable(NoQuorum):
     names each endpoint tried and why it failed. Its code is "unreachable"."""
 
 
-_STATE = ("found", "value", "token", "bindings", "deleted", "changed", "created")
+_STATE = ("found", "value", "token", "bindings", "deleted", "changed", "created", "swapped")
 
 
 class Entry:
@@ -68,17 +68,17 @@ class Entry:
     Under the "return" policy a request that no quorum answered gives an error result:
     `ok` is False, `error` is "no_quorum" or "unreachable" and `message` says why.
     An error result has no state, so reading `found`, `value`, `token`, `bindings`,
-    `deleted` or `changed` raises the error (NoQuorum or Unreachable) instead of
+    `deleted`, `changed`, `created` or `swapped` raises the error (NoQuorum or Unreachable) instead of
     answering "not found": check `ok` first to handle it without an exception.
     """
 
     __slots__ = ("_bindings", "_bucket", "_changed", "_created", "_deleted", "_error", "_found",
-                 "_key", "_message", "_token", "_value")
+                 "_key", "_message", "_swapped", "_token", "_value")
 
     def __init__(self, bucket: str, key: str, found: bool = False, value: Any = None,
                  token: int = 0, bindings: dict[str, Any] | None = None,
                  deleted: bool = False, changed: bool = False, error: str | None = None,
-                 message: str = "", created: bool = False) -> None:
+                 message: str = "", created: bool = False, swapped: bool = False) -> None:
         self._bucket = bucket
         self._key = key
         self._found = found
@@ -88,6 +88,7 @@ class Entry:
         self._deleted = deleted  # delete: the named generation has ended
         self._changed = changed  # watch: the token differs from the one watched
         self._created = created  # put: this put decided the live generation (it won)
+        self._swapped = swapped  # swap: this swap took effect
         self._error = error
         self._message = message
 
@@ -169,6 +170,14 @@ class Entry:
         self._checked()
         return self._created
 
+    @property
+    def swapped(self) -> bool:
+        """For a swap: it took effect, and the entry is the generation it decided (False:
+        the key was absent or held another value or token, the one returned). Raises for
+        an error result."""
+        self._checked()
+        return self._swapped
+
     def to_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data: the state, or `error` and `message`."""
         head: dict[str, Any] = {"bucket": self._bucket, "key": self._key}
@@ -176,7 +185,8 @@ class Entry:
             return {**head, "error": self._error, "message": self._message}
         return {**head, "found": self._found, "value": self._value, "token": self._token,
                 "bindings": self._bindings, "deleted": self._deleted,
-                "changed": self._changed, "created": self._created}
+                "changed": self._changed, "created": self._created,
+                "swapped": self._swapped}
 
     def _fields(self) -> tuple[Any, ...]:
         return tuple(getattr(self, "_" + name) for name in ("bucket", "key", *_STATE,
@@ -194,7 +204,8 @@ class Entry:
         return (f"Entry(bucket={self._bucket!r}, key={self._key!r}, found={self._found!r}, "
                 f"value={self._value!r}, token={self._token!r}, "
                 f"bindings={self._bindings!r}, deleted={self._deleted!r}, "
-                f"changed={self._changed!r}, created={self._created!r})")
+                f"changed={self._changed!r}, created={self._created!r}, "
+                f"swapped={self._swapped!r})")
 
 
 def bindings(until: int | None = None, parent: str | None = None,
@@ -203,6 +214,11 @@ def bindings(until: int | None = None, parent: str | None = None,
     a node."""
     chosen = {"until": until, "key": parent, "pid": session, "node": node}
     return {name: value for name, value in chosen.items() if value is not None}
+
+
+def _swap_body(expected: Any, value: Any, token: int | None) -> dict[str, Any]:
+    return {"expected": expected, "value": value,
+            **({} if token is None else {"token": token})}
 
 
 def check_endpoint(url: str) -> str:
@@ -263,7 +279,8 @@ def _entry(data: dict[str, Any] | NoQuorum, bucket: str, key: str) -> Entry:
         return Entry(bucket, key, error=data.code, message=data.message)
     return Entry(data["bucket"], data["key"], data["found"], data["value"], data["token"],
                  data.get("bindings") or {}, bool(data.get("deleted", False)),
-                 bool(data.get("changed", False)), created=bool(data.get("created", False)))
+                 bool(data.get("changed", False)), created=bool(data.get("created", False)),
+                 swapped=bool(data.get("swapped", False)))
 
 
 @dataclass(frozen=True)
@@ -381,12 +398,12 @@ def tls_context(cafile: str | None = None, certfile: str | None = None,
 class _Base:
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS, *,
                  bucket: str = "default", no_quorum: NoQuorumPolicy = "return",
-                 timeout: float = 5.0, token: str | None = None, cafile: str | None = None,
+                 timeout: float = 5.0, auth_token: str | None = None, cafile: str | None = None,
                  certfile: str | None = None, keyfile: str | None = None) -> None:
         """`endpoints`: the http:// or https:// URLs of some members (ValueError for
         one that is not such a URL); `timeout`: seconds a call may take (any length:
         longer than the server's 60 s limit, a watch or a retrying call is repeated);
-        `token`: a bearer token for a cluster whose data API needs one; `cafile`: the
+        `auth_token`: a bearer token for a cluster whose data API needs one; `cafile`: the
         CA to trust for https:// endpoints (default: the system's); `certfile` and
         `keyfile`: a client certificate, for a cluster that asks for one."""
         raw = [endpoints] if isinstance(endpoints, str) else list(endpoints)
@@ -401,7 +418,8 @@ class _Base:
         self.no_quorum = no_quorum
         self.timeout = timeout
         self._current = random.randrange(len(self.endpoints))
-        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        self._headers = ({} if auth_token is None
+                         else {"Authorization": f"Bearer {auth_token}"})
         self._tls = tls_context(cafile, certfile, keyfile)
 
     def _endpoint(self) -> str:
@@ -480,6 +498,16 @@ class Client(_Base):
         token whatever generation is live; `entry.deleted` says whether one ended."""
         extra: dict[str, Any] = {} if token is None else {"token": token}
         return self._entry("/v1/delete", key, bucket, no_quorum, timeout, **extra)
+
+    def swap(self, key: str, expected: Any, value: Any, token: int | None = None, *,
+             bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
+             timeout: float | None = None) -> Entry:
+        """Compare-and-swap: if the key holds `expected` (and the fencing token `token`,
+        if given), give it `value` as a new generation (a larger token) that keeps its
+        bindings; `entry.swapped` says whether this swap did. Values compare as JSON
+        (1 is not 1.0 or True). A retried swap asks again."""
+        return self._entry("/v1/swap", key, bucket, no_quorum, timeout,
+                           **_swap_body(expected, value, token))
 
     def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
               no_quorum: NoQuorumPolicy | None = None) -> Entry:
@@ -777,6 +805,13 @@ class AsyncClient(_Base):
                      ) -> Entry:
         extra: dict[str, Any] = {} if token is None else {"token": token}
         return await self._entry("/v1/delete", key, bucket, no_quorum, timeout, **extra)
+
+    async def swap(self, key: str, expected: Any, value: Any, token: int | None = None, *,
+                   bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
+                   timeout: float | None = None) -> Entry:
+        """As `Client.swap`."""
+        return await self._entry("/v1/swap", key, bucket, no_quorum, timeout,
+                                 **_swap_body(expected, value, token))
 
     async def watch(self, key: str, token: int, *, timeout: float = 30.0,
                     bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None
