@@ -4,6 +4,7 @@ write nothing; certificates and tokens reloaded from their files while the nodes
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -382,6 +383,12 @@ def test_the_cli_takes_a_token_and_a_ca_from_options_environment_or_file(
     # An unknown CA: the endpoints are unreachable (exit 3), saying why.
     unknown = paxoskv("get", "cli", "--endpoints", endpoints, "--auth-token", READER)
     assert unknown.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+    # The admin commands take the CA too (and the admin token, not the data token).
+    members = paxoskv("members", "list", "--endpoints", endpoints, "--cacert", cluster.ca,
+                      "-o", "json", PAXOSKV_ADMIN_TOKEN=ADMIN, PAXOSKV_AUTH_TOKEN=ALL)
+    assert members.returncode == 0, members.stderr
+    assert sorted(m["name"] for m in json.loads(members.stdout)["members"]) == [
+        "n1", "n2", "n3"]
     # A missing file is a usage error naming it.
     missing = paxoskv("get", "cli", "--endpoints", endpoints, "--cacert", "/nope/ca.pem")
     assert (missing.returncode, missing.stderr.strip()) == (

@@ -948,7 +948,7 @@ def main(argv: list[str] | None = None) -> int:
             from paxoskv import members_cli
 
             chosen = settings(args)
-            return members_cli.run(args, chosen.endpoints, chosen.output)
+            return members_cli.run(args, chosen.endpoints, chosen.output, chosen.security)
         return _client_command(args)
     except NoQuorum as exc:
         say(f"error: {_error_line(exc)}")

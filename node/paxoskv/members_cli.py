@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import threading
 from typing import Any
@@ -18,16 +19,25 @@ from typing import Any
 import httpx
 
 from paxoskv.cli import NO, OK, UNAVAILABLE, USAGE, CliError
+from paxoskv.client import tls_context
 
 STEP_TIMEOUT_S = 3600.0  # a step re-scans every key: minutes on a large cluster
 
 
-def run(args: argparse.Namespace, endpoints: list[str], output: str) -> int:
+def run(args: argparse.Namespace, endpoints: list[str], output: str,
+        security: dict[str, str]) -> int:
+    """`security`: the client's TLS options (cafile, certfile, keyfile); the data
+    API's auth token is not the admin token, and is not sent."""
     token = getattr(args, "admin_token", None) or os.environ.get("PAXOSKV_ADMIN_TOKEN")
     if not token:
         raise CliError("the admin token is needed: --admin-token or "
                            "$PAXOSKV_ADMIN_TOKEN", USAGE)
-    admin = Admin(endpoints, token)
+    try:
+        verify = tls_context(security.get("cafile"), security.get("certfile"),
+                             security.get("keyfile"))
+    except ValueError as exc:
+        raise CliError(str(exc), USAGE) from None
+    admin = Admin(endpoints, token, verify)
     action = args.members_command
     if action == "list":
         show(admin.get(), output)
@@ -45,9 +55,11 @@ def run(args: argparse.Namespace, endpoints: list[str], output: str) -> int:
 class Admin:
     """The admin endpoints of the first of `endpoints` that answers."""
 
-    def __init__(self, endpoints: list[str], token: str) -> None:
+    def __init__(self, endpoints: list[str], token: str, verify: ssl.SSLContext | bool = True
+                 ) -> None:
         self.endpoints = endpoints
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.verify = verify
 
     def get(self) -> dict[str, Any]:
         return self._call("GET", "/v1/admin/members", None, 10.0)
@@ -71,7 +83,7 @@ class Admin:
         for url in self.endpoints:
             try:
                 response = httpx.request(method, url.rstrip("/") + path, json=body,
-                                         headers=self.headers,
+                                         headers=self.headers, verify=self.verify,
                                          timeout=httpx.Timeout(timeout, connect=2.0))
             except httpx.ConnectError as exc:
                 reasons.append(f"{url}: {exc}")
