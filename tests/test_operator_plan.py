@@ -4,13 +4,19 @@ new resource to a whole cluster, through scaling and a member's lost volume."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import ssl
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 
+from paxoskv.server.auth import digest, parse_tokens
 from paxoskv_operator import install, plan
 from paxoskv_operator import manifests as m
+from paxoskv_operator.certificates import cluster_certificates
 from paxoskv_operator.plan import (
     Add,
     Bootstrap,
@@ -173,12 +179,77 @@ def test_manifests_keep_a_quorum_and_name_the_pods_peers() -> None:
     sts = m.statefulset(owner, "img", 1)
     args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--join" in args and "--bootstrap" not in args
-    assert "kv-8=http://kv-8.kv-peers.ns.svc.cluster.local:7001" in args[args.index("--peers")
-                                                                          + 1]
+    assert "kv-8=https://kv-8.kv-peers.ns.svc.cluster.local:7001" in args[args.index("--peers")
+                                                                           + 1]
     # The hash does not change with the replicas, which the operator sets step by step.
     assert (m.statefulset(owner, "img", 5)["metadata"]["annotations"]
             == sts["metadata"]["annotations"])
     assert sts["metadata"]["ownerReferences"][0]["uid"] == "u1"
+
+
+def test_tls_and_tokens_are_on_unless_the_spec_turns_them_off() -> None:
+    def pod(spec: dict[str, Any]) -> dict[str, Any]:
+        owner = {"metadata": {"name": "kv", "namespace": "ns", "uid": "u1"}, "spec": spec}
+        template: dict[str, Any] = m.statefulset(owner, "img", 3)["spec"]["template"]["spec"]
+        return template
+
+    secure = pod({})
+    node = secure["containers"][0]
+    args, env = node["args"], {e["name"]: e for e in node["env"]}
+    assert args[args.index("--tls-cert") + 1] == "/etc/paxoskv/tls/tls.crt"
+    assert args[args.index("--auth-file") + 1] == "/etc/paxoskv/auth/tokens.toml"
+    assert {v["name"]: v["secret"]["secretName"] for v in secure["volumes"]} == {
+        "tls": "kv-tls", "auth": "kv-tokens"}
+    assert node["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    # `kubectl exec kv-0 -- paxoskv get k` finds the node, the CA and the token.
+    assert env["PAXOSKV_ENDPOINTS"]["value"] == "https://127.0.0.1:7001"
+    assert env["PAXOSKV_CACERT"]["value"] == "/etc/paxoskv/tls/ca.crt"
+    assert env["PAXOSKV_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "kv-tokens",
+                                                                      "key": "token"}
+    mine = pod({"tls": {"secretName": "from-cert-manager"}})
+    assert mine["volumes"][0]["secret"]["secretName"] == "from-cert-manager"
+    plain = pod({"tls": {"enabled": False}, "auth": {"enabled": False}})
+    node = plain["containers"][0]
+    assert "volumes" not in plain and "--tls-cert" not in node["args"]
+    assert "--auth-file" not in node["args"]
+    assert "kv-0=http://" in node["args"][node["args"].index("--peers") + 1]
+    assert node["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
+
+
+def test_the_tokens_file_made_for_a_cluster_grants_its_token_everything() -> None:
+    token = "a-token-made-by-the-operator-0123"
+    text = m.client_tokens_file(hashlib.sha256(token.encode()).hexdigest())
+    grant = parse_tokens(text, "tokens.toml")[digest(token)]
+    assert grant.name == "client" and grant.may("*", None) and grant.may("write", "any")
+
+
+async def test_the_members_certificate_serves_every_name_and_verifies_peers(
+        tmp_path: Path) -> None:
+    files = cluster_certificates("kv", "ns")
+    for name, pem in files.items():
+        (tmp_path / name).write_text(pem)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server.load_verify_locations(tmp_path / "ca.crt")
+    server.verify_mode = ssl.CERT_REQUIRED  # a member as a client: mutual
+    listening = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0,
+                                           ssl=server)
+    port = listening.sockets[0].getsockname()[1]
+    client = ssl.create_default_context(cafile=tmp_path / "ca.crt")
+    client.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    try:
+        for host in ("kv-4.kv-peers.ns.svc.cluster.local", "kv.ns.svc", "kv", "localhost",
+                     "127.0.0.1"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client,
+                                                      server_hostname=host)
+            writer.close()
+        for host in ("kv-4.other-peers.ns.svc.cluster.local", "kv.other"):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.open_connection("127.0.0.1", port, ssl=client,
+                                              server_hostname=host)
+    finally:
+        listening.close()
+        await listening.wait_closed()
 
 
 def every_manifest() -> list[dict[str, Any]]:
@@ -194,6 +265,8 @@ def every_manifest() -> list[dict[str, Any]]:
     budget = m.disruption_budget(owner, 5, "policy/v1")
     assert budget is not None
     return [m.peer_service(owner), m.client_service(owner), m.admin_secret(owner, "t"),
+            m.tokens_secret(owner, m.client_tokens_file("0" * 64), "t"),
+            m.tls_secret(owner, {"ca.crt": "c", "tls.crt": "c", "tls.key": "k"}),
             m.statefulset(owner, "img", 5), budget, *install.objects()]
 
 

@@ -393,3 +393,38 @@ def test_the_cli_takes_a_token_and_a_ca_from_options_environment_or_file(
     missing = paxoskv("get", "cli", "--endpoints", endpoints, "--cacert", "/nope/ca.pem")
     assert (missing.returncode, missing.stderr.strip()) == (
         2, "paxoskv: error: /nope/ca.pem: no such file")
+
+
+def test_the_sidecar_holds_the_ca_and_the_token_for_its_application(
+        cluster: SecureCluster) -> None:
+    port = free_ports(1)[0]
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "paxoskv", "sidecar", "--endpoints", ",".join(cluster.urls),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "POD_NAME": "app-1", "POD_NAMESPACE": "apps",
+             "PAXOSKV_CACERT": cluster.ca, "PAXOSKV_AUTH_TOKEN": WRITER})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as local:
+            def ready() -> bool:
+                try:
+                    return local.get("/readyz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+            wait_until(ready, 20, "the sidecar never opened its session")
+            # Plain HTTP on localhost, no token: the sidecar adds its own, whatever is sent.
+            put = local.post("/v1/put", headers={"Authorization": "Bearer forged"}, json={
+                "bucket": "orders", "key": "via-sidecar", "value": 1,
+                "bindings": {"pid": "self"}})
+            assert put.status_code == 200 and put.json()["created"], put.text
+            # ...within its token's scopes.
+            refused = local.post("/v1/put", json={"bucket": "locks", "key": "x", "value": 1})
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "forbidden"
+        with cluster.client(ALL, bucket="orders") as kv:
+            assert kv.get("via-sidecar").bindings["pid"] == put.json()["bindings"]["pid"]
+    finally:
+        sidecar.terminate()
+        assert sidecar.wait(timeout=10) == 0
+    with cluster.client(ALL, bucket="orders") as kv:  # its session closed on SIGTERM
+        wait_until(lambda: not kv.get("via-sidecar").found, 10, "the pod's key outlived it")

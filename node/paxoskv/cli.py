@@ -888,10 +888,12 @@ def _sidecar_command(args: argparse.Namespace) -> int:
                        "valueFrom.fieldRef.fieldPath: metadata.name)")
     if not 1 <= args.session_ttl <= 3600:
         raise CliError(f"--session-ttl must be 1 to 3600 seconds, not {args.session_ttl:g}")
-    endpoints = settings(args).endpoints
+    chosen = settings(args)
+    chosen.client().close()  # a missing or bad CA or certificate file: a usage error now
     setup_logging(args.log_level)
-    asyncio.run(sidecar.serve(sidecar.Pod(args.pod, args.pod_namespace), endpoints,
-                              args.listen[0], args.listen[1], args.session_ttl))
+    asyncio.run(sidecar.serve(sidecar.Pod(args.pod, args.pod_namespace), chosen.endpoints,
+                              args.listen[0], args.listen[1], args.session_ttl,
+                              chosen.security))
     return OK
 
 

@@ -14,6 +14,11 @@ It cannot be used to speak for another pod: a `node` or `pid` binding naming any
 but this pod (or "self") is refused with 403, and so are the session and admin
 endpoints (the pod's session is the sidecar's). GET /v1/sidecar says who it speaks for;
 /readyz answers 200 while its session lives.
+
+With a cluster that serves TLS and needs tokens, the sidecar holds the CA and the token
+(`--cacert`, `--auth-token`, or $PAXOSKV_CACERT and $PAXOSKV_AUTH_TOKEN from the
+cluster's Secrets): the application speaks plain HTTP to localhost and needs neither.
+Every request goes out with the sidecar's token, whatever the application sent.
 """
 
 from __future__ import annotations
@@ -30,13 +35,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from paxoskv.client import AsyncClient, AsyncSession, PaxosKVError
+from paxoskv.client import AsyncClient, AsyncSession, PaxosKVError, tls_context
 
 log = logging.getLogger("paxoskv.sidecar")
 
 SELF = "self"
-FORWARDED = ("/v1/put", "/v1/get", "/v1/delete", "/v1/watch", "/v1/list", "/v1/pid",
-             "/v1/node")
+FORWARDED = ("/v1/put", "/v1/get", "/v1/delete", "/v1/swap", "/v1/watch", "/v1/list",
+             "/v1/pid", "/v1/node")
 REFUSED_PREFIXES = ("/v1/session/", "/v1/admin/")
 # Long enough for a watch's long poll (the server caps it at 60 s).
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=75, connect=2)
@@ -54,10 +59,15 @@ def error(status: int, field: str, code: str, message: str) -> web.Response:
 
 
 class Sidecar:
-    def __init__(self, pod: Pod, endpoints: Sequence[str], session_ttl: float) -> None:
+    def __init__(self, pod: Pod, endpoints: Sequence[str], session_ttl: float,
+                 security: dict[str, str] | None = None) -> None:
+        """`security`: the client options auth_token, cafile, certfile, keyfile."""
         self.pod = pod
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.session_ttl = session_ttl
+        self.security = security or {}
+        token = self.security.get("auth_token")
+        self._auth = {} if token is None else {"Authorization": f"Bearer {token}"}
         self.session: AsyncSession | None = None
         self._next = 0  # the endpoint to try first: the last that answered
         self._http: aiohttp.ClientSession | None = None
@@ -66,9 +76,13 @@ class Sidecar:
     # -- the pod's session -----------------------------------------------------------------
 
     async def start(self) -> None:
+        tls = tls_context(self.security.get("cafile"), self.security.get("certfile"),
+                          self.security.get("keyfile"))
         self._http = aiohttp.ClientSession(
-            timeout=FORWARD_TIMEOUT, connector=aiohttp.TCPConnector(use_dns_cache=False))
-        self._client = AsyncClient(self.endpoints, no_quorum="retry")
+            timeout=FORWARD_TIMEOUT, connector=aiohttp.TCPConnector(use_dns_cache=False,
+                                                                    ssl=tls))
+        self._client = AsyncClient(self.endpoints, no_quorum="retry",
+                                   **self.security)
         await self._open_session()
 
     async def _open_session(self) -> None:
@@ -177,7 +191,8 @@ class Sidecar:
             url = self.endpoints[index] + path
             try:
                 async with self._http.post(url, data=body, headers={
-                        "Content-Type": content_type or "application/json"}) as answer:
+                        **self._auth, "Content-Type": content_type or "application/json"}
+                        ) as answer:
                     payload = await answer.read()
                     self._next = index
                     return web.Response(body=payload, status=answer.status,
@@ -193,8 +208,8 @@ class Sidecar:
 
 
 async def serve(pod: Pod, endpoints: Sequence[str], host: str, port: int,
-                session_ttl: float) -> None:
-    sidecar = Sidecar(pod, endpoints, session_ttl)
+                session_ttl: float, security: dict[str, str] | None = None) -> None:
+    sidecar = Sidecar(pod, endpoints, session_ttl, security)
     runner = web.AppRunner(sidecar.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()  # /healthz answers while the session opens

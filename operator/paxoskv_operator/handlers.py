@@ -29,8 +29,8 @@ import kopf
 from . import manifests as m
 from .kube import Kube
 from .leader import Lease
-from .nodes import REPORT_TIMEOUT, NodeError, Nodes
-from .reconcile import Context, admin_token, run_pass
+from .nodes import REPORT_TIMEOUT, NodeError, Nodes, Pod
+from .reconcile import Context, admin_token, run_pass, trust
 
 log = logging.getLogger("paxoskv.operator")
 
@@ -184,12 +184,12 @@ async def _report(ctx: Context, owner: m.Manifest, report: dict[str, bool]) -> N
         raise LookupError("no ready member")
     namespace, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
     token = await admin_token(ctx, owner)
+    trusted = await trust(ctx, owner)
     errors = []
     for member in members:  # the first that takes it
-        ordinal = int(member["name"].rpartition("-")[2])
-        host = m.peer_url(name, namespace, ordinal).removeprefix("http://").rsplit(":", 1)[0]
+        host = m.pod_host(name, namespace, int(member["name"].rpartition("-")[2]))
         try:
-            await ctx.nodes.admin(host, token, "/v1/admin/nodes",
+            await ctx.nodes.admin(Pod(host, trusted, host), token, "/v1/admin/nodes",
                                   {"source": "operator", "nodes": report}, REPORT_TIMEOUT)
             return
         except NodeError as exc:

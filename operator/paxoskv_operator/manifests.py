@@ -5,6 +5,12 @@
   reach each other, and a joining pod its members, before they are ready.
 - `<name>`: the client Service (ready members only).
 - `<name>-admin`: the Secret holding the admin token (made once, never logged).
+- `<name>-tls` (unless spec.tls is off or names a Secret of the user's): the members'
+  certificate and its CA (certificates.py), mounted in every pod.
+- `<name>-tokens` (unless spec.auth is off): the nodes' tokens file, `tokens.toml`, and
+  `token`, a token that may read and write every bucket; made once, then the user's to
+  edit (the nodes reload it). The node pods carry that token and the CA in their
+  environment, so `kubectl exec <pod> -- paxoskv get KEY` just works.
 - `<name>`: the StatefulSet of node pods, one data claim per member. Every pod starts with
   `--join`: on an empty volume it waits to be added (or, for the first pod of a new
   cluster, to be told to bootstrap); on its own data it serves as the member it is.
@@ -51,8 +57,42 @@ def selector_string(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in selector(name).items())
 
 
-def peer_url(name: str, namespace: str, ordinal: int) -> str:
-    return f"http://{name}-{ordinal}.{name}-peers.{namespace}.svc.cluster.local:{PORT}"
+TLS_DIR = "/etc/paxoskv/tls"
+AUTH_DIR = "/etc/paxoskv/auth"
+CLIENT_TOKEN_NAME = "client"  # the name of the token the operator makes, in tokens.toml
+
+
+def tls_on(owner: Manifest) -> bool:
+    return bool((owner["spec"].get("tls") or {}).get("enabled", True))
+
+
+def auth_on(owner: Manifest) -> bool:
+    return bool((owner["spec"].get("auth") or {}).get("enabled", True))
+
+
+def tls_secret_name(owner: Manifest) -> str:
+    """The Secret with the members' certificate: the user's, or the one made for them."""
+    given = (owner["spec"].get("tls") or {}).get("secretName")
+    return str(given) if given else f"{owner['metadata']['name']}-tls"
+
+
+def scheme(owner: Manifest) -> str:
+    return "https" if tls_on(owner) else "http"
+
+
+def pod_host(name: str, namespace: str, ordinal: int) -> str:
+    """A member's stable DNS name, which its certificate covers."""
+    return f"{name}-{ordinal}.{name}-peers.{namespace}.svc.cluster.local"
+
+
+def peer_url(owner: Manifest, ordinal: int) -> str:
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    return f"{scheme(owner)}://{pod_host(name, namespace, ordinal)}:{PORT}"
+
+
+def client_url(owner: Manifest) -> str:
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    return f"{scheme(owner)}://{name}.{namespace}.svc.cluster.local:{PORT}"
 
 
 def quorum_disruptions(members: int) -> int:
@@ -104,30 +144,83 @@ def admin_secret(owner: Manifest, token: str) -> Manifest:
     return secret
 
 
+def tokens_secret(owner: Manifest, tokens_toml: str, token: str) -> Manifest:
+    secret = _object("v1", "Secret", f"{owner['metadata']['name']}-tokens", owner,
+                     "stringData", {"tokens.toml": tokens_toml, "token": token})
+    secret["type"] = "Opaque"
+    secret["metadata"]["annotations"] = {}  # made once, then edited by the user
+    return secret
+
+
+def tls_secret(owner: Manifest, files: dict[str, str]) -> Manifest:
+    secret = _object("v1", "Secret", f"{owner['metadata']['name']}-tls", owner,
+                     "stringData", files)
+    secret["type"] = "kubernetes.io/tls"
+    secret["metadata"]["annotations"] = {}  # made once
+    return secret
+
+
+def client_tokens_file(token_sha256: str) -> str:
+    """The tokens file the operator starts a cluster with: one token for everything."""
+    return (f"# Tokens of the data API (see the PaxosKV README); reloaded when changed.\n"
+            f"[[token]]\nname = \"{CLIENT_TOKEN_NAME}\"\nsha256 = \"{token_sha256}\"\n"
+            f"read = [\"*\"]\nwrite = [\"*\"]\n")
+
+
+def _security(owner: Manifest) -> tuple[list[str], list[Manifest], list[Manifest],
+                                        list[Manifest]]:
+    """The node's arguments, environment, mounts and volumes for TLS and tokens."""
+    name = owner["metadata"]["name"]
+    args: list[str] = []
+    env: list[Manifest] = [{"name": "PAXOSKV_ENDPOINTS", "value": f"{scheme(owner)}://"
+                            f"127.0.0.1:{PORT}"}]
+    mounts: list[Manifest] = []
+    volumes: list[Manifest] = []
+    if tls_on(owner):
+        args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key",
+                 "--tls-ca", f"{TLS_DIR}/ca.crt"]
+        env.append({"name": "PAXOSKV_CACERT", "value": f"{TLS_DIR}/ca.crt"})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(owner)}})
+    if auth_on(owner):
+        args += ["--auth-file", f"{AUTH_DIR}/tokens.toml"]
+        env.append({"name": "PAXOSKV_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": f"{name}-tokens", "key": "token"}}})
+        mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+        volumes.append({"name": "auth", "secret": {
+            "secretName": f"{name}-tokens", "items": [{"key": "tokens.toml",
+                                                       "path": "tokens.toml"}]}})
+    return args, env, mounts, volumes
+
+
 def statefulset(owner: Manifest, image: str, replicas: int) -> Manifest:
     meta, spec = owner["metadata"], owner["spec"]
-    name, namespace = meta["name"], meta["namespace"]
-    peers = ",".join(f"{name}-{i}={peer_url(name, namespace, i)}"
-                     for i in range(MAX_REPLICAS))
+    name = meta["name"]
+    peers = ",".join(f"{name}-{i}={peer_url(owner, i)}" for i in range(MAX_REPLICAS))
+    args, env, mounts, volumes = _security(owner)
+    probe_scheme = "HTTPS" if tls_on(owner) else "HTTP"  # kubelet does not verify it
     container: Manifest = {
         "name": "node", "image": image,
         "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
         "args": ["serve", "--name", "$(POD_NAME)", "--peers", peers,
                  "--listen", f"0.0.0.0:{PORT}", "--data-dir", f"{DATA_DIR}/data", "--join",
-                 "--log-level", spec.get("logLevel", "info")],
+                 *args, "--log-level", spec.get("logLevel", "info")],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "PAXOSKV_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {
                 "name": f"{name}-admin", "key": "token"}}},
+            *env,
         ],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # Ready: serving, a member, caught up and with a quorum (the node's /readyz).
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": PORT},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": PORT,
+                                       "scheme": probe_scheme},
                            "periodSeconds": 2, "failureThreshold": 2},
         # Alive: the process answers (a member without a quorum is alive).
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT,
+                                      "scheme": probe_scheme},
                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
-        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}, *mounts],
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
     }
@@ -143,6 +236,8 @@ def statefulset(owner: Manifest, image: str, replicas: int) -> Manifest:
         "enableServiceLinks": False,
         "containers": [container],
     }
+    if volumes:
+        pod_spec["volumes"] = volumes
     affinity = _anti_affinity(name, scheduling.get("antiAffinity", "preferred"))
     if affinity:
         pod_spec["affinity"] = affinity

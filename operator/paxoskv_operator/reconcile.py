@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
 import logging
 import secrets
-from dataclasses import dataclass
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
 from . import manifests as m
 from . import plan
+from .certificates import cluster_certificates
 from .kube import MERGE, Kube, KubeError, path
-from .nodes import NodeError, Nodes
+from .nodes import NodeError, Nodes, Pod
 
 log = logging.getLogger("paxoskv.operator")
 
@@ -31,6 +35,8 @@ class Context:
     kube: Kube
     nodes: Nodes
     default_image: str  # the operator's own image: it holds the node too
+    # TLS contexts trusting a cluster's CA, by the CA's PEM (made once per CA).
+    trusts: dict[str, ssl.SSLContext] = field(default_factory=dict)
 
 
 def _body(owner: m.Manifest) -> kopf.Body:
@@ -42,21 +48,62 @@ def namespace_name(owner: m.Manifest) -> tuple[str, str]:
     return owner["metadata"]["namespace"], owner["metadata"]["name"]
 
 
-async def admin_token(ctx: Context, owner: m.Manifest) -> str:
-    """The cluster's admin token, from its Secret (made now if it has none)."""
-    namespace, name = namespace_name(owner)
-    url = path("v1", "secrets", namespace, f"{name}-admin")
+async def made_once(ctx: Context, owner: m.Manifest, secret_name: str,
+                    build: Callable[[], m.Manifest]) -> dict[str, str]:
+    """A Secret's data (decoded), made now with `build` if the Secret does not exist;
+    never changed afterwards (it holds secrets, or files the user may edit)."""
+    namespace, _ = namespace_name(owner)
+    url = path("v1", "secrets", namespace, secret_name)
     secret = await ctx.kube.get(url)
     if secret is None:
-        built = m.admin_secret(owner, secrets.token_urlsafe(32))
         try:
-            secret = await ctx.kube.create(path("v1", "secrets", namespace), built)
+            secret = await ctx.kube.create(path("v1", "secrets", namespace), build())
         except KubeError as exc:
             if exc.status != 409:  # made meanwhile by another pass
                 raise
             secret = await ctx.kube.get(url)
     assert secret is not None
-    return base64.b64decode(secret["data"]["token"]).decode()
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+async def admin_token(ctx: Context, owner: m.Manifest) -> str:
+    """The cluster's admin token, from its Secret (made now if it has none)."""
+    name = owner["metadata"]["name"]
+    data = await made_once(ctx, owner, f"{name}-admin",
+                           lambda: m.admin_secret(owner, secrets.token_urlsafe(32)))
+    return data["token"]
+
+
+def _tokens(owner: m.Manifest) -> m.Manifest:
+    token = secrets.token_urlsafe(32)
+    return m.tokens_secret(owner, m.client_tokens_file(hashlib.sha256(token.encode())
+                                                       .hexdigest()), token)
+
+
+async def keep_secrets(ctx: Context, owner: m.Manifest) -> None:
+    """The admin token, the tokens file and the certificates the spec asks for."""
+    namespace, name = namespace_name(owner)
+    await admin_token(ctx, owner)
+    if m.auth_on(owner):
+        await made_once(ctx, owner, f"{name}-tokens", lambda: _tokens(owner))
+    if m.tls_on(owner) and m.tls_secret_name(owner) == f"{name}-tls":
+        await made_once(ctx, owner, f"{name}-tls", lambda: m.tls_secret(
+            owner, cluster_certificates(name, namespace)))
+
+
+async def trust(ctx: Context, owner: m.Manifest) -> ssl.SSLContext | None:
+    """A TLS context trusting the cluster's CA (None: the cluster serves plain HTTP)."""
+    if not m.tls_on(owner):
+        return None
+    namespace, _ = namespace_name(owner)
+    secret = await ctx.kube.get(path("v1", "secrets", namespace, m.tls_secret_name(owner)))
+    raw = ((secret or {}).get("data") or {}).get("ca.crt")
+    if raw is None:
+        raise LookupError(f"Secret {m.tls_secret_name(owner)} has no ca.crt")
+    ca = base64.b64decode(raw).decode()
+    if ca not in ctx.trusts:
+        ctx.trusts[ca] = ssl.create_default_context(cadata=ca)
+    return ctx.trusts[ca]
 
 
 async def keep(ctx: Context, collection: str, built: m.Manifest) -> dict[str, Any]:
@@ -86,7 +133,7 @@ async def keep_objects(ctx: Context, owner: m.Manifest) -> dict[str, Any]:
     services = path("v1", "services", namespace)
     await keep(ctx, services, m.peer_service(owner))
     await keep(ctx, services, m.client_service(owner))
-    await admin_token(ctx, owner)
+    await keep_secrets(ctx, owner)
     image = owner["spec"].get("image") or ctx.default_image
     existing = await ctx.kube.get(path("apps/v1", "statefulsets", namespace, name))
     replicas = 1 if existing is None else int(existing["spec"]["replicas"])
@@ -132,6 +179,10 @@ async def observe(ctx: Context, owner: m.Manifest, statefulset: dict[str, Any] |
     if not owner["spec"].get("paused"):
         await keep_claims(ctx, owner, claims)
     observed = plan.Observed(name, int(owner["spec"].get("replicas", 3)))
+    try:
+        trusted = await trust(ctx, owner)
+    except LookupError:
+        trusted = None  # not made yet: the pods cannot start without it either
 
     async def view(pod: dict[str, Any]) -> plan.Pod | None:
         ordinal = observed.ordinal(pod["metadata"]["name"])
@@ -140,7 +191,9 @@ async def observe(ctx: Context, owner: m.Manifest, statefulset: dict[str, Any] |
         ip = pod.get("status", {}).get("podIP")
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in pod.get("status", {}).get("conditions") or [])
-        identity = await ctx.nodes.identity(ip) if ip else None
+        reachable = ip and (trusted is not None or not m.tls_on(owner))
+        identity = (await ctx.nodes.identity(_reach(owner, trusted, ordinal, ip))
+                    if reachable else None)
         return plan.Pod(ordinal, ready, ip, pod["metadata"].get("deletionTimestamp")
                         is not None, identity)
 
@@ -170,19 +223,20 @@ async def act(ctx: Context, owner: m.Manifest, o: plan.Observed, action: plan.Ac
             case plan.ScaleStatefulSet(replicas=n):
                 await ctx.kube.patch(sts, {"spec": {"replicas": n}})
             case plan.Bootstrap(ordinal=n, member_id=member_id):
-                await ctx.nodes.admin(_ip(o, n), await admin_token(ctx, owner),
+                await ctx.nodes.admin(await _pod(ctx, owner, o, n),
+                                      await admin_token(ctx, owner),
                                       "/v1/admin/bootstrap", {"member_id": member_id})
             case plan.Add(ordinal=n):
-                await ctx.nodes.admin(_member_ip(o, exclude=None), await admin_token(ctx, owner),
-                                      "/v1/admin/members/add",
-                                      {"name": o.pod_name(n),
-                                       "url": m.peer_url(name, namespace, n)})
+                await ctx.nodes.admin(await _member(ctx, owner, o, exclude=None),
+                                      await admin_token(ctx, owner), "/v1/admin/members/add",
+                                      {"name": o.pod_name(n), "url": m.peer_url(owner, n)})
             case plan.Remove(name=member):
-                await ctx.nodes.admin(_member_ip(o, exclude=member),
+                await ctx.nodes.admin(await _member(ctx, owner, o, exclude=member),
                                       await admin_token(ctx, owner),
                                       "/v1/admin/members/remove", {"name": member})
             case plan.Resume():
-                await ctx.nodes.admin(_member_ip(o, exclude=None), await admin_token(ctx, owner),
+                await ctx.nodes.admin(await _member(ctx, owner, o, exclude=None),
+                                      await admin_token(ctx, owner),
                                       "/v1/admin/members/resume", {})
             case plan.DeletePod(ordinal=n):
                 await ctx.kube.delete(path("v1", "pods", namespace, o.pod_name(n)))
@@ -197,22 +251,28 @@ async def act(ctx: Context, owner: m.Manifest, o: plan.Observed, action: plan.Ac
     kopf.info(_body(owner), reason=type(action).__name__ + "Done", message=what)
 
 
-def _ip(o: plan.Observed, ordinal: int) -> str:
+def _reach(owner: m.Manifest, trusted: ssl.SSLContext | None, ordinal: int, ip: str) -> Pod:
+    namespace, name = namespace_name(owner)
+    return Pod(ip, trusted, m.pod_host(name, namespace, ordinal))
+
+
+async def _pod(ctx: Context, owner: m.Manifest, o: plan.Observed, ordinal: int) -> Pod:
     pod = o.pods.get(ordinal)
     if pod is None or pod.ip is None:
         raise LookupError(f"{o.pod_name(ordinal)} has no address")
-    return pod.ip
+    return _reach(owner, await trust(ctx, owner), ordinal, pod.ip)
 
 
-def _member_ip(o: plan.Observed, exclude: str | None) -> str:
-    """A ready member's address (the first by ordinal), not `exclude`'s."""
+async def _member(ctx: Context, owner: m.Manifest, o: plan.Observed, exclude: str | None
+                  ) -> Pod:
+    """A ready member (the first by ordinal), not `exclude`."""
     config = o.config
     candidates = [p for n, p in sorted(o.pods.items())
                   if config is not None and o.pod_name(n) in config.members
                   and o.pod_name(n) != exclude and p.ready and p.ip and p.state == "member"]
     if not candidates:
         raise LookupError("no ready member to run the step")
-    return str(candidates[0].ip)
+    return await _pod(ctx, owner, o, candidates[0].ordinal)
 
 
 def with_transitions(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
