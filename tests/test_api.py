@@ -216,8 +216,8 @@ def test_a_clean_restart_keeps_what_local_reads_knew_was_chosen(cluster: LocalCl
 def test_openapi_document_describes_every_client_route(cluster: LocalCluster) -> None:
     doc = httpx.get(cluster.url(0) + "/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/watch", "/v1/list", "/v1/pid",
-                 "/v1/session/open", "/v1/session/keepalive", "/v1/session/close",
+    for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/swap", "/v1/watch", "/v1/list",
+                 "/v1/pid", "/v1/session/open", "/v1/session/keepalive", "/v1/session/close",
                  "/v1/node", "/v1/admin/nodes",
                  "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"]

@@ -142,6 +142,7 @@ BASES: dict[str, dict[str, Any]] = {
     "/v1/put": {"key": "conf-put", "value": 1},
     "/v1/get": {"key": "conf-get"},
     "/v1/delete": {"key": "conf-delete", "token": 1},
+    "/v1/swap": {"key": "conf-swap", "expected": 1, "value": 2},
     "/v1/watch": {"key": "conf-watch", "token": 999, "timeout_ms": 50},
     "/v1/pid": {"key": "conf-pid"},
     "/v1/node": {"key": "conf-node"},
@@ -183,8 +184,8 @@ def variants(doc: Schema, path: str) -> Iterator[dict[str, Any]]:
 def _kept_as_float(body: dict[str, Any]) -> bool:
     """A value that JSON Schema reads as an integer out of range, but that is written
     as a float (1e300): the server keeps it as that float, as the document says."""
-    value = body.get("value")
-    return isinstance(value, float) and not -(2**63) <= value <= 2**64 - 1
+    return any(isinstance(value, float) and not -(2**63) <= value <= 2**64 - 1
+               for value in (body.get("value"), body.get("expected")))
 
 
 def _response_schema(doc: Schema, path: str, status: int) -> Schema | None:

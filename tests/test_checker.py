@@ -25,6 +25,13 @@ def delete(p: int, t0: float, t1: float, token_arg: int, token: int) -> Op:
               deleted=True)
 
 
+def swap(p: int, t0: float, t1: float, expected: str, value: str, seen: str | None,
+         token: int, swapped: bool = True, token_arg: int = 0) -> Op:
+    return Op(p, "swap", "k", t0, t1, "ok", value=value, expected=expected,
+              token_arg=token_arg, found=seen is not None, seen_value=seen, token=token,
+              swapped=swapped)
+
+
 def test_a_correct_history_with_concurrency_and_unknowns_passes() -> None:
     history = [
         put(1, 0.0, 1.0, "a", "a", 1),
@@ -90,6 +97,39 @@ def test_tombstones_need_a_delete_unless_bindings_end_keys() -> None:
 def test_live_and_tombstone_tokens_must_match_found() -> None:
     history = [get(1, 0.0, 1.0, None, 1)]
     assert any("odd tokens are live" in a for a in check(history).anomalies)
+
+
+def test_swaps_decide_live_generations_from_live_ones() -> None:
+    history = [
+        put(1, 0.0, 1.0, "a", "a", 1),
+        swap(2, 2.0, 3.0, "a", "b", "b", 2),
+        swap(3, 2.5, 3.5, "a", "c", "b", 2, swapped=False),  # lost to p2's
+        get(1, 4.0, 4.1, "b", 2),  # a live token may be even now
+        swap(1, 5.0, 6.0, "b", "d", "d", 3, token_arg=2),
+        Op(2, "swap", "k", 6.5, math.inf, "unknown", value="e", expected="d"),
+        delete(3, 7.0, 8.0, 4, 5),  # the unknown swap took effect: generation 4
+        get(2, 9.0, 9.1, None, 5),
+        put(1, 10.0, 11.0, "f", "f", 6),
+    ]
+    for ends in (False, True):
+        report = check(history, bindings_end_keys=ends)
+        assert report.ok, report.anomalies
+    # A swap answered swapped=false decided nothing: its value is an anomaly.
+    lost = [*history[:2], swap(3, 2.5, 3.5, "a", "c", "b", 2, swapped=False),
+            get(1, 4.0, 4.1, "c", 3)]
+    assert any("answered swapped=false, yet" in a for a in check(lost).anomalies)
+
+
+def test_a_lifetime_goes_on_through_swaps() -> None:
+    until_ms = 10_000
+    history = [put(1, 0.0, 1.0, "a", "a", 1, until=until_ms),
+               swap(2, 2.0, 3.0, "a", "b", "b", 2), get(1, 4.0, 5.0, "b", 2)]
+    assert check(history, bindings_end_keys=True).ok
+    gone = [*history, get(2, 6.0, 7.0, None, 3)]
+    assert any("while its bindings lived" in a
+               for a in check(gone, bindings_end_keys=True).anomalies)
+    deleted = [*history, delete(2, 5.5, 5.6, 2, 3), get(1, 6.0, 7.0, None, 3)]
+    assert check(deleted, bindings_end_keys=True).ok
 
 
 def test_a_key_gone_while_its_session_lived_is_found() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import pytest
 import tests.faults.checker as real
 from tests.faults.checker import Op, SessionLog
 from tests.sim import runner
-from tests.test_checker import delete, get, put
+from tests.test_checker import delete, get, put, swap
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,16 @@ REAL_TIME = Rule("no acknowledged put or delete lost", "acknowledged state lost"
 LIFETIME = Rule("no key gone while its bindings live", "while its bindings lived")
 SESSION_EARLY = Rule("no session found gone while it surely lived", "but it surely lived until")
 SESSION_BACK = Rule("no session renewed once found gone", "then renewed by a keep-alive")
+SWAPPED_TRUE = Rule("a swap that took effect answers what it decided",
+                    "not the generation it decided")
+SWAPPED_FALSE = Rule("a swap answered swapped=false decided nothing",
+                     "answered swapped=false, yet")
+SWAP_OF_DEAD = Rule("a swap follows a live generation", "which was not live")
+SWAP_EXPECTED = Rule("a swap follows the value it expected", "which held")
+SWAP_TOKEN = Rule("a swap follows the token it required", "required token")
 ALL_RULES = [PARITY, ONE_VALUE, FROM_NOWHERE, CHAIN, DELETE_ANSWER, REAL_TIME, LIFETIME,
-             SESSION_EARLY, SESSION_BACK]
+             SESSION_EARLY, SESSION_BACK, SWAPPED_TRUE, SWAPPED_FALSE, SWAP_OF_DEAD,
+             SWAP_EXPECTED, SWAP_TOKEN]
 
 
 def _keys(history: list[Op], bindings_end_keys: bool = False,
@@ -105,6 +114,21 @@ CASES = [
     Case(LIFETIME, "a key gone while its session lived",
          _keys([put(1, 0.0, 1.0, "a", "a", 1, session="s1"), get(2, 5.0, 6.0, None, 2)],
                bindings_end_keys=True, sessions_alive_until={"s1": 8.0})),
+    Case(SWAPPED_TRUE, "swapped=true answering the generation it swapped from",
+         _keys([put(1, 0.0, 1.0, "a", "a", 1), swap(2, 2.0, 3.0, "a", "b", "a", 1)])),
+    Case(SWAPPED_FALSE, "swapped=false, yet its value decided",
+         _keys([put(1, 0.0, 1.0, "a", "a", 1),
+                swap(2, 2.0, 3.0, "a", "b", "b", 2, swapped=False)])),
+    Case(SWAP_OF_DEAD, "a swap decided after a delete",
+         _keys([put(1, 0.0, 1.0, "a", "a", 1), delete(1, 2.0, 3.0, 1, 2),
+                Op(2, "swap", "k", 4.0, math.inf, "unknown", value="b", expected="a"),
+                get(3, 5.0, 6.0, "b", 3)])),
+    Case(SWAP_EXPECTED, "a swap from another value than the one held",
+         _keys([put(1, 0.0, 1.0, "a", "a", 1), swap(2, 2.0, 3.0, "x", "b", "b", 2)])),
+    Case(SWAP_TOKEN, "a swap from another generation than the one it required",
+         _keys([put(1, 0.0, 1.0, "a", "a", 1), delete(1, 2.0, 3.0, 1, 2),
+                put(1, 4.0, 5.0, "c", "c", 3),
+                swap(2, 6.0, 7.0, "c", "b", "b", 4, token_arg=1)])),
     Case(SESSION_EARLY, "a keep-alive found the session gone while it surely lived",
          _sessions([SessionLog("s1", 3000, 13_000,
                                keep_alives=[(1.0, 1.1, 4_000), (3.0, 3.1, None)])], 4.0)),

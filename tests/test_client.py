@@ -226,3 +226,42 @@ def test_real_cluster_round_trip_still_works(cluster: LocalCluster, dead: str) -
         assert kv.get("client-k").value == "v"
         assert kv.delete("client-k", put.token).deleted
 
+
+
+def test_a_swap_is_never_sent_again_once_it_may_have_reached_a_node() -> None:
+    """Sent again, a swap that took effect would find its own value and answer
+    swapped: false (and an increment loop would increment twice): once a try may have
+    reached a node, a lost answer is an unknown outcome. A refused connection reached
+    nothing, so that try is made again elsewhere, as for every call."""
+    def client(failures: list[Exception], seen: list[dict[str, Any]],
+               **options: Any) -> Client:
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(json.loads(request.content))
+            if failures:
+                raise failures.pop(0)
+            return httpx.Response(200, json=entry_body(swapped=True))
+
+        kv = Client(["http://a.invalid:7001", "http://b.invalid:7001"], **options)
+        kv._http = httpx.Client(transport=httpx.MockTransport(handler))
+        return kv
+
+    seen: list[dict[str, Any]] = []
+    with client([httpx.ReadTimeout("late")], seen) as kv:
+        lost = kv.swap("k", "a", "b")
+    assert len(seen) == 1 and not lost.ok and lost.error == "no_quorum"
+    assert "not sent again" in lost.message
+    for policy in ("fail", "retry"):
+        with client([httpx.RemoteProtocolError("gone")], [], no_quorum=policy) as kv, \
+                pytest.raises(NoQuorum, match="may or may not have been decided"):
+            kv.swap("k", "a", "b")
+    seen = []
+    with client([httpx.ConnectError("refused")], seen) as kv:
+        assert kv.swap("k", "a", "b").swapped and len(seen) == 2
+    seen = []
+    with client([httpx.ReadTimeout("late")], seen) as kv:  # a read is simply asked again
+        assert kv.get("k").ok and len(seen) == 2
+    seen = []
+    with scripted([(503, SERVER_NO_QUORUM)], seen, no_quorum="retry", timeout=100) as kv, \
+            pytest.raises(NoQuorum):
+        kv.swap("k", "a", "b")  # the server gave up: not asked again, though "retry"
+    assert len(seen) == 1

@@ -52,11 +52,13 @@ from paxoskv.core.state import (
     PutIfAbsent,
     Read,
     Renew,
+    SwapIf,
     answers,
     change_from_json,
     compose,
     not_before,
     public_bindings,
+    same_json,
     step,
 )
 
@@ -204,7 +206,8 @@ def test_key_state_and_change_json_round_trip() -> None:
     assert KeyState.from_json(EMPTY.to_json()) == EMPTY
     changes: list[Change] = [Read(), PutIfAbsent({"v": 1}, {"session": "s"}),
                              PutIfAbsent("plain"), PutIfAbsent(1, {}, "id-7", 12_345),
-                             DeleteIf(12), DeleteIf(3, not_before=99), Renew(5, 77)]
+                             DeleteIf(12), DeleteIf(3, not_before=99), Renew(5, 77),
+                             SwapIf(4, {"v": 2}), SwapIf(4, [1], "id-8", 9_000)]
     for change in changes:
         assert change_from_json(json.loads(json.dumps(change.to_json()))) == change
     assert change_from_json({"op": "put", "value": 1}) == PutIfAbsent(1, {})
@@ -244,7 +247,7 @@ VALUES: list[Any] = [
     Promise(K, b(1), None, EMPTY), Accepted(K, b(1)), Rejected(K, b(1), b(2)),
     Observed(K, None, EMPTY), TooEarly(K, b(1), 5), Learned(K, b(1)),
     Decided(EMPTY, EMPTY, None), Conflict(b(1)), Premature(5), Plan("full", b(1), None, b(2)),
-    PutIfAbsent("v"), DeleteIf(1), Renew(1, 2),
+    PutIfAbsent("v"), DeleteIf(1), Renew(1, 2), SwapIf(1, "v"),
 ]
 
 
@@ -1073,6 +1076,68 @@ def test_every_change_keeps_the_deadline_guard_it_builds_on() -> None:
     assert not ended.live and not_before(ended) == 7_000
     # ... and where there is no guard, none is added.
     assert step(PutIfAbsent("v", {UNTIL: 8_000}), EMPTY) == KeyState(1, True, "v", {UNTIL: 8_000})
+
+
+def test_a_swap_gives_the_live_generation_a_new_value_as_a_new_generation() -> None:
+    bound = {UNTIL: 9_000, "pid": "s1", "key": {"name": "p", "token": 3}}
+    live = KeyState(5, True, "a", bound, (("put-1", 4_000, 5, True),), 1_000)
+    swapped = SwapIf(5, "b").apply(live)
+    # The lifetime stays: bindings, remembered put ids and horizon are kept.
+    assert swapped == KeyState(6, True, "b", bound, live.applied, 1_000)
+    assert SwapIf(4, "b").apply(live) is live  # another generation: untouched
+    assert SwapIf(6, "b").apply(live) is live
+    for dead in (EMPTY, KeyState(6, False), KeyState(6, False, None, {NOT_BEFORE: 5})):
+        assert SwapIf(dead.token, "b").apply(dead) is dead  # an absent key never matches
+
+
+def test_a_swap_takes_effect_at_most_once_even_after_its_value_came_back() -> None:
+    # A, B, A: a replay of the first swap must not find "its" generation again.
+    swap = SwapIf(1, "b", "id-1", 10_000)
+    state = step(swap, step(PutIfAbsent("a"), EMPTY))
+    assert state.generation() == (2, True, "b") and swap.swapped(state)
+    back = step(SwapIf(2, "a", "id-2", 10_000), state)
+    assert back.generation() == (3, True, "a")
+    assert step(swap, back) == back  # the replay does nothing ...
+    assert swap.swapped(back) is True  # ... and still knows it took effect
+    assert answers(back, [swap]) == [back]
+
+
+def test_a_swap_knows_whether_it_took_effect_whichever_run_answers() -> None:
+    held = KeyState(1, True, 5)
+    mine = SwapIf(1, 6, "mine", 10_000)
+    theirs = SwapIf(1, 6, "theirs", 10_000)  # the same increment by another client
+    after_mine, after_theirs, again = answers(held, [mine, theirs, mine])
+    assert after_mine is not None and after_mine.generation() == (2, True, 6)
+    assert after_theirs == after_mine and after_theirs is not None
+    assert mine.swapped(after_mine) and not theirs.swapped(after_theirs), \
+        "only one of two swaps from the same generation took effect"
+    assert again is not None and mine.swapped(again)
+    ended = step(DeleteIf(2), after_mine)  # the id outlives the generation it made
+    assert mine.swapped(ended) and not theirs.swapped(ended)
+    # Once its id may have been forgotten, it cannot tell.
+    late = step(PutIfAbsent("x", {}, "later", 10_000 + FORGET_AFTER_MS + 1), ended)
+    assert late.horizon == 10_000 and mine.swapped(late) is None
+    assert theirs.swapped(late) is None
+    # The swaps' ids are forgotten as puts' are: the table stays bounded.
+    for n in range(MAX_APPLIED + 5):
+        late = step(SwapIf(late.token, n, f"s{n}", 30_000 + n), late)
+    assert len(late.applied) == MAX_APPLIED and late.generation()[2] == MAX_APPLIED + 4
+
+
+def test_a_swap_keeps_the_deadline_guard_and_its_wire_form() -> None:
+    put = step(PutIfAbsent("v", {UNTIL: 8_000}), KeyState(2, False, None, {NOT_BEFORE: 7_000}))
+    swapped = step(change_from_wire(SwapIf(3, "w", "id", 9_000)), put)
+    assert swapped.generation() == (4, True, "w") and not_before(swapped) == 7_000
+    assert public_bindings(swapped) == {UNTIL: 8_000}
+    assert state_from_disk(swapped) == swapped
+    assert SwapIf(3, "w", "id", 9_000).swapped(state_from_disk(swapped))
+
+
+def test_values_compare_as_json() -> None:
+    assert same_json({"a": 1, "b": [True, None]}, {"b": [True, None], "a": 1})
+    assert same_json("x", "x") and same_json(2**64 - 1, 2**64 - 1)
+    for a, b in ((True, 1), (1, 1.0), (0, False), ("1", 1), ([1, 2], [2, 1]), ({}, [])):
+        assert not same_json(a, b), (a, b)
 
 
 def test_local_reads_serve_only_chosen_states() -> None:

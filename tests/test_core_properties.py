@@ -8,7 +8,7 @@ up on a round (the driver's timeout). Proposers choose ballots with the driver's
 above a conflict's promise), so a bug in the real ballot choice shows here; a restarted
 proposer gets a new `Ballots` with the next boot, as the node does. Acceptors have
 clocks that move forward at random, and the workload includes deadline deletes (refused
-as TooEarly until a clock passes them), deadline-bound puts and renewals.
+as TooEarly until a clock passes them), deadline-bound puts, renewals and swaps.
 
 An acceptor's durable state is exactly the records `Acceptor.handle` returned as writes;
 a reply leaves only together with its write, and a restarted acceptor starts from a copy
@@ -79,6 +79,7 @@ from paxoskv.core.state import (
     PutIfAbsent,
     Read,
     Renew,
+    SwapIf,
     compose,
 )
 
@@ -302,6 +303,8 @@ class PaxosNetwork(RuleBasedStateMachine):
         self.assert_not_older(outcome.prior, op.floor, "decided prior")
         if outcome.state.token >= 3:
             self.coverage["token >= 3 decided"] += 1
+        if outcome.prior.live and outcome.state.live and outcome.state.token > outcome.prior.token:
+            self.coverage["swapped"] += 1
         p.seen[key] = outcome.state
         if outcome.promised is not None:
             assert outcome.promised >= proposal.ballot
@@ -344,11 +347,13 @@ class PaxosNetwork(RuleBasedStateMachine):
             return DeleteIf(token)
         if kind == "delete seen":
             return DeleteIf(seen)
+        if kind == "swap":  # a compare-and-swap's change, on the generation it read
+            return SwapIf(seen, value, f"{p.name}.{p.boot}.{self.next_op}", at)
         return Read()
 
     @precondition(lambda self: bool(self.idle()))
     @rule(data=st.data(), kind=st.sampled_from(["put", "delete seen", "read", "delete",
-                                                "put until", "renew", "expire"]),
+                                                "put until", "renew", "expire", "swap"]),
           value=st.integers(0, 2), token=st.integers(1, 4), ahead=st.integers(-20, 40))
     def propose(self, data: st.DataObject, kind: str, value: int, token: int,
                 ahead: int) -> None:
@@ -557,6 +562,6 @@ def test_paxos_network(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = PaxosNetwork.coverage
     for path in ("decided full", "decided zero", "decided cached", "decided prepare-only",
                  "conflict", "quorum read", "crash", "restart", "duplicate",
-                 "token >= 3 decided", "premature"):
+                 "token >= 3 decided", "premature", "swapped"):
         assert seen[path] > 0, f"no run took path {path!r}: {dict(seen)}"
     assert any(seen[f"cluster {a}/{p}"] for a in (4, 5) for p in (2, 3))

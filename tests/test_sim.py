@@ -115,6 +115,8 @@ REVERTED_FIXES = {
     # Parts of membership change (issue 9) taken out:
     "skip-rescan": ("decided twice", "acknowledged state lost", "carried two states"),
     "ballots-by-name": ("decided twice", "took effect more than once", "carried two states"),
+    # A compare-and-swap not conditional on the generation (issue 13):
+    "swap-any-generation": ("took effect more than once", "which held"),
 }
 PLANT_SEEDS = 300
 

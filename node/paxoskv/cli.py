@@ -42,10 +42,12 @@ DENIED = 4  # the cluster refused the credentials: no token, a wrong one, or out
 
 EXIT_CODES = """\
 exit status:
-  0  done: found, put won, deleted, changed, bound, session kept alive or closed
+  0  done: found, put won, swapped, deleted, changed, bound, session kept alive or
+     closed
   1  the answer is no (not found; the put lost: the key holds another value; not
-     deleted; no change in time; not bound; session ended), or the request was
-     refused as invalid (the message names the option)
+     swapped: the key is absent or holds another value or token; not deleted; no
+     change in time; not bound; session ended), or the request was refused as invalid
+     (the message names the option)
   2  usage: a bad option, endpoint or configuration file
   3  no quorum answered, or no endpoint did: never "not found"; for a put, a delete
      or a session change the outcome is unknown (retrying is safe)
@@ -74,6 +76,7 @@ examples:
   paxoskv put leader pod-a             put if absent; prints the decided entry
   paxoskv get leader -o value          linearizable read; only the value (exit 1 if absent)
   paxoskv delete leader --token 1      delete if the fencing token still matches
+  paxoskv swap leader pod-a pod-b      compare-and-swap: pod-b if it holds pod-a
   paxoskv session --ttl 10             open a session, keep it alive until Ctrl-C or SIGTERM
   paxoskv put lock me --session ID     a key that ends with the session
   paxoskv pid lock                     the session the key is bound to
@@ -122,6 +125,18 @@ examples:
 
 Exit 0 if that generation has ended (by this delete or before it), 1 if not (without
 --token: 1 if the key was absent).
+""",
+    "swap": """\
+examples:
+  paxoskv swap leader pod-a pod-b           pod-b (a new generation) if it holds pod-a
+  paxoskv swap counter 41 42 --json         values as JSON: the number 41, not "41"
+  paxoskv swap config '{"v": 1}' '{"v": 2}' --json --token 3
+
+Compare-and-swap: if the key is live and holds EXPECTED (and the fencing token --token,
+if given), VALUE replaces it as a new generation (a larger token) that keeps the key's
+bindings (deadline, session, node, parent); keys bound to it with --parent end. Prints
+the entry; if it did not swap (the key is absent or holds another value or token),
+says so on stderr and exits 1. Values compare as JSON: with --json, 1 is not 1.0.
 """,
     "watch": """\
 examples:
@@ -192,7 +207,8 @@ examples:
 
 # What the CLI calls the request fields the server names in its errors.
 FLAGS = {
-    "key": "key", "value": "value", "bucket": "--bucket", "token": "--token",
+    "key": "key", "value": "value", "expected": "expected", "bucket": "--bucket",
+    "token": "--token",
     "timeout_ms": "--timeout", "ttl_ms": "--ttl", "no_quorum": "--no-quorum",
     "consistency": "--local", "session": "session id", "bindings.until": "--until",
     "bindings.key": "--parent", "bindings.pid": "--session", "bindings.node": "--node",
@@ -259,13 +275,13 @@ def _natural(least: int) -> Callable[[str], int]:
     return parse
 
 
-def _parse_value(raw: str, as_json: bool) -> Any:
+def _parse_value(raw: str, as_json: bool, name: str = "value") -> Any:
     if not as_json:
         return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise CliError(f"value is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise CliError(f"{name} is not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -432,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "else (without --token) whatever is live")
     delete.add_argument("--token", type=_natural(1),
                         help="the fencing token (generation) to end; without it, the live one")
+    swap = command("swap", "compare-and-swap: replace the key's value with VALUE if it is "
+                   "EXPECTED, as a new generation that keeps its bindings")
+    swap.add_argument("expected", help="the value the key must hold (a string; with "
+                      "--json, any JSON but null)")
+    swap.add_argument("value", help="its new value (a string; with --json, any JSON but "
+                      "null)")
+    swap.add_argument("--json", action="store_true", help="parse EXPECTED and VALUE as JSON")
+    swap.add_argument("--token", type=_natural(1),
+                      help="swap only if the fencing token (generation) is still this one")
     watch = command("watch", "wait until the key's fencing token differs from --token, "
                     "for up to --timeout seconds; print the entry")
     watch.add_argument("--token", type=_natural(0), default=0,
@@ -841,6 +866,17 @@ def _key_command(kv: Client, args: argparse.Namespace, out: Output, policy: NoQu
         out.entry(entry)
         if entry.ok and not entry.found:
             say("not found")
+            return NO
+    elif command == "swap":
+        expected = _parse_value(args.expected, args.json, "expected")
+        entry = kv.swap(args.key, expected, _parse_value(args.value, args.json),
+                        args.token, no_quorum=policy)
+        out.entry(entry, "swapped")
+        if entry.ok and not entry.swapped:
+            held = ("is absent" if not entry.found else f"is at token {entry.token}, not "
+                    f"--token {args.token}" if args.token not in (None, entry.token)
+                    else f"holds another value (token {entry.token})")
+            say(f"not swapped: key {args.key!r} {held}; nothing was written")
             return NO
     elif command == "delete":
         entry = kv.delete(args.key, args.token, no_quorum=policy)

@@ -68,8 +68,9 @@ class Entry:
     Under the "return" policy a request that no quorum answered gives an error result:
     `ok` is False, `error` is "no_quorum" or "unreachable" and `message` says why.
     An error result has no state, so reading `found`, `value`, `token`, `bindings`,
-    `deleted`, `changed`, `created` or `swapped` raises the error (NoQuorum or Unreachable) instead of
-    answering "not found": check `ok` first to handle it without an exception.
+    `deleted`, `changed`, `created` or `swapped` raises the error (NoQuorum or
+    Unreachable) instead of answering "not found": check `ok` first to handle it
+    without an exception.
     """
 
     __slots__ = ("_bindings", "_bucket", "_changed", "_created", "_deleted", "_error", "_found",
@@ -334,6 +335,10 @@ class _Attempts:
     budget: float
     failures: int = 0
     reasons: dict[str, str] = field(default_factory=dict)  # endpoint: why it failed
+    # Sent at most once past a connection (a swap: sent again, one that took effect
+    # would answer swapped: false); `delivered` once a try may have reached a node.
+    once: bool = False
+    delivered: bool = False
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -342,6 +347,9 @@ class _Attempts:
         """Count a failure of `url`: the pause before the next try, or None to give up."""
         self.failures += 1
         self.reasons[url] = _why(exc)
+        if self.once and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            self.delivered = True
+            return None
         out_of_nodes = self.policy != "retry" and self.failures >= self.endpoints
         if out_of_nodes or self.remaining() <= 0.05:
             return None
@@ -351,7 +359,7 @@ class _Attempts:
         """After a no_quorum answer under "retry": the pause before the next try (on
         the next endpoint), or None once the deadline has passed."""
         self.failures += 1
-        if self.policy != "retry" or self.remaining() <= 0.05:
+        if self.policy != "retry" or self.once or self.remaining() <= 0.05:
             return None
         return min(0.05 * self.failures, 0.5, self.remaining())
 
@@ -361,15 +369,19 @@ class _Attempts:
         untried = max(self.endpoints - self.failures, 1)
         return max(self.remaining() / untried, 0.05)
 
-    def unreachable(self) -> Unreachable:
+    def unreachable(self) -> NoQuorum:
         tried = ", ".join(f"{url} ({why})" for url, why in self.reasons.items())
+        if self.delivered:
+            return NoQuorum("no_quorum", f"no answer: {tried}; the change may or may not "
+                            "have been decided, and was not sent again (read the key)")
         retried = (f" in {self.budget:g} s ({self.failures} tries)"
                    if self.failures > len(self.reasons) else "")
         return Unreachable("unreachable", f"no endpoint answered{retried}: {tried}")
 
 
 def _give_up(policy: NoQuorumPolicy, attempts: _Attempts) -> NoQuorum:
-    """No endpoint answered: the Unreachable error, returned under "return"."""
+    """No endpoint answered: the Unreachable error (NoQuorum for a request sent once
+    that may have reached one), returned under "return"."""
     error = attempts.unreachable()
     if policy == "return":
         return error
@@ -431,12 +443,12 @@ class _Base:
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
 
-    def _plan(self, no_quorum: NoQuorumPolicy | None, timeout: float | None
-              ) -> tuple[NoQuorumPolicy, _Attempts]:
+    def _plan(self, no_quorum: NoQuorumPolicy | None, timeout: float | None,
+              once: bool = False) -> tuple[NoQuorumPolicy, _Attempts]:
         policy = no_quorum or self.no_quorum
         budget = self.timeout if timeout is None else timeout
         return policy, _Attempts(policy, len(self.endpoints), time.monotonic() + budget,
-                                 budget)
+                                 budget, once=once)
 
     def _raising_policy(self, no_quorum: NoQuorumPolicy | None) -> NoQuorumPolicy:
         """For calls with no entry to carry an error (sessions, listings): under "return"
@@ -505,8 +517,10 @@ class Client(_Base):
         """Compare-and-swap: if the key holds `expected` (and the fencing token `token`,
         if given), give it `value` as a new generation (a larger token) that keeps its
         bindings; `entry.swapped` says whether this swap did. Values compare as JSON
-        (1 is not 1.0 or True). A retried swap asks again."""
-        return self._entry("/v1/swap", key, bucket, no_quorum, timeout,
+        (1 is not 1.0 or True). Sent again only to endpoints it surely did not reach:
+        once it may have reached one, a lost answer is a no_quorum error (the outcome is
+        unknown: read the key), never swapped: false for a swap that took effect."""
+        return self._entry("/v1/swap", key, bucket, no_quorum, timeout, once=True,
                            **_swap_body(expected, value, token))
 
     def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
@@ -624,18 +638,19 @@ class Client(_Base):
 
     def _entry(self, path: str, key: str, bucket: str | None,
                no_quorum: NoQuorumPolicy | None, timeout: float | None,
-               changes: bool = True, **extra: Any) -> Entry:
+               changes: bool = True, once: bool = False, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
         data = self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum, timeout,
-                          changes)
+                          changes, once)
         return _entry(data, bucket, key)
 
     def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
-              timeout: float | None, changes: bool = True) -> dict[str, Any] | NoQuorum:
+              timeout: float | None, changes: bool = True, once: bool = False
+              ) -> dict[str, Any] | NoQuorum:
         """The answer's body; under "return" the NoQuorum (or Unreachable) error instead
         of raising it. `changes`: whether the request may change something (for the
-        no_quorum message)."""
-        policy, attempts = self._plan(no_quorum, timeout)
+        no_quorum message); `once`: never send it again once it may have reached a node."""
+        policy, attempts = self._plan(no_quorum, timeout, once)
         while True:
             url = self._endpoint()
             remaining = attempts.remaining()
@@ -810,7 +825,7 @@ class AsyncClient(_Base):
                    bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
                    timeout: float | None = None) -> Entry:
         """As `Client.swap`."""
-        return await self._entry("/v1/swap", key, bucket, no_quorum, timeout,
+        return await self._entry("/v1/swap", key, bucket, no_quorum, timeout, once=True,
                                  **_swap_body(expected, value, token))
 
     async def watch(self, key: str, token: int, *, timeout: float = 30.0,
@@ -909,16 +924,17 @@ class AsyncClient(_Base):
 
     async def _entry(self, path: str, key: str, bucket: str | None,
                      no_quorum: NoQuorumPolicy | None, timeout: float | None,
-                     changes: bool = True, **extra: Any) -> Entry:
+                     changes: bool = True, once: bool = False, **extra: Any) -> Entry:
         bucket = bucket or self.bucket
         data = await self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum,
-                                timeout, changes)
+                                timeout, changes, once)
         return _entry(data, bucket, key)
 
     async def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
-                    timeout: float | None, changes: bool = True) -> dict[str, Any] | NoQuorum:
+                    timeout: float | None, changes: bool = True, once: bool = False
+                    ) -> dict[str, Any] | NoQuorum:
         """As `Client._post`."""
-        policy, attempts = self._plan(no_quorum, timeout)
+        policy, attempts = self._plan(no_quorum, timeout, once)
         while True:
             url = self._endpoint()
             remaining = attempts.remaining()

@@ -16,6 +16,13 @@ when
 5. a delete's answer agrees with itself: `deleted` is true exactly when the answer's
    token is past the generation it named; and a delete answered `deleted: false` did
    not end that generation, so it explains no tombstone;
+6. a compare-and-swap (a swap) decides a live generation from a live one: the
+   generation before the one holding a swap's value was live, held the swap's
+   `expected` value and (if it named one) its token; a swap answered `swapped: true`
+   answers the generation it decided, and one answered `swapped: false` decided none.
+   Swaps break the parity of 0-4 (a live generation may follow a live one), so for a
+   key with swaps, a tombstone is one seen absent, and a generation no op saw may be
+   anything;
 
 where an operation whose outcome is unknown counts as invoked but never
 completed. Deadlines are checked too: no read completed before a key's `until`
@@ -31,7 +38,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["put", "get", "delete"]
+from paxoskv.core.state import same_json
+
+Kind = Literal["put", "get", "delete", "swap"]
 Outcome = Literal["ok", "fail", "unknown"]
 
 
@@ -45,8 +54,9 @@ class Op:
     invoke: float  # seconds since the epoch (time.time()), one clock for the test
     complete: float  # math.inf while unknown
     outcome: Outcome
-    value: Any = None  # put: the value proposed
-    token_arg: int = 0  # delete: the generation to end
+    value: Any = None  # put, swap: the value proposed
+    token_arg: int = 0  # delete: the generation to end; swap: the token required (0: none)
+    expected: Any = None  # swap: the value the key must hold
     until: int | None = None  # put: the deadline binding (ms since the epoch)
     session: str | None = None  # put: the session binding
     # The answer, for ok operations:
@@ -54,6 +64,7 @@ class Op:
     seen_value: Any = None
     token: int = 0
     deleted: bool = False
+    swapped: bool = False
     error: str | None = None  # the error code of a failed or unknown operation, if any
 
 
@@ -99,10 +110,13 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
                sessions_alive_until: dict[str, float]) -> list[str]:
     anomalies: list[str] = []
     observed = [op for op in ops if op.outcome == "ok"]
-    for op in observed:
-        if op.token % 2 != (1 if op.found else 0):
-            anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token} with "
-                             f"found={op.found}: odd tokens are live, even ones tombstones")
+    swaps = [op for op in ops if op.kind == "swap"]
+    if not swaps:
+        for op in observed:
+            if op.token % 2 != (1 if op.found else 0):
+                anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token} "
+                                 f"with found={op.found}: odd tokens are live, even ones "
+                                 "tombstones")
 
     # 1. One value per generation.
     values: dict[int, Any] = {}
@@ -112,30 +126,41 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
                 anomalies.append(f"{key}: generation {op.token} decided twice: "
                                  f"{values[op.token]!r} and {op.seen_value!r}")
             values.setdefault(op.token, op.seen_value)
+    dead = {op.token for op in observed if not op.found}
 
-    # 2. Every generation seen was created by an op invoked before the observer completed.
-    creators: dict[int, float] = {}  # token -> earliest invocation of a possible creator
+    # 2. Every generation seen was created by an op invoked before the observer completed:
+    #    a live one by the put or swap of its value, a tombstone by a delete.
+    made_live: dict[int, float] = {}  # token -> earliest invocation of a possible creator
+    made_dead: dict[int, float] = {}
     for op in ops:
-        if op.kind == "put" and op.outcome != "fail":
+        if op.kind in ("put", "swap") and op.outcome != "fail":
             for token, value in values.items():
                 if value == op.value:
-                    creators[token] = min(creators.get(token, math.inf), op.invoke)
-        if (op.kind == "delete" and op.outcome != "fail" and op.token_arg % 2 == 1
+                    made_live[token] = min(made_live.get(token, math.inf), op.invoke)
+        if (op.kind == "delete" and op.outcome != "fail" and (swaps or op.token_arg % 2 == 1)
                 and not (op.outcome == "ok" and not op.deleted)):
             token = op.token_arg + 1  # only a live generation can be ended
-            creators[token] = min(creators.get(token, math.inf), op.invoke)
+            made_dead[token] = min(made_dead.get(token, math.inf), op.invoke)
+    if not swaps:  # parity tells live from dead: one table, as before swaps existed
+        made_live = made_dead = {t: min(made_live.get(t, math.inf), made_dead.get(t, math.inf))
+                                 for t in {*made_live, *made_dead}}
     for op in observed:
-        if op.token == 0 or (op.token % 2 == 0 and bindings_end_keys):
+        if op.token == 0 or (bindings_end_keys and not (op.found if swaps else op.token % 2)):
             continue
-        if creators.get(op.token, math.inf) >= op.complete:
+        if (made_live if op.found else made_dead).get(op.token, math.inf) >= op.complete:
             anomalies.append(f"{key}: {op.kind} by p{op.process} saw generation {op.token} "
                              "that no operation invoked before it could have created")
 
     # 4. No gap in the chain: every tombstone below a token seen was made by a delete.
     if not bindings_end_keys:
+        unseen_writes = [op.invoke for op in ops if op.kind in ("put", "swap")
+                         and op.outcome != "fail" and op.value not in values.values()]
         for op in observed:
-            for tomb in range(2, op.token + 1, 2):
-                if creators.get(tomb, math.inf) >= op.complete:
+            for tomb in range(2, op.token + 1, 1 if swaps else 2):
+                if tomb in values or (swaps and tomb not in dead and min(
+                        unseen_writes, default=math.inf) < op.complete):
+                    continue  # (with swaps) live, or maybe a generation no op saw
+                if made_dead.get(tomb, math.inf) >= op.complete:
                     anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token}, "
                                      f"but no delete invoked before it could have ended "
                                      f"generation {tomb - 1}")
@@ -146,6 +171,9 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
         if op.kind == "delete" and op.deleted != (op.token > op.token_arg):
             anomalies.append(f"{key}: delete({op.token_arg}) by p{op.process} answered "
                              f"deleted={op.deleted} with token {op.token}")
+
+    # 6. Swaps: from a live generation holding `expected`; `swapped` tells the truth.
+    anomalies += _check_swaps(key, swaps, values, dead)
 
     # 3. Real-time monotonicity: sweep by invocation; everything completed before an
     #    invocation must have seen a token no larger than what that op sees.
@@ -163,7 +191,10 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
                 f"{highest} at {highest_op.complete:.3f} (acknowledged state lost)")
 
     # Lifetimes: a generation bound to a deadline or a session must not be reported
-    # gone before the deadline, or while the session surely lived.
+    # gone before the deadline, or while the session surely lived. A swap passes the
+    # bindings on to the generation it decides: the lifetime goes on through swaps.
+    swapped_in = {op.value for op in swaps}
+    top = max((op.token for op in observed), default=0)
     for put in ops:
         if put.kind != "put" or put.outcome != "ok" or put.seen_value != put.value:
             continue  # only the put that created a generation set its bindings
@@ -172,14 +203,45 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
             lives_until = min(lives_until, sessions_alive_until.get(put.session, -math.inf))
         if lives_until == math.inf:
             continue
-        created = put.token
+        created = last = put.token
+        while last < top and (values.get(last + 1) in swapped_in or (
+                swaps and last + 1 not in values and last + 1 not in dead)):
+            last += 1  # swapped, or (with swaps) maybe: a generation no op saw
         for op in observed:
             deleted_by_client = any(
-                d.kind == "delete" and d.outcome != "fail" and d.token_arg == created
+                d.kind == "delete" and d.outcome != "fail" and created <= d.token_arg <= last
                 and d.invoke < op.complete for d in ops)
-            if op.token > created and op.complete < lives_until and not deleted_by_client:
+            if op.token > last and op.complete < lives_until and not deleted_by_client:
                 anomalies.append(f"{key}: generation {created} reported gone by p{op.process} "
                                  f"while its bindings lived (until {lives_until:.3f})")
+    return anomalies
+
+
+def _check_swaps(key: str, swaps: list[Op], values: dict[int, Any], dead: set[int]
+                 ) -> list[str]:
+    anomalies = []
+    decided = {value: token for token, value in values.items()}
+    for op in swaps:
+        who = f"{key}: swap({op.expected!r} -> {op.value!r}) by p{op.process}"
+        token = decided.get(op.value)
+        if op.outcome == "ok" and op.swapped and not (op.found and op.seen_value == op.value):
+            anomalies.append(f"{who} answered swapped=true with {op.seen_value!r} at "
+                             f"token {op.token}, not the generation it decided")
+        if token is None:
+            continue
+        if op.outcome == "ok" and not op.swapped:
+            anomalies.append(f"{who} answered swapped=false, yet generation {token} holds "
+                             "its value")
+        before = token - 1
+        if before in dead or before == 0:
+            anomalies.append(f"{who} decided generation {token} after generation {before}, "
+                             "which was not live")
+        elif before in values and not same_json(values[before], op.expected):
+            anomalies.append(f"{who} decided generation {token} after generation {before}, "
+                             f"which held {values[before]!r}")
+        if op.token_arg and op.token_arg != before:
+            anomalies.append(f"{who} required token {op.token_arg}, yet decided generation "
+                             f"{token} after generation {before}")
     return anomalies
 
 

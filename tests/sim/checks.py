@@ -1,10 +1,10 @@
 """Checks the simulator adds to tests/faults/checker.py, for what only it records.
 
-- A put takes effect at most once: each put's value is unique, so a value
-  seen in two generations means one request was applied twice.
+- A put or a swap takes effect at most once: each one's value is unique, so a
+  value seen in two generations means one request was applied twice.
 - Local reads are outside the real-time rule (stale by design), but must
-  never be dirty: a (token, value) that no put proposed, or that differs from
-  the value the linearizable history shows for that generation.
+  never be dirty: a (token, value) that no put or swap proposed, or that differs
+  from the value the linearizable history shows for that generation.
 - One state per ballot (white-box, from every durable acceptor write as it
   happens): quorum reads and the prepare phase rely on a ballot carrying one
   state, so two acceptors holding different states at one ballot of a key is
@@ -25,19 +25,24 @@ if TYPE_CHECKING:  # workload.py imports cluster.py, which imports this module
     from tests.sim.workload import LocalRead
 
 
+def _proposed(history: list[Op]) -> dict[tuple[str, Any], str]:
+    """(key, value) -> the kind of write that proposed it (values are unique)."""
+    return {(op.key, op.value): op.kind for op in history if op.kind in ("put", "swap")}
+
+
 def puts_take_effect_once(history: list[Op]) -> list[str]:
-    proposed = {(op.key, op.value) for op in history if op.kind == "put"}
+    proposed = _proposed(history)
     generations: dict[tuple[str, Any], set[int]] = defaultdict(set)
     for op in history:
         if op.outcome == "ok" and op.found and (op.key, op.seen_value) in proposed:
             generations[(op.key, op.seen_value)].add(op.token)
-    return [f"{key}: put of {value!r} took effect more than once: generations "
-            f"{sorted(tokens)}" for (key, value), tokens in sorted(generations.items())
-            if len(tokens) > 1]
+    return [f"{key}: {proposed[(key, value)]} of {value!r} took effect more than once: "
+            f"generations {sorted(tokens)}"
+            for (key, value), tokens in sorted(generations.items()) if len(tokens) > 1]
 
 
 def local_reads_are_clean(history: list[Op], reads: list[LocalRead]) -> list[str]:
-    proposed = {(op.key, op.value) for op in history if op.kind == "put"}
+    proposed = _proposed(history)
     decided: dict[tuple[str, int], Any] = {}
     for op in history:
         if op.outcome == "ok" and op.found:
@@ -48,7 +53,7 @@ def local_reads_are_clean(history: list[Op], reads: list[LocalRead]) -> list[str
             continue
         where = f"{r.key}: local read by p{r.process} at {r.complete:.3f}"
         if (r.key, r.value) not in proposed:
-            anomalies.append(f"{where} saw {r.value!r}, which no put proposed")
+            anomalies.append(f"{where} saw {r.value!r}, which no put or swap proposed")
         elif (r.key, r.token) in decided and decided[(r.key, r.token)] != r.value:
             anomalies.append(f"{where} saw {r.value!r} at generation {r.token}, which "
                              f"was decided as {decided[(r.key, r.token)]!r} (a dirty read)")

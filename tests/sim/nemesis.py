@@ -101,16 +101,16 @@ SCENARIOS = {
                                  roam=0.5, sessions=4, session=0.5)),
     # Violation 3: a member's disk wiped, with crashes and cuts around it, over many keys.
     "wipes": Scenario(weights={"wipe": 3.0, "crash": 3.0, "power": 0.0, "partition": 2.0},
-                      mix=Mix(keys=24, put=0.5, get=0.3, delete=0.1, watch=0.05)),
+                      mix=Mix(keys=24, put=0.5, get=0.3, delete=0.1, watch=0.05, swap=0.03)),
     # Membership steps (tests/sim/reconfigure.py PLANS) under every other fault: good
     # clocks (the deadline guarantee counts a majority of one fixed set of clocks) and
     # no wipes of its own (its replacements wipe).
     "grow-shrink": Scenario(skewed=0, weights={"wipe": 0.0},
                             mix=Mix(keys=16, put=0.5, get=0.3, delete=0.1, watch=0.05,
-                                    until=0.1)),
+                                    swap=0.03, until=0.1)),
     "from-one": Scenario(skewed=0, weights={"wipe": 0.0, "power": 0.1},
                          mix=Mix(keys=12, put=0.5, get=0.3, delete=0.1, watch=0.05,
-                                 until=0.1)),
+                                 swap=0.03, until=0.1)),
 }
 
 

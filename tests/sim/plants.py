@@ -25,6 +25,11 @@ the violation that fix prevents:
 - "renew-backwards" (fix 5 reverted): a renewal sets the deadline even if it
   moves it back.
 
+And one that takes the generation out of a compare-and-swap (issue 13):
+- "swap-any-generation": `SwapIf` replaces whatever generation is live, so a run
+  of a swap that lands after another change (hedged, duplicated, late) applies
+  again, on a value it never compared.
+
 And three that take out a part of membership change (issue 9), found in the
 membership scenarios:
 - "skip-rescan": a step settles without re-deciding the keys under its epoch;
@@ -46,13 +51,13 @@ from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import Ballot, first_ballot
 from paxoskv.core.messages import Promise, Reply, Request
 from paxoskv.core.proposer import Ballots, Plan
-from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew
+from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew, SwapIf
 from paxoskv.server.membership import Membership
 from paxoskv.server.node import Node
 
 PLANTS = ("forget-accepted", "ack-before-durable", "ballot-from-acceptor", "put-runs-twice",
           "wiped-votes", "delete-drops-guard", "renew-backwards", "skip-rescan", "no-fencing",
-          "ballots-by-name")
+          "ballots-by-name", "swap-any-generation")
 Handle = Callable[[Acceptor, Request, Any], tuple[Reply, Write | None]]
 
 
@@ -108,6 +113,14 @@ def renew_backwards(self: Renew, state: KeyState) -> KeyState:
     return state._replace(bindings={**state.bindings, UNTIL: self.until})
 
 
+def swap_any_generation(self: SwapIf, state: KeyState) -> KeyState:
+    """`SwapIf.apply`, but on whatever generation is live: a replayable change."""
+    if not state.live:
+        return state
+    swapped = state._replace(token=state.token + 1, value=self.value)
+    return core_state.remember(swapped, (self.id, self.expires, swapped.token, True))
+
+
 async def no_rescan(self: Membership, holders: list[str]) -> list[str]:
     """`Membership._rescan` skipped: a step settles without re-deciding any key."""
     return []
@@ -147,6 +160,8 @@ def planted(name: str | None) -> Iterator[None]:
             stack.enter_context(mock.patch.object(core_state, "step", unguarded_step))
         elif name == "renew-backwards":
             stack.enter_context(mock.patch.object(Renew, "apply", renew_backwards))
+        elif name == "swap-any-generation":
+            stack.enter_context(mock.patch.object(SwapIf, "apply", swap_any_generation))
         elif name == "skip-rescan":
             stack.enter_context(mock.patch.object(Membership, "_rescan", no_rescan))
         elif name == "no-fencing":

@@ -226,7 +226,11 @@ def _print_run(result: Result) -> None:
         answer = f"found={op.found} value={op.seen_value!r} token={op.token}" \
             if op.outcome == "ok" else ""
         args = {"put": f"value={op.value!r} until={op.until} session={op.session}",
-                "delete": f"token={op.token_arg}"}.get(op.kind, "")
+                "delete": f"token={op.token_arg}",
+                "swap": f"expected={op.expected!r} value={op.value!r} token={op.token_arg}"
+                }.get(op.kind, "")
+        if op.outcome == "ok" and op.kind == "swap":
+            answer += f" swapped={op.swapped}"
         print(f"    {op.invoke:.3f} {op.complete:.3f} p{op.process} {op.kind} {op.key} "
               f"{args} -> {op.outcome} {answer}")
     for r in result.local_reads:

@@ -8,7 +8,9 @@ a stalled node answers late, a crashed one never (the op is then unknown).
 Times come from the test's clock (`SimCluster.now`), not the nodes' skewed ones.
 
 Recorded for tests/faults/checker.py: puts (with every binding kind),
-conditional deletes with tokens seen, linearizable reads and watches (as gets).
+conditional deletes with tokens seen, compare-and-swaps (through the HTTP handler's
+own `swap_value`, from the value last seen, or another, with or without its token),
+linearizable reads and watches (as gets).
 Recorded apart: local reads (stale by design, so outside the real-time rule)
 and each session's deadlines, close and keep-alive answers.
 """
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 from paxoskv.core.config import home_of
 from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
 from paxoskv.server import validation as v
+from paxoskv.server.api import swap_value
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.node import Node, NoQuorum
 from tests.faults.checker import Kind, Op, Outcome, SessionLog
@@ -42,7 +45,7 @@ THINK_S = 0.3  # a client waits up to this long between requests
 @dataclass(frozen=True)
 class Mix:
     """What the clients do: over how many keys, which share of requests are puts,
-    gets, deletes and watches (the rest are local reads), which share of puts
+    gets, deletes, watches and swaps (the rest are local reads), which share of puts
     carry a deadline, and how far ahead (ms)."""
 
     keys: int = 4
@@ -51,6 +54,7 @@ class Mix:
     get: float = 0.25
     delete: float = 0.15
     watch: float = 0.1
+    swap: float = 0.08
     until: float = 0.25
     until_ms: tuple[int, int] = (200, 4000)
     roam: float = 0.0  # the chance that a request goes to any member (a load balancer)
@@ -106,6 +110,7 @@ class Client:
         self.rng = rng
         self.rec = recorder
         self.tokens: dict[str, int] = {}  # key -> the last token seen
+        self.values: dict[str, Any] = {}  # key -> the last value seen (None: absent)
         self.session: SessionLog | None = None
         self._n = 0
 
@@ -132,8 +137,9 @@ class Client:
         return task.result()
 
     async def _op(self, kind: Kind, key: str, work: Work[KeyState], member: Member | None = None,
-                  **fields: Any) -> KeyState | None:
-        """One recorded operation on a client key; the state it returned, if ok."""
+                  answered: dict[str, Any] | None = None, **fields: Any) -> KeyState | None:
+        """One recorded operation on a client key; the state it returned, if ok.
+        `answered`: fields of the answer beside the state, which `work` fills in."""
         invoke = self.cluster.now()
         outcome: Outcome = "ok"
         state: KeyState | None = None
@@ -156,10 +162,12 @@ class Client:
         if kind == "delete":
             # As the HTTP handler answers: generation `token_arg` has ended.
             fields["deleted"] = state.token > fields["token_arg"]
+        fields.update(answered or {})
         self.rec.history.append(Op(
             self.process, kind, key, invoke, self.cluster.now(), "ok", found=state.live,
             seen_value=state.value if state.live else None, token=state.token, **fields))
         self.tokens[key] = state.token
+        self.values[key] = state.value if state.live else None
         return state
 
     # -- the workload ------------------------------------------------------------------
@@ -178,6 +186,8 @@ class Client:
                 await self.delete(key, timeout)
             elif roll < mix.put + mix.get + mix.delete + mix.watch:
                 await self.watch(key, self.rng.uniform(0.1, 2.0))
+            elif roll < mix.put + mix.get + mix.delete + mix.watch + mix.swap:
+                await self.swap(key, timeout)
             else:
                 await self.read_local(key)
             await asyncio.sleep(self.rng.uniform(0.0, THINK_S))
@@ -229,6 +239,26 @@ class Client:
         token = seen if seen % 2 else max(1, seen - 1)
         await self._op("delete", key, lambda n, _: n.change(
             f"{BUCKET}/{key}", DeleteIf(token), timeout, retry=False), token_arg=token)
+
+    async def swap(self, key: str, timeout: float) -> None:
+        """A compare-and-swap to a new value of its own, as the HTTP handler runs it:
+        mostly from the value last seen (a stale one, maybe), sometimes from another
+        value this client put, sometimes also requiring the token last seen."""
+        self._n += 1
+        value = f"p{self.process}-{self._n}"
+        expected = self.values.get(key)
+        if expected is None or self.rng.random() < 0.15:
+            expected = f"p{self.process}-{self.rng.randint(1, self._n)}"
+        token = self.tokens.get(key) if self.rng.random() < 0.3 else None
+        answered: dict[str, Any] = {}
+
+        async def swap(node: Node, _: Lifetimes) -> KeyState:
+            state, answered["swapped"] = await swap_value(node, f"{BUCKET}/{key}", expected,
+                                                          value, token, timeout, retry=False)
+            return state
+
+        await self._op("swap", key, swap, answered=answered, value=value, expected=expected,
+                       token_arg=token or 0)
 
     async def read_local(self, key: str) -> None:
         invoke = self.cluster.now()

@@ -11,8 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 Json = Any
-# A put that ran on a key: (its id, its expiry in ms, the token it created or found, won).
+# A put that ran on a key (or a swap that took effect): (its id, its expiry in ms, the
+# token it created or found, won).
 Applied = tuple[str, int, int, bool]
 
 
@@ -20,8 +23,9 @@ class KeyState(NamedTuple):
     """A register's value. Treat `bindings` as read-only: states are shared.
 
     `applied` and `horizon` make puts take effect at most once (see
-    `PutIfAbsent`): the recent puts that ran on this key, each as (id, expiry,
-    token, won), and the latest expiry among the ids forgotten since.
+    `PutIfAbsent`): the recent puts that ran on this key (and the swaps that took
+    effect, see `SwapIf`), each as (id, expiry, token, won), and the latest expiry
+    among the ids forgotten since.
     """
 
     token: int = 0
@@ -125,6 +129,19 @@ FORGET_AFTER_MS = 10_000
 MAX_APPLIED = 1024
 
 
+def remember(state: KeyState, run: Applied) -> KeyState:
+    """`state` also remembering `run` (a put's or a swap's), forgetting the ids that
+    expired FORGET_AFTER_MS before it, and the oldest beyond MAX_APPLIED."""
+    if not state.applied:  # the common case: a key's first put in a while
+        return state._replace(applied=(run,))
+    cutoff = run[1] - FORGET_AFTER_MS
+    applied = sorted([*state.applied, run], key=lambda a: a[1])
+    keep = [a for a in applied if a[1] >= cutoff][-MAX_APPLIED:]
+    forgotten = applied[:len(applied) - len(keep)]
+    horizon = max([state.horizon, *(a[1] for a in forgotten)])
+    return state._replace(applied=tuple(keep), horizon=horizon)
+
+
 @dataclass(frozen=True, slots=True)
 class PutIfAbsent:
     """First write wins: a live key keeps its value and bindings.
@@ -191,17 +208,7 @@ class PutIfAbsent:
         return self._remember(won, won.token, won=True)
 
     def _remember(self, state: KeyState, token: int, won: bool) -> KeyState:
-        if not self.id:
-            return state
-        if not state.applied:  # the common case: a key's first put in a while
-            return state._replace(applied=((self.id, self.expires, token, won),))
-        cutoff = self.expires - FORGET_AFTER_MS
-        applied = sorted([*state.applied, (self.id, self.expires, token, won)],
-                         key=lambda a: a[1])
-        keep = [a for a in applied if a[1] >= cutoff][-MAX_APPLIED:]
-        forgotten = applied[:len(applied) - len(keep)]
-        horizon = max([state.horizon, *(a[1] for a in forgotten)])
-        return state._replace(applied=tuple(keep), horizon=horizon)
+        return remember(state, (self.id, self.expires, token, won)) if self.id else state
 
     def to_json(self) -> dict[str, Json]:
         return {"op": "put", "value": self.value, "bindings": self.bindings, "id": self.id,
@@ -240,6 +247,52 @@ class DeleteIf:
 
 
 @dataclass(frozen=True, slots=True)
+class SwapIf:
+    """Give generation `token`, if it is still the live one, the value `value` as a new
+    generation (token + 1) that keeps the key's bindings (its lifetime): the change
+    under a compare-and-swap of the value (api.swap_value compares, then runs this).
+
+    Conditional on a generation, not on a value: a value may come back (A, B, A), a
+    generation never does, so no run of it (forwarded, hedged, duplicated) can take
+    effect twice. A swap with an `id` is remembered by the key as a put is (`applied`,
+    forgotten the same way), so every run of it can tell whether it took effect
+    (`swapped`), even when another request swapped in the same value at the same
+    generation, which the state alone could not tell apart.
+    """
+
+    token: int
+    value: Json
+    id: str = ""
+    expires: int = 0  # as a put's: the latest time a run of it may still start (ms)
+
+    def apply(self, state: KeyState) -> KeyState:
+        if not state.live or state.token != self.token:
+            return state
+        swapped = state._replace(token=self.token + 1, value=self.value)
+        if not self.id:
+            return swapped
+        return remember(swapped, (self.id, self.expires, swapped.token, True))
+
+    def swapped(self, state: KeyState) -> bool | None:
+        """Whether this swap took effect, as `state` (the key's state after any run of
+        it) tells; None when it cannot: its id may have been forgotten."""
+        if any(a[0] == self.id and a[3] for a in state.applied):
+            return True
+        return None if self.expires <= state.horizon else False
+
+    def to_json(self) -> dict[str, Json]:
+        return {"op": "swap", "token": self.token, "value": self.value, "id": self.id,
+                "expires": self.expires}
+
+
+def same_json(a: Json, b: Json) -> bool:
+    """Whether two JSON values are the same: as JSON text, so `true` is not `1` and `1`
+    is not `1.0` (Python's == says both are), and the order of object keys is free."""
+    option = orjson.OPT_SORT_KEYS
+    return a is b or orjson.dumps(a, option=option) == orjson.dumps(b, option=option)
+
+
+@dataclass(frozen=True, slots=True)
 class Renew:
     """Move the deadline of generation `token` to `until` (a session keep-alive).
 
@@ -263,7 +316,7 @@ class Renew:
         return {"op": "renew", "token": self.token, "until": self.until}
 
 
-Change = Read | PutIfAbsent | DeleteIf | Renew | Touch | ReplaceIf
+Change = Read | PutIfAbsent | DeleteIf | Renew | Touch | ReplaceIf | SwapIf
 
 
 def change_from_json(raw: dict[str, Json]) -> Change:
@@ -279,6 +332,9 @@ def change_from_json(raw: dict[str, Json]) -> Change:
                            int(raw.get("expires", 0)))
     if op == "renew":
         return Renew(int(raw["token"]), int(raw["until"]))
+    if op == "swap":
+        return SwapIf(int(raw["token"]), raw["value"], str(raw.get("id", "")),
+                      int(raw.get("expires", 0)))
     if op == "delete":
         not_before = raw.get("not_before")
         return DeleteIf(int(raw["token"]), None if not_before is None else int(not_before))

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from paxoskv import __version__
-from paxoskv.core.state import DeleteIf, KeyState, public_bindings
+from paxoskv.core.state import DeleteIf, KeyState, SwapIf, public_bindings, same_json
 from paxoskv.server import auth, listing
 from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
@@ -341,6 +341,55 @@ async def delete(request: web.Request) -> web.Response:
     return json_reply({**entry(target, state), "deleted": deleted})
 
 
+async def swap(request: web.Request) -> web.Response:
+    body = await _body(request, {"expected", "value", "token"})
+    target = v.target(body)
+    expected = v.value(body, "expected")
+    value = v.value(body)
+    token = v.optional_token(body, "to compare the value alone")
+    state, swapped = await swap_value(request.app[NODE], target.key_id, expected, value,
+                                      token, target.timeout, target.no_quorum == "retry")
+    return json_reply({**entry(target, state), "swapped": swapped})
+
+
+async def swap_value(node: Node, key: str, expected: Any, value: Any, token: int | None,
+                     timeout: float, retry: bool) -> tuple[KeyState, bool]:
+    """Compare-and-swap: if the key is live with the value `expected` (and the token
+    `token`, if given), give it `value` as a new generation keeping its bindings. The
+    key's state afterwards, and whether this swap took effect.
+
+    As the unconditional delete: a linearizable read, the comparison here, then a
+    change conditional on the generation read (SwapIf), never a "replace if the value
+    is X" change, which a forwarded, hedged or duplicated run could apply again after
+    A, B, A. SwapIf's id tells whether it took effect whichever run answers, so a
+    duplicated run answers as the first did. If the generation moved on first (another
+    change won), the state that answered is decided: the swap tries again on it while
+    its value is still `expected` and time remains. Keys bound to the key (`key`
+    bindings pin its generation) end when a swap decides it anew.
+    """
+    deadline = node.clock() + timeout
+    state = await node.read(key, timeout, retry)
+    while state.live and same_json(state.value, expected) and token in (None, state.token):
+        remaining = deadline - node.clock()
+        if remaining <= 0:
+            break
+        change = SwapIf(state.token, value, node.new_id(),
+                        node.wall_ms() + int(remaining * 1000))
+        after = await node.change(key, change, remaining, retry)
+        swapped = change.swapped(after)
+        if swapped is None:
+            raise NoQuorum("the swap may have run before and its id is forgotten: "
+                           "the change may or may not have been decided")
+        if swapped:
+            # The generation it created: `after` unless a late run answered with a
+            # later state; then as read, with the new value (bindings are kept).
+            created = change.token + 1
+            return (after if after.token == created else
+                    state._replace(token=created, value=value)), True
+        state = after
+    return state, False
+
+
 async def status(request: web.Request) -> web.Response:
     node = request.app[NODE]
     members = [{"name": name, "self": name == node.name,
@@ -493,6 +542,7 @@ def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
     app.router.add_post("/v1/put", _measured("put", put))
     app.router.add_post("/v1/get", _measured("get", get))
     app.router.add_post("/v1/delete", _measured("delete", delete))
+    app.router.add_post("/v1/swap", _measured("swap", swap))
     app.router.add_post("/v1/watch", _measured("watch", watch))
     app.router.add_post("/v1/list", _measured("list", list_keys))
     app.router.add_post("/v1/pid", _measured("pid", pid))

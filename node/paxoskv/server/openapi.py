@@ -33,7 +33,7 @@ _ENTRY = {
         "found": {"type": "boolean", "description": "The key holds a live value."},
         "value": {"description": "The decided value (null when not found)."},
         "token": {"type": "integer", "description": "Fencing token: the key's generation, "
-                  "which grows every time the key is decided anew (put or delete)."},
+                  "which grows every time the key is decided anew (put, swap or delete)."},
         "bindings": {"type": "object"},
     },
 }
@@ -80,6 +80,13 @@ _BINDINGS = {
     },
 }
 
+
+_VALUE = {"$ref": "#/components/schemas/Json", "not": {"type": "null"},
+          "description": f"Any JSON value but null, at most {v.MAX_VALUE_BYTES} bytes "
+          f"encoded and {v.MAX_VALUE_DEPTH} levels of arrays and objects (400 beyond); "
+          "integers from -2^63 to 2^64-1 (others are refused: they would not come back "
+          "exactly; a number written with a fraction or an exponent, such as 1e300, is "
+          "kept as the float it is)."}
 
 _NOT_ALLOWED = {"$ref": "#/components/responses/MethodNotAllowed"}
 
@@ -168,6 +175,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "/v1/put": {"key": "leader", "value": "pod-a", "bindings": {"until": 4_102_444_800_000}},
     "/v1/get": {"key": "leader", "consistency": "linearizable"},
     "/v1/delete": {"key": "leader", "token": 1},
+    "/v1/swap": {"key": "leader", "expected": "pod-a", "value": "pod-b", "token": 1},
     "/v1/watch": {"key": "leader", "token": 1, "timeout_ms": 30_000},
     "/v1/list": {"bucket": "workers", "prefix": "pod-", "limit": 100},
     "/v1/pid": {"key": "lock"},
@@ -195,6 +203,10 @@ def _document() -> dict[str, Any]:
     deleted = {"allOf": [entry, {"type": "object", "required": ["deleted"], "properties": {
         "deleted": {"type": "boolean", "description": "The named generation has ended "
                     "(by this delete or before it: a retried delete answers true again)."}}}]}
+    swapped = {"allOf": [entry, {"type": "object", "required": ["swapped"], "properties": {
+        "swapped": {"type": "boolean", "description": "This swap took effect: the entry is "
+                    "the generation it decided. False: the key was absent, or held another "
+                    "value or token (the state returned)."}}}]}
     created = {"allOf": [entry, {"type": "object", "required": ["created"], "properties": {
         "created": {"type": "boolean", "description": "This put decided the live "
                     "generation (it won; a retried put answers as its first run did). "
@@ -208,15 +220,7 @@ def _document() -> dict[str, Any]:
             "/v1/put": _operation(
                 "Put if absent: the first value decided for a key stays until the key dies. "
                 "Returns the decided value, which may be another client's.",
-                {"value": {"$ref": "#/components/schemas/Json", "not": {"type": "null"},
-                           "description": f"Any JSON value but null, at most "
-                           f"{v.MAX_VALUE_BYTES} bytes encoded and {v.MAX_VALUE_DEPTH} "
-                           "levels of arrays and objects (400 beyond); integers from -2^63 to "
-                           "2^64-1 (others are refused: they would not come back exactly; "
-                           "a number written with a fraction or an exponent, such as "
-                           "1e300, is kept as the float it is)."},
-                 "bindings": _BINDINGS},
-                ["value"], created),
+                {"value": _VALUE, "bindings": _BINDINGS}, ["value"], created),
             "/v1/get": _operation(
                 "Read a key: linearizable by default, or this node's possibly stale copy.",
                 {"consistency": {"type": "string", "enum": list(v.CONSISTENCY),
@@ -262,6 +266,22 @@ def _document() -> dict[str, Any]:
                            "linearizable read); `deleted` is then false if the key was "
                            "absent."}},
                 [], deleted),
+            "/v1/swap": _operation(
+                "Compare-and-swap: if the key is live, holds `expected` and (if given) the "
+                "fencing token `token`, `value` replaces it as a new generation (token + 1) "
+                "that keeps the key's bindings; keys bound to the key as a parent end. "
+                "Values compare as JSON text with object keys in any order (true is not 1, "
+                "1 is not 1.0). An absent key never matches. Runs as a linearizable read "
+                "and a change conditional on the generation read, retried on the next "
+                "generation while it still holds `expected`; `swapped` is exact, also for "
+                "a duplicated or hedged run.",
+                {"expected": {**_VALUE, "description": "The value the key must hold (any "
+                              "JSON but null, within the limits of `value`)."},
+                 "value": _VALUE,
+                 "token": {"type": "integer", "minimum": 1, "maximum": v.MAX_INT,
+                           "description": "Swap only if this is still the key's fencing "
+                           "token (generation); without it, the value alone is compared."}},
+                ["expected", "value"], swapped),
             "/v1/watch": _operation(
                 "Long-poll until the key's fencing token differs from `token`, or "
                 "timeout_ms passes; `changed` says which.",

@@ -161,18 +161,19 @@ def too_deep(raw: Any, limit: int) -> bool:
     return False
 
 
-def value(body: dict[str, Any]) -> Any:
-    if "value" not in body:
-        raise RequestError("value", "value is required (any JSON value)")
-    if too_deep(body["value"], MAX_VALUE_DEPTH):
-        raise RequestError("value", f"value nests arrays and objects more than "
+def value(body: dict[str, Any], name: str = "value") -> Any:
+    """The JSON value in field `name` (a put's or a swap's value, a swap's expected)."""
+    if name not in body:
+        raise RequestError(name, f"{name} is required (any JSON value)")
+    if too_deep(body[name], MAX_VALUE_DEPTH):
+        raise RequestError(name, f"{name} nests arrays and objects more than "
                            f"{MAX_VALUE_DEPTH} levels deep")
-    if len(orjson.dumps(body["value"])) > MAX_VALUE_BYTES:
-        raise RequestError("value", f"value exceeds {MAX_VALUE_BYTES} bytes as JSON",
+    if len(orjson.dumps(body[name])) > MAX_VALUE_BYTES:
+        raise RequestError(name, f"{name} exceeds {MAX_VALUE_BYTES} bytes as JSON",
                            "too_large", 413)
-    if body["value"] is None:
-        raise RequestError("value", "value must not be null")
-    return body["value"]
+    if body[name] is None:
+        raise RequestError(name, f"{name} must not be null")
+    return body[name]
 
 
 BINDINGS = ("until", "key", "pid", "node")
@@ -259,15 +260,16 @@ def watch_token(body: dict[str, Any]) -> int:
     return raw
 
 
-def optional_token(body: dict[str, Any]) -> int | None:
-    """A delete's token, if it names one (without one, it ends whatever is live)."""
+def optional_token(body: dict[str, Any], without: str = "to delete whatever generation "
+                   "is live") -> int | None:
+    """A delete's or a swap's token, if it names one (without one, a delete ends
+    whatever is live, a swap compares the value alone)."""
     if "token" not in body:
         return None
     raw = integer(body["token"])
     if raw is None or not 1 <= raw <= MAX_INT:
         raise RequestError("token", "token must be an integer from 1 to 2^64-1 (the fencing "
-                           "token returned by put or get), or left out to delete whatever "
-                           "generation is live")
+                           f"token returned by put or get), or left out {without}")
     return raw
 
 
