@@ -218,7 +218,7 @@ def test_openapi_document_describes_every_client_route(cluster: LocalCluster) ->
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/swap", "/v1/watch", "/v1/list",
                  "/v1/pid", "/v1/session/open", "/v1/session/keepalive", "/v1/session/close",
-                 "/v1/node", "/v1/admin/nodes",
+                 "/v1/node", "/v1/admin/nodes", "/v1/buckets", "/v1/sessions", "/v1/nodes",
                  "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"]
     put_fields = doc["paths"]["/v1/put"]["post"]["requestBody"]["content"][

@@ -150,6 +150,10 @@ BASES: dict[str, dict[str, Any]] = {
     "/v1/session/keepalive": {"session": "0" * 32},
     "/v1/session/close": {"session": "0" * 32},
     "/v1/admin/nodes": {"source": "operator", "nodes": {}},
+    "/v1/list": {"bucket": "conf-list", "prefix": "p"},
+    "/v1/buckets": {"limit": 5},
+    "/v1/sessions": {"after": "0" * 32},
+    "/v1/nodes": {"after": "n1", "consistency": "local"},
 }
 VALUES: list[Any] = [None, True, False, 0, 1, -1, 0.0, 1.0, 2.5, 50.0, 5000.0, 10_000.0,
                      60_001, 2**63, 2**64 - 1, 2**64, 1e300, -1e300, "", "x", "member",

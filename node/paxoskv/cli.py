@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 
@@ -26,10 +26,13 @@ from paxoskv.client import (
     Entry,
     NoQuorum,
     NoQuorumPolicy,
+    Page,
     PaxosKVError,
     check_endpoint,
 )
 from paxoskv.server.tls import TlsFiles
+
+T = TypeVar("T")
 
 # Exit statuses (documented in `paxoskv --help` and the README).
 OK = 0
@@ -83,6 +86,7 @@ examples:
   paxoskv put lease x --ttl 30         a key that ends in 30 seconds
   paxoskv watch lock --token 1         wait until the key changes
   paxoskv list workers/ -o table       live keys beginning with workers/
+  paxoskv buckets                      buckets holding a live key (`session list`, `nodes`)
   paxoskv status --all -o table        every endpoint's view of the cluster
   source <(paxoskv completion bash)    tab completion in bash
 """
@@ -165,6 +169,39 @@ examples:
   id=$(paxoskv session open --ttl 30 -o value)
   paxoskv session keepalive "$id"           renew for another TTL (exit 1 if it ended)
   paxoskv session close "$id"               end it and every key bound to it
+  paxoskv session list -o table             the open sessions: TTL, deadline, bound keys
+""",
+    "session list": """\
+examples:
+  paxoskv session list                      one JSON object per line: session, ttl_ms,
+                                            until, remaining_ms, keys ("bucket/key")
+  paxoskv session list -o table --all       every page, as a table
+  paxoskv session list -o value             the ids only
+
+Linearizable by default: the sessions are gathered from a quorum of members and each is
+read through a quorum (every one listed was open when read; none open throughout is
+missed). A session's keys are those the answering node knows bound to it, each read
+live and still bound. Exit 3 without a quorum.
+""",
+    "buckets": """\
+examples:
+  paxoskv buckets                           buckets holding a live key, one per line
+  paxoskv buckets --local -o table          this node's view, with its count of live keys
+  paxoskv buckets -o value --all            the names only, every page
+
+Linearizable by default: a bucket is listed if one of its keys reads live through a
+quorum (none that held a live key throughout is missed); counts only with --local (this
+node's chosen states). The reserved buckets (`_sessions`, `_nodes`) are never listed.
+Exit 3 without a quorum.
+""",
+    "nodes": """\
+examples:
+  paxoskv nodes -o table                    every node ever alive: live, token, source
+  paxoskv nodes --after n2                  the next page
+
+A node's token is its incarnation: a node that goes down and comes back is a new
+incarnation with a larger token, and keys bound to the old one (--node) are gone.
+Linearizable by default (each node key read through a quorum). Exit 3 without a quorum.
 """,
     "list": """\
 examples:
@@ -212,6 +249,7 @@ FLAGS = {
     "timeout_ms": "--timeout", "ttl_ms": "--ttl", "no_quorum": "--no-quorum",
     "consistency": "--local", "session": "session id", "bindings.until": "--until",
     "bindings.key": "--parent", "bindings.pid": "--session", "bindings.node": "--node",
+    "after": "--after", "limit": "--limit",
 }
 OUTPUTS = ("json", "table", "value")
 POLICIES = ("fail", "retry", "return")
@@ -326,6 +364,19 @@ def _global_options() -> Parser:
     return common
 
 
+def _paging(parser: Parser, what: str, name: str) -> None:
+    """The options of a listing, a page at a time."""
+    parser.add_argument("--limit", type=_natural(1), default=100, metavar="N",
+                        help=f"{what} per page, 1-1000 (default 100)")
+    parser.add_argument("--after", metavar=name,
+                        help=f"start after this {name.lower()} (the `next` a previous page "
+                        "printed)")
+    parser.add_argument("--all", action="store_true", help="every page, not just the first")
+    parser.add_argument("--local", action="store_true",
+                        help=f"this node's known-chosen {what}: cheaper, maybe stale or "
+                        "incomplete")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = Parser(
@@ -422,9 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=Path(".paxoskv-dev"), help=data_dir_help)
 
     def command(name: str, help_: str, keyed: bool = True,
-                into: argparse._SubParsersAction[Parser] = sub) -> Parser:
+                into: argparse._SubParsersAction[Parser] = sub,
+                examples: str | None = None) -> Parser:
         p = into.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
-                            parents=[common], epilog=COMMAND_EXAMPLES.get(name),
+                            parents=[common], epilog=examples or COMMAND_EXAMPLES.get(name),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if keyed:
             p.add_argument("key", help="the key (1-1024 bytes of UTF-8)")
@@ -479,19 +531,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it; exit 1 if it had already ended")):
         action = command(name, what, keyed=False, into=actions)
         action.add_argument("id", metavar="ID", help="the session id")
+    listed = command("list", "list the open sessions (TTL, deadline, bound keys), by id, a "
+                     "page at a time", keyed=False, into=actions,
+                     examples=COMMAND_EXAMPLES["session list"])
+    _paging(listed, "sessions", "ID")
 
     listing = command("list", "list the bucket's live keys beginning with PREFIX, in key "
                       "order, a page at a time", keyed=False)
     listing.add_argument("prefix", nargs="?", default="",
                          help="only keys beginning with it (default: every key)")
-    listing.add_argument("--limit", type=_natural(1), default=100, metavar="N",
-                         help="keys per page, 1-1000 (default 100)")
-    listing.add_argument("--after", metavar="KEY",
-                         help="start after this key (the `next` a previous page printed)")
-    listing.add_argument("--all", action="store_true", help="every page, not just the first")
-    listing.add_argument("--local", action="store_true",
-                         help="this node's known-chosen keys: cheaper, maybe stale or "
-                         "incomplete")
+    _paging(listing, "keys", "KEY")
+    _paging(command("buckets", "list the buckets holding a live key, by name, a page at a "
+                    "time", keyed=False), "buckets", "NAME")
+    _paging(command("nodes", "list the node incarnations (every node ever alive, live or "
+                    "ended, with its token), by name, a page at a time", keyed=False),
+            "nodes", "NAME")
     status = command("status", "show the cluster as the first answering endpoint sees it",
                      keyed=False)
     status.add_argument("--all", action="store_true",
@@ -751,6 +805,8 @@ def _session_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
     ttl = _check_ttl(getattr(args, "ttl", 10.0))
     if action is None:
         return _hold_session(kv, ttl)
+    if action == "list":
+        return _list_command(kv, args, out)
     if action == "open":
         session_id = kv.open_session(ttl)
         out.emit({"session": session_id, "ttl": ttl}, session_id)
@@ -773,27 +829,51 @@ def _session_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def _list_command(kv: Client, args: argparse.Namespace, out: Output) -> int:
+    """A listing (of a bucket's keys, the buckets, the sessions or the nodes)."""
+    if args.command == "list":
+        return _paged(args, out, "keys", lambda after: kv.list_keys(
+            args.prefix, after=after, limit=args.limit, local=args.local),
+            lambda e: ({name: e.to_dict()[name]
+                        for name in ("key", "value", "token", "bindings")}, e.value))
+    if args.command == "buckets":
+        return _paged(args, out, "buckets", lambda after: kv.list_buckets(
+            after=after, limit=args.limit, local=args.local),
+            lambda b: ({"bucket": b.name, "keys": b.keys}, b.name))
+    if args.command == "nodes":
+        return _paged(args, out, "nodes", lambda after: kv.list_nodes(
+            after=after, limit=args.limit, local=args.local),
+            lambda n: ({"name": n.name, "live": n.live, "token": n.token,
+                        "source": n.source}, n.name))
+    return _paged(args, out, "sessions", lambda after: kv.list_sessions(
+        after=after, limit=args.limit, local=args.local),
+        lambda s: ({"session": s.id, "ttl_ms": s.ttl_ms, "until": s.until,
+                    "remaining_ms": s.remaining_ms,
+                    "keys": [f"{bucket}/{key}" for bucket, key in s.keys]}, s.id))
+
+
+def _paged(args: argparse.Namespace, out: Output, what: str,
+           fetch: Callable[[str | None], Page[T]], row: Callable[[T], tuple[dict[str, Any], Any]]
+           ) -> int:
     """Entries one per line (JSON), as a table, or values only; `next` on stderr."""
     if args.limit > 1000:
         raise CliError("--limit must be from 1 to 1000", USAGE)
     rows: list[dict[str, Any]] = []
     after = args.after
     while True:
-        page = kv.list_keys(args.prefix, after=after, limit=args.limit, local=args.local)
+        page = fetch(after)
         for entry in page.entries:
-            row = {name: entry.to_dict()[name] for name in ("key", "value", "token",
-                                                            "bindings")}
+            shown, value = row(entry)
             if out.form == "table":
-                rows.append(row)
+                rows.append(shown)
             else:
-                out.emit(row, entry.value)
+                out.emit(shown, value)
         after = page.next
         if after is None or not args.all:
             break
     if out.form == "table":
-        print(_table(rows) if rows else "(no keys)")
+        print(_table(rows) if rows else f"(no {what})")
     if after is not None:
-        say(f"more keys follow: --after {shlex.quote(after)} (or --all)")
+        say(f"more {what} follow: --after {shlex.quote(after)} (or --all)")
     return OK
 
 
@@ -910,7 +990,7 @@ def _client_command(args: argparse.Namespace) -> int:
             return _status_command(kv, args, out)
         if args.command == "session":
             return _session_command(kv, args, out)
-        if args.command == "list":
+        if args.command in ("list", "buckets", "nodes"):
             return _list_command(kv, args, out)
         return _key_command(kv, args, out, chosen.no_quorum)
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 
@@ -285,25 +285,60 @@ def _entry(data: dict[str, Any] | NoQuorum, bucket: str, key: str) -> Entry:
 
 
 @dataclass(frozen=True)
-class Page:
-    """A page of a listing: live entries in key order, and `next`, the key to list
-    after for the following page (None: this was the last)."""
+class Page(Generic[T]):
+    """A page of a listing: entries in order (of keys, bucket names, session ids or node
+    names), and `next`, the name to list after for the following page (None: this was
+    the last)."""
 
-    entries: list[Entry]
+    entries: list[T]
     next: str | None
 
 
-def _page(data: dict[str, Any] | NoQuorum) -> Page:
+@dataclass(frozen=True)
+class BucketInfo:
+    name: str
+    keys: int | None  # its live keys, counted by a local listing only (None otherwise)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    ttl_ms: int
+    until: int  # its deadline, ms since the epoch (the clock of its latest keep-alive's node)
+    remaining_ms: int  # what remains of it, on the answering node's clock
+    keys: list[tuple[str, str]]  # (bucket, key) of the keys bound to it
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    live: bool
+    token: int  # the incarnation: a node that comes back gets a larger one
+    source: str | None  # who keeps it alive: "member" (itself) or a reporter
+
+
+# Listings other than a bucket's keys: their path, and each entry from its JSON.
+_LISTINGS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
+    "buckets": ("/v1/buckets", lambda e: BucketInfo(e["bucket"], e["keys"])),
+    "sessions": ("/v1/sessions", lambda e: SessionInfo(
+        e["session"], e["ttl_ms"], e["until"], e["remaining_ms"],
+        [(k["bucket"], k["key"]) for k in e["keys"]])),
+    "nodes": ("/v1/nodes", lambda e: NodeInfo(e["name"], e["live"], e["token"], e["source"])),
+}
+
+
+def _page(data: dict[str, Any] | NoQuorum, kind: str = "entries") -> Page[Any]:
     if isinstance(data, NoQuorum):
         raise data
-    bucket = data["bucket"]
-    return Page([Entry(bucket, e["key"], True, e["value"], e["token"], e["bindings"])
-                 for e in data["entries"]], data["next"])
+    if kind == "entries":  # a bucket's keys
+        bucket = data["bucket"]
+        return Page([Entry(bucket, e["key"], True, e["value"], e["token"], e["bindings"])
+                     for e in data["entries"]], data["next"])
+    return Page([_LISTINGS[kind][1](e) for e in data[kind]], data["next"])
 
 
-def _list_body(prefix: str, bucket: str, after: str | None, limit: int, local: bool
-               ) -> dict[str, Any]:
-    return {"bucket": bucket, "prefix": prefix, "after": after, "limit": limit,
+def _list_body(after: str | None, limit: int, local: bool, **more: Any) -> dict[str, Any]:
+    return {**more, "after": after, "limit": limit,
             "consistency": "local" if local else "linearizable"}
 
 
@@ -539,15 +574,47 @@ class Client(_Base):
     def list_keys(self, prefix: str = "", *, bucket: str | None = None,
                   after: str | None = None, limit: int = 100, local: bool = False,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
-                  ) -> Page:
+                  ) -> Page[Entry]:
         """A page of the bucket's live keys beginning with `prefix`, in key order; pass
         its `next` as `after` for the following page. Linearizable by default (each
         entry read through a quorum; see the server's /v1/list), or this node's chosen
         states (`local`). Without a quorum it raises NoQuorum whatever the policy."""
-        data = self._post("/v1/list", _list_body(prefix, bucket or self.bucket, after, limit,
-                                                 local),
+        data = self._post("/v1/list", _list_body(after, limit, local, prefix=prefix,
+                                                 bucket=bucket or self.bucket),
                           self._raising_policy(no_quorum), timeout, changes=False)
         return _page(data)
+
+    def list_buckets(self, *, after: str | None = None, limit: int = 100, local: bool = False,
+                     no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                     ) -> Page[BucketInfo]:
+        """A page of the buckets holding a live key, by name. Linearizable by default
+        (a bucket is listed if one of its keys reads live through a quorum; see the
+        server's listing.py), or this node's chosen states (`local`, which also counts
+        each bucket's live keys). Without a quorum it raises NoQuorum whatever the
+        policy."""
+        return self._listing("buckets", after, limit, local, no_quorum, timeout)
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100,
+                      local: bool = False, no_quorum: NoQuorumPolicy | None = None,
+                      timeout: float | None = None) -> Page[SessionInfo]:
+        """A page of the open sessions, by id: TTL, deadline, what remains of it, and
+        the keys bound to each (as the answering node knows them, each read live and
+        bound). Consistency and errors as `list_buckets`."""
+        return self._listing("sessions", after, limit, local, no_quorum, timeout)
+
+    def list_nodes(self, *, after: str | None = None, limit: int = 100, local: bool = False,
+                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
+                   ) -> Page[NodeInfo]:
+        """A page of the node incarnations, by node name: every node ever alive, live
+        or ended, with its token (the incarnation). Consistency and errors as
+        `list_buckets`."""
+        return self._listing("nodes", after, limit, local, no_quorum, timeout)
+
+    def _listing(self, kind: str, after: str | None, limit: int, local: bool,
+                 no_quorum: NoQuorumPolicy | None, timeout: float | None) -> Page[Any]:
+        data = self._post(_LISTINGS[kind][0], _list_body(after, limit, local),
+                          self._raising_policy(no_quorum), timeout, changes=False)
+        return _page(data, kind)
 
     def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
             no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None
@@ -843,12 +910,37 @@ class AsyncClient(_Base):
     async def list_keys(self, prefix: str = "", *, bucket: str | None = None,
                         after: str | None = None, limit: int = 100, local: bool = False,
                         no_quorum: NoQuorumPolicy | None = None,
-                        timeout: float | None = None) -> Page:
+                        timeout: float | None = None) -> Page[Entry]:
         """As `Client.list_keys`."""
-        data = await self._post("/v1/list", _list_body(prefix, bucket or self.bucket, after,
-                                                       limit, local),
+        data = await self._post("/v1/list", _list_body(after, limit, local, prefix=prefix,
+                                                       bucket=bucket or self.bucket),
                                 self._raising_policy(no_quorum), timeout, changes=False)
         return _page(data)
+
+    async def list_buckets(self, *, after: str | None = None, limit: int = 100,
+                           local: bool = False, no_quorum: NoQuorumPolicy | None = None,
+                           timeout: float | None = None) -> Page[BucketInfo]:
+        """As `Client.list_buckets`."""
+        return await self._listing("buckets", after, limit, local, no_quorum, timeout)
+
+    async def list_sessions(self, *, after: str | None = None, limit: int = 100,
+                            local: bool = False, no_quorum: NoQuorumPolicy | None = None,
+                            timeout: float | None = None) -> Page[SessionInfo]:
+        """As `Client.list_sessions`."""
+        return await self._listing("sessions", after, limit, local, no_quorum, timeout)
+
+    async def list_nodes(self, *, after: str | None = None, limit: int = 100,
+                         local: bool = False, no_quorum: NoQuorumPolicy | None = None,
+                         timeout: float | None = None) -> Page[NodeInfo]:
+        """As `Client.list_nodes`."""
+        return await self._listing("nodes", after, limit, local, no_quorum, timeout)
+
+    async def _listing(self, kind: str, after: str | None, limit: int, local: bool,
+                       no_quorum: NoQuorumPolicy | None, timeout: float | None
+                       ) -> Page[Any]:
+        data = await self._post(_LISTINGS[kind][0], _list_body(after, limit, local),
+                                self._raising_policy(no_quorum), timeout, changes=False)
+        return _page(data, kind)
 
     async def pid(self, key: str, default: str | None = None, *, bucket: str | None = None,
                   no_quorum: NoQuorumPolicy | None = None, timeout: float | None = None

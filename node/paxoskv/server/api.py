@@ -21,7 +21,7 @@ from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
 from paxoskv.server.lifetimes import NODE as NODE_BINDING
 from paxoskv.server.lifetimes import SESSION, Lifetimes
-from paxoskv.server.liveness import Liveness
+from paxoskv.server.liveness import Liveness, source_of
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
@@ -316,6 +316,54 @@ async def list_keys(request: web.Request) -> web.Response:
         "next": page.next, "consistency": "local" if wanted.local else "linearizable"})
 
 
+async def _page_request(request: web.Request, name: Callable[[Any, str], str]
+                        ) -> tuple[v.PageRequest, float, bool]:
+    """A listing of buckets, sessions or nodes: what it asks for, its timeout, retry?"""
+    body = await read_body(request)
+    v.only(body, {"after", "limit", "consistency", "no_quorum", "timeout_ms"})
+    wanted = v.page(body, name)
+    policy, timeout = v.options(body)
+    return wanted, timeout, policy == "retry"
+
+
+def _listed(kind: str, entries: list[dict[str, Any]], page: listing.Page[Any], local: bool
+            ) -> web.Response:
+    return json_reply({kind: entries, "next": page.next,
+                       "consistency": "local" if local else "linearizable"})
+
+
+async def list_buckets(request: web.Request) -> web.Response:
+    """The buckets holding a live key (server.listing says how consistent)."""
+    wanted, timeout, retry = await _page_request(request, v.bucket_name)
+    page = await listing.list_buckets(request.app[NODE], wanted.after, wanted.limit,
+                                      wanted.local, timeout, retry)
+    return _listed("buckets", [{"bucket": name, "keys": count} for name, count in page.entries],
+                   page, wanted.local)
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    """The open sessions and the keys bound to them."""
+    wanted, timeout, retry = await _page_request(request, v.session_id)
+    page = await listing.list_sessions(request.app[NODE], wanted.after, wanted.limit,
+                                       wanted.local, timeout, retry,
+                                       request.app[LIFETIMES].children)
+    return _listed("sessions", [
+        {"session": s.id, "ttl_ms": s.state.value.get("ttl_ms"), "until": s.until,
+         "remaining_ms": s.remaining_ms,
+         "keys": [{"bucket": bucket, "key": key} for bucket, key in s.keys]}
+        for s in page.entries], page, wanted.local)
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """The node incarnations: every node key, live or ended, with its token."""
+    wanted, timeout, retry = await _page_request(request, v.node_name)
+    page = await listing.list_nodes(request.app[NODE], wanted.after, wanted.limit,
+                                    wanted.local, timeout, retry)
+    return _listed("nodes", [{"name": name, "live": state.live, "token": state.token,
+                              "source": source_of(state)} for name, state in page.entries],
+                   page, wanted.local)
+
+
 async def delete(request: web.Request) -> web.Response:
     body = await _body(request, {"token"})
     target = v.target(body)
@@ -545,6 +593,9 @@ def create_app(node: Node, lifetimes: Lifetimes, liveness: Liveness,
     app.router.add_post("/v1/swap", _measured("swap", swap))
     app.router.add_post("/v1/watch", _measured("watch", watch))
     app.router.add_post("/v1/list", _measured("list", list_keys))
+    app.router.add_post("/v1/buckets", _measured("buckets", list_buckets))
+    app.router.add_post("/v1/sessions", _measured("sessions", list_sessions))
+    app.router.add_post("/v1/nodes", _measured("nodes", list_nodes))
     app.router.add_post("/v1/pid", _measured("pid", pid))
     app.router.add_post("/v1/node", _measured("node", node_binding))
     app.router.add_post("/v1/admin/nodes", _measured("report_nodes", report_nodes))

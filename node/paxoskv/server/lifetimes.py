@@ -166,6 +166,11 @@ class Lifetimes:
         ended = await self.node.change(key, DeleteIf(state.token), timeout, retry)
         return not ended.live and ended.token == state.token + 1
 
+    def children(self, key: str) -> set[str]:
+        """The keys whose latest state this node's acceptor took is live and bound to
+        `key` (a parent key, a session's or a node's key): hints, maybe not chosen."""
+        return set(self._children.get(key, ()))
+
     # -- finding and ending dead-bound keys ---------------------------------------------
 
     def observe(self, key: str, state: KeyState) -> None:

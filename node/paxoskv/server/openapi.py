@@ -89,6 +89,8 @@ _VALUE = {"$ref": "#/components/schemas/Json", "not": {"type": "null"},
           "kept as the float it is)."}
 
 _NOT_ALLOWED = {"$ref": "#/components/responses/MethodNotAllowed"}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": v.MAX_LIST_LIMIT, "default": 100}
+_CONSISTENCY = {"type": "string", "enum": list(v.CONSISTENCY), "default": "linearizable"}
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +153,20 @@ def _member_step(summary: str, fields: dict[str, Any], required: list[str]) -> d
     }}
 
 
+def _listing(summary: str, name: dict[str, Any], kind: str, entry: dict[str, Any]
+             ) -> dict[str, Any]:
+    """A listing a page at a time, past the name `after` (the previous page's `next`)."""
+    return _plain(summary, {
+        "after": {"anyOf": [{"type": "null"}, name], "default": None,
+                  "description": "List after this name: the previous page's `next` "
+                                 "(null: the first page)."},
+        "limit": _LIMIT, "consistency": _CONSISTENCY}, [], _object({
+            kind: {"type": "array", "items": _object(entry)},
+            "next": {"type": ["string", "null"], "description": "The last name of this "
+                     "page when more may follow (pass it as `after`), else null."},
+            "consistency": _CONSISTENCY}))
+
+
 def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET-only path (every other method: 405 with Allow)."""
     return {"get": {"summary": summary, "responses": {**responses, "405": _NOT_ALLOWED}}}
@@ -178,6 +194,9 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "/v1/swap": {"key": "leader", "expected": "pod-a", "value": "pod-b", "token": 1},
     "/v1/watch": {"key": "leader", "token": 1, "timeout_ms": 30_000},
     "/v1/list": {"bucket": "workers", "prefix": "pod-", "limit": 100},
+    "/v1/buckets": {"limit": 100},
+    "/v1/sessions": {"after": "0123456789abcdef0123456789abcdef", "limit": 10},
+    "/v1/nodes": {"consistency": "local"},
     "/v1/pid": {"key": "lock"},
     "/v1/node": {"bucket": "shards", "key": "shard-7"},
     "/v1/admin/nodes": {"source": "operator", "nodes": {"pod-a": True, "pod-b": False}},
@@ -244,10 +263,7 @@ def _document() -> dict[str, Any]:
                            "maxLength": v.MAX_KEY_BYTES, "default": None,
                            "description": "List keys after this one: the previous page's "
                                           "`next` (null: the first page)."},
-                 "limit": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIST_LIMIT,
-                           "default": 100},
-                 "consistency": {"type": "string", "enum": list(v.CONSISTENCY),
-                                 "default": "linearizable"}},
+                 "limit": _LIMIT, "consistency": _CONSISTENCY},
                 [], _object({
                     "bucket": {"type": "string"},
                     "entries": {"type": "array", "items": _object({
@@ -256,7 +272,39 @@ def _document() -> dict[str, Any]:
                     "next": {"type": ["string", "null"], "description": "The last key of "
                              "this page when more may follow (pass it as `after`), else "
                              "null."},
-                    "consistency": {"type": "string", "enum": list(v.CONSISTENCY)}})),
+                    "consistency": _CONSISTENCY})),
+            "/v1/buckets": _listing(
+                "A page of the buckets holding a live key, by name (the reserved `_` "
+                "buckets are never listed). linearizable: the candidates are the keys a "
+                "quorum of members hold, and a bucket is listed if one of its keys reads "
+                "live (none that held a live key throughout the listing is left out); "
+                "`keys` is null. local: this node's chosen states, and `keys` counts the "
+                "bucket's live keys among them.",
+                {"type": "string", "pattern": f"^{v.BUCKET_PATTERN.pattern}$"},
+                "buckets", {"bucket": {"type": "string"},
+                            "keys": {"type": ["integer", "null"], "minimum": 1}}),
+            "/v1/sessions": _listing(
+                "A page of the open sessions, by id: each read linearizably (open when "
+                "read; none open throughout is left out), with its TTL, its deadline "
+                "(`until`, ms since the epoch, on the clock of the node that served its "
+                "latest keep-alive), what remains of it on this node's clock, and the keys "
+                "bound to it that this node knows of, each read live and still bound. "
+                "local: this node's chosen states.",
+                _SESSION, "sessions", {
+                    "session": _SESSION, "ttl_ms": {"type": "integer"}, "until": _DEADLINE,
+                    "remaining_ms": {"type": "integer", "minimum": 0},
+                    "keys": {"type": "array", "items": _object({
+                        "bucket": {"type": "string"}, "key": {"type": "string"}})}}),
+            "/v1/nodes": _listing(
+                "A page of the node incarnations, by node name: every node key ever "
+                "decided, live or ended, read linearizably (local: this node's chosen "
+                "states). `token` is the incarnation: a node that goes down and comes "
+                "back is a new one, with a larger token; `source` says who keeps it alive "
+                "(\"member\": the node itself; else a reporter such as the operator).",
+                _NODE_NAME, "nodes", {
+                    "name": _NODE_NAME, "live": {"type": "boolean"},
+                    "token": {"type": "integer", "minimum": 1},
+                    "source": {"type": ["string", "null"]}}),
             "/v1/delete": _operation(
                 "Delete a key: end its generation `token` if that is still the live one, "
                 "or, without a token, whatever generation is live.",

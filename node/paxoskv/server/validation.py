@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,11 +120,15 @@ def only(body: dict[str, Any], allowed: set[str]) -> None:
                                + ", ".join(sorted(allowed)))
 
 
-def target(body: dict[str, Any]) -> Target:
-    bucket = body.get("bucket", "default")
-    if not isinstance(bucket, str) or not BUCKET_PATTERN.fullmatch(bucket):
-        raise RequestError("bucket", "bucket must be 1-63 characters of letters, digits, "
+def bucket_name(raw: Any, field: str = "bucket") -> str:
+    if not isinstance(raw, str) or not BUCKET_PATTERN.fullmatch(raw):
+        raise RequestError(field, f"{field} must be 1-63 characters of letters, digits, "
                            "'_', '.' or '-', starting with a letter or digit")
+    return raw
+
+
+def target(body: dict[str, Any]) -> Target:
+    bucket = bucket_name(body.get("bucket", "default"))
     key = body.get("key")
     if not isinstance(key, str) or not key:
         raise RequestError("key", "key is required and must be a non-empty string")
@@ -286,10 +291,7 @@ class Listing:
 
 
 def listing(body: dict[str, Any]) -> Listing:
-    bucket = body.get("bucket", "default")
-    if not isinstance(bucket, str) or not BUCKET_PATTERN.fullmatch(bucket):
-        raise RequestError("bucket", "bucket must be 1-63 characters of letters, digits, "
-                           "'_', '.' or '-', starting with a letter or digit")
+    bucket = bucket_name(body.get("bucket", "default"))
     prefix = body.get("prefix", "")
     if not isinstance(prefix, str):
         raise RequestError("prefix", "prefix must be a string (keys beginning with it)")
@@ -301,10 +303,29 @@ def listing(body: dict[str, Any]) -> Listing:
         if len(text.encode()) > MAX_KEY_BYTES:
             raise RequestError(name, f"{name} exceeds {MAX_KEY_BYTES} bytes (UTF-8)",
                                "too_large", 413)
-    limit = integer(body.get("limit", 100))
-    if limit is None or not 1 <= limit <= MAX_LIST_LIMIT:
+    return Listing(bucket, prefix, after, limit(body), consistency(body) == "local")
+
+
+def limit(body: dict[str, Any]) -> int:
+    raw = integer(body.get("limit", 100))
+    if raw is None or not 1 <= raw <= MAX_LIST_LIMIT:
         raise RequestError("limit", f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
-    return Listing(bucket, prefix, after, limit, consistency(body) == "local")
+    return raw
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    after: str | None
+    limit: int
+    local: bool
+
+
+def page(body: dict[str, Any], name: Callable[[Any, str], str]) -> PageRequest:
+    """A listing of buckets, sessions or nodes: `after` is checked as a `name` (the
+    previous page's next)."""
+    after = body.get("after")
+    return PageRequest(None if after is None else name(after, "after"), limit(body),
+                       consistency(body) == "local")
 
 
 def consistency(body: dict[str, Any]) -> str:
