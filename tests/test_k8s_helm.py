@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import K8s
 from tests.k8s import helm
-from tests.test_k8s_node import paxoskv, wait_for
-from tests.test_k8s_operator import whole
+from tests.test_k8s_node import wait_for
+from tests.test_k8s_operator import paxoskv, whole
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "paxoskv"
 

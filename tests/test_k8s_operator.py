@@ -16,10 +16,36 @@ import yaml
 from paxoskv_operator import install
 from tests.conftest import K8s
 from tests.faults.checker import Op, check
-from tests.test_k8s_node import paxoskv, wait_for
+from tests.test_k8s_node import paxoskv as node_paxoskv
+from tests.test_k8s_node import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "paxoskv-system"
+# A node pod's own node: TLS and tokens are on by default, and its environment has
+# the CA and the cluster's token.
+LOCAL = "https://127.0.0.1:7001"
+
+
+def paxoskv(k8s: K8s, namespace: str, pod: str, *args: str, endpoint: str = LOCAL) -> str:
+    return node_paxoskv(k8s, namespace, pod, *args, endpoint=endpoint)
+
+
+def client_pod(namespace: str, name: str, image: str, command: list[str],
+               cluster: str = "example") -> dict[str, Any]:
+    """An application pod with the cluster's CA and token, as the README shows."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                     "containers": [{
+                         "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
+                         "command": command,
+                         "env": [{"name": "PAXOSKV_CACERT", "value": "/etc/paxoskv/ca.crt"},
+                                 {"name": "PAXOSKV_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+                                     "name": f"{cluster}-tokens", "key": "token"}}}],
+                         "volumeMounts": [{"name": "ca", "mountPath": "/etc/paxoskv"}]}],
+                     "volumes": [{"name": "ca", "secret": {
+                         "secretName": f"{cluster}-tls",
+                         "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +112,22 @@ def test_example_cluster_becomes_ready_and_serves_through_every_pod(
     example = yaml.safe_load((REPO / "examples" / "cluster.yaml").read_text())
     k8s.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(example))
     wait_for(lambda: whole(k8s, namespace, 3), 240, "example never became Ready with 3")
-    service = f"http://example.{namespace}.svc.cluster.local:7001"
+    service = f"https://example.{namespace}.svc.cluster.local:7001"
     put = json.loads(paxoskv(k8s, namespace, "example-0", "put", "hello", "operator",
                              endpoint=service))
     assert (put["value"], put["created"]) == ("operator", True)
     for i in range(3):
         assert paxoskv(k8s, namespace, f"example-{i}", "get", "hello", "-o",
                        "value") == "operator"
+    # TLS and tokens are on by default: without the token, or without the CA, refused.
+    anonymous = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "env", "-u",
+                            "PAXOSKV_AUTH_TOKEN", "paxoskv", "get", "hello", check=False)
+    assert "unauthorized" in anonymous, anonymous
+    untrusting = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "env", "-u",
+                             "PAXOSKV_CACERT", "paxoskv", "get", "hello", check=False)
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusting, untrusting
+    assert k8s.kubectl("-n", namespace, "get", "secret", "example-tls", "-o",
+                       "jsonpath={.type}") == "kubernetes.io/tls"
     table = k8s.kubectl("-n", namespace, "get", "pkv")
     assert table.split("\n")[0].split() == ["NAME", "DESIRED", "READY", "QUORATE", "EPOCH",
                                             "AGE"], table
@@ -107,11 +142,13 @@ def test_example_cluster_becomes_ready_and_serves_through_every_pod(
 # its invoke and complete times (the pods share the machine's clock with the test).
 # An error answer or no answer is an unknown outcome (it may have taken effect).
 WORKLOAD = """
-import json, random, sys, threading, time, httpx
+import json, os, random, sys, threading, time, httpx
 url, lock = sys.argv[1], threading.Lock()
+secure = {"verify": os.environ["PAXOSKV_CACERT"],
+          "headers": {"Authorization": "Bearer " + os.environ["PAXOSKV_AUTH_TOKEN"]}}
 def run(process):
     rng, n = random.Random(process), 0
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, **secure) as http:
         while True:
             n += 1
             shared = f"s{rng.randrange(10)}"
@@ -144,8 +181,10 @@ time.sleep(1e6)
 """
 # Reads every key given once, recorded the same way (process 0).
 FINAL_READS = """
-import json, sys, time, httpx
-with httpx.Client(base_url=sys.argv[1], timeout=10) as http:
+import json, os, sys, time, httpx
+with httpx.Client(base_url=sys.argv[1], timeout=10, verify=os.environ["PAXOSKV_CACERT"],
+                  headers={"Authorization": "Bearer " + os.environ["PAXOSKV_AUTH_TOKEN"]}
+                  ) as http:
     for key in json.loads(sys.argv[2]):
         op = {"process": 0, "kind": "get", "key": key, "invoke": time.time()}
         result = http.post("/v1/get", json={"key": key}).json()
@@ -170,10 +209,9 @@ def test_scaling_keeps_a_quorum_and_every_acknowledged_write(
     example = yaml.safe_load((REPO / "examples" / "cluster.yaml").read_text())
     k8s.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(example))
     wait_for(lambda: whole(k8s, namespace, 3), 240, "example never became Ready with 3")
-    service = f"http://example.{namespace}.svc.cluster.local:7001"
-    k8s.kubectl("-n", namespace, "run", "writer", "--image", k8s.image, "--restart=Never",
-                "--image-pull-policy=IfNotPresent", "--command", "--", "python3", "-c",
-                WORKLOAD, service)
+    service = f"https://example.{namespace}.svc.cluster.local:7001"
+    writer = client_pod(namespace, "writer", k8s.image, ["python3", "-c", WORKLOAD, service])
+    k8s.kubectl("apply", "-f", "-", stdin=json.dumps(writer))
     k8s.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/writer",
                 "--timeout=60s")
     for size in (5, 3, 1, 3):
@@ -330,12 +368,12 @@ def test_pods_bound_keys_end_with_their_readiness_and_deletion_collects_children
     def bound_put(key: str) -> bool:
         answer = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "paxoskv", "put",
                              key, "mine", "--node", "app", "--endpoints",
-                             "http://127.0.0.1:7001", check=False)
+                             LOCAL, check=False)
         return '"created": true' in answer
 
     def gone(key: str) -> bool:
         answer = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "paxoskv", "get",
-                             key, "--endpoints", "http://127.0.0.1:7001", check=False)
+                             key, "--endpoints", LOCAL, check=False)
         return '"found": false' in answer
 
     wait_for(lambda: bound_put("lock-1"), 30, "the app pod was never reported alive")
@@ -375,7 +413,7 @@ def test_the_example_workers_elect_one_leader_that_moves_and_is_fenced(
         """The leader's pod, or "" while none leads."""
         said = k8s.kubectl("-n", namespace, "exec", "example-0", "--", "paxoskv", "get",
                            "leader", "--bucket", "leader-election", "--endpoints",
-                           "http://127.0.0.1:7001", check=False)
+                           LOCAL, check=False)
         entry = json.loads(next(line for line in said.splitlines() if line.startswith("{")))
         return str(entry["value"]) if entry["found"] else ""
 
