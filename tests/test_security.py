@@ -428,3 +428,21 @@ def test_the_sidecar_holds_the_ca_and_the_token_for_its_application(
         assert sidecar.wait(timeout=10) == 0
     with cluster.client(ALL, bucket="orders") as kv:  # its session closed on SIGTERM
         wait_until(lambda: not kv.get("via-sidecar").found, 10, "the pod's key outlived it")
+
+
+def test_listings_across_buckets_need_every_bucket_and_swaps_a_write(
+        cluster: SecureCluster) -> None:
+    with cluster.client(WRITER, bucket="orders") as kv:
+        for listing in (kv.list_buckets, kv.list_sessions, kv.list_nodes):
+            with pytest.raises(PaxosKVError, match="may not read every bucket") as raised:
+                listing()
+            assert raised.value.status == 403
+        kv.put("swapped", 1)
+        assert "swapped" in [e.key for e in kv.list_keys().entries]  # its own bucket's
+        assert kv.swap("swapped", 1, 2).swapped
+    with cluster.client(READER, bucket="orders") as kv:
+        with pytest.raises(PaxosKVError, match="may not write bucket 'orders'"):
+            kv.swap("swapped", 2, 3)
+        assert kv.get("swapped").value == 2
+    with cluster.client(ALL) as kv:
+        assert "orders" in [b.name for b in kv.list_buckets().entries]
