@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,14 @@ def test_a_swap_keeps_the_bindings_and_ends_the_children(cluster: LocalCluster) 
     # The session closed: the swapped key ended with it.
     with cluster.client() as kv:
         wait_until(lambda: not kv.get("lock").found, 5, "the swapped key outlived its session")
+        # A deadline stays too: the new generation ends when the old one would have.
+        until = int(time.time() * 1000) + 2_000
+        kv.put("lease", "a", until=until)
+        swapped = kv.swap("lease", "a", "b")
+        assert swapped.swapped and swapped.bindings == {"until": until}
+        assert kv.get("lease").found
+        wait_until(lambda: not kv.get("lease").found, 6, "the swapped key outlived its deadline")
+        assert time.time() * 1000 >= until
 
 
 def test_concurrent_increments_lose_no_update(cluster: LocalCluster) -> None:
