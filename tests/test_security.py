@@ -19,7 +19,7 @@ import pytest
 
 from paxoskv.client import Client, PaxosKVError, Unreachable, tls_context
 from paxoskv.devcluster import free_ports
-from paxoskv.server.auth import Grant, digest, parse_tokens
+from paxoskv.server.auth import SCOPES, Grant, digest, parse_tokens
 from tests.harness import wait_until
 from tests.k8s.pki import Pki
 
@@ -115,13 +115,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]
     found = SecureCluster(root, root / "pki", root / "other", urls, procs, authority)
     try:
         with found.http() as http:
+            seen: list[str] = []
+
             def ready() -> bool:
                 try:
-                    return all(http.get(u + "/readyz").status_code == 200 for u in urls)
-                except httpx.HTTPError:
+                    answers = [http.get(u + "/readyz") for u in urls]
+                    seen[:] = [f"{u}: {a.status_code} {a.text}" for u, a in zip(urls, answers,
+                                                                               strict=True)]
+                    return all(a.status_code == 200 for a in answers)
+                except httpx.HTTPError as exc:
+                    seen[:] = [repr(exc)]
                     return False
-            wait_until(ready, 30, lambda: "not ready over TLS: " + "".join(
-                (root / f"n{i}.log").read_text()[-2000:] for i in (1, 2, 3)))
+            wait_until(ready, 30, lambda: "not ready over TLS: " + "; ".join(seen) + "; exits "
+                       f"{[p.poll() for p in procs]}; logs: " + "".join(
+                           (root / f"n{i}.log").read_text()[-2000:] for i in (1, 2, 3)))
         yield found
     finally:
         for proc in procs:
@@ -446,3 +453,15 @@ def test_listings_across_buckets_need_every_bucket_and_swaps_a_write(
         assert kv.get("swapped").value == 2
     with cluster.client(ALL) as kv:
         assert "orders" in [b.name for b in kv.list_buckets().entries]
+
+
+def test_the_document_describes_the_token_of_every_data_route(cluster: SecureCluster) -> None:
+    with cluster.http() as http:
+        document = http.get(cluster.urls[0] + "/v1/openapi.json").json()
+    assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    for route in SCOPES:
+        operation = document["paths"][route]["post"]
+        assert {"token": []} in operation["security"], route
+        assert {"401", "403"} <= set(operation["responses"]), route
+    # The admin routes take the admin token, never a data token.
+    assert document["paths"]["/v1/admin/nodes"]["post"]["security"] == [{"admin": []}]

@@ -110,10 +110,11 @@ def _plain(summary: str, fields: dict[str, Any], required: list[str],
     options = {name: _TARGET[name] for name in ("no_quorum", "timeout_ms")}
     return {"post": {
         "summary": summary,
+        "security": _TOKEN,
         "requestBody": {"required": bool(required), "content": {"application/json": {
             "schema": {"type": "object", "additionalProperties": False,
                        "required": required, "properties": {**fields, **options}}}}},
-        "responses": {"200": _json_ok(result), "400": errors, "404": errors,
+        "responses": {"200": _json_ok(result), "400": errors, **_TOKEN_ERRORS, "404": errors,
                       "405": _NOT_ALLOWED, "413": errors, "503": errors},
     }}
 
@@ -127,6 +128,16 @@ _MEMBERS = _object({
     "step": {"oneOf": [{"type": "null"}, _object({
         "action": {"type": "string"}, "phase": {"type": "string"},
         "keys_done": {"type": "integer"}, "keys_total": {"type": "integer"}})]}})
+
+# The data API's token: needed only on a node started with --auth-file (server/auth.py).
+_TOKEN: list[dict[str, list[str]]] = [{}, {"token": []}]
+_TOKEN_ERRORS = {
+    "401": {"$ref": "#/components/responses/TokenRequired"},
+    "403": {"description": "The token's scopes do not cover the request (the field names "
+            "the bucket, or `authorization` for a listing across buckets).",
+            "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Error"}}}},
+}
 
 _ADMIN_ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
@@ -177,12 +188,14 @@ def _operation(summary: str, extra: dict[str, Any], required: list[str],
     errors = {"$ref": "#/components/responses/Error"}
     return {"post": {
         "summary": summary,
+        "security": _TOKEN,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "additionalProperties": False,
             "required": ["key", *required], "properties": {**_TARGET, **extra}}}}},
         "responses": {"200": {"description": "OK", "content": {
             "application/json": {"schema": result}}},
-            "400": errors, "405": _NOT_ALLOWED, "413": errors, "422": errors, "503": errors},
+            "400": errors, **_TOKEN_ERRORS, "405": _NOT_ALLOWED, "413": errors,
+            "422": errors, "503": errors},
     }}
 
 
@@ -439,7 +452,13 @@ def _document() -> dict[str, Any]:
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}),
         },
         "components": {
-            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer",
+                          "description": "The admin token (--admin-token)."},
+                "token": {"type": "http", "scheme": "bearer",
+                          "description": "A data API token with read/write scopes per "
+                                         "bucket, on a node started with --auth-file; a "
+                                         "node without it needs none."}},
             "schemas": {"Entry": _ENTRY, "Error": _ERROR, "Json": _JSON},
             "responses": {
                 "Error": {"description": "An error", "content": {
@@ -449,6 +468,15 @@ def _document() -> dict[str, Any]:
                     "headers": {"WWW-Authenticate": {
                         "description": 'Bearer realm="paxoskv admin" (with '
                                        'error="invalid_token" for a wrong token)',
+                        "schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/Error"}}}},
+                "TokenRequired": {
+                    "description": "The node needs a data token (--auth-file) and got "
+                                   "none, or an unknown one (unauthorized).",
+                    "headers": {"WWW-Authenticate": {
+                        "description": 'Bearer realm="paxoskv" (with '
+                                       'error="invalid_token" for an unknown token)',
                         "schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": {
                         "$ref": "#/components/schemas/Error"}}}},
