@@ -232,17 +232,27 @@ async def test_the_members_certificate_serves_every_name_and_verifies_peers(
     server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     server.load_verify_locations(tmp_path / "ca.crt")
     server.verify_mode = ssl.CERT_REQUIRED  # a member as a client: mutual
-    listening = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0,
-                                           ssl=server)
+    peers: list[dict[str, Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peercert"))  # verified, or no handshake
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server)
     port = listening.sockets[0].getsockname()[1]
     client = ssl.create_default_context(cafile=tmp_path / "ca.crt")
     client.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     try:
         for host in ("kv-4.kv-peers.ns.svc.cluster.local", "kv.ns.svc", "kv", "localhost",
                      "127.0.0.1"):
-            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client,
-                                                      server_hostname=host)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client,
+                                                           server_hostname=host)
+            assert await reader.read() == b"ok"  # the server took our certificate
             writer.close()
+        assert len(peers) == 5 and all(dict(p["subject"][0])["commonName"] == "kv"
+                                       for p in peers)
         for host in ("kv-4.other-peers.ns.svc.cluster.local", "kv.other"):
             with pytest.raises(ssl.SSLCertVerificationError):
                 await asyncio.open_connection("127.0.0.1", port, ssl=client,

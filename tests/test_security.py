@@ -4,6 +4,7 @@ write nothing; certificates and tokens reloaded from their files while the nodes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -187,9 +188,18 @@ def test_scopes_are_per_bucket_and_a_refusal_writes_nothing(cluster: SecureClust
             kv.put("x", 1, bucket="config")
         with pytest.raises(PaxosKVError, match="may not write bucket 'locks'"):
             kv.delete("x", bucket="locks")
+    with cluster.http() as http:
+        # A body naming no bucket is checked as the default bucket, which it is.
+        for path in ("/v1/put", "/v1/get", "/v1/delete", "/v1/list"):
+            answer = http.post(cluster.urls[0] + path, json={"key": "k", "value": 1}
+                               if path == "/v1/put" else {"key": "k"} if path != "/v1/list"
+                               else {}, headers={"Authorization": f"Bearer {READER}"})
+            assert answer.status_code == 403, (path, answer.text)
+            assert "bucket 'default'" in answer.json()["error"]["message"]
     with cluster.client(ALL) as kv:
         assert not kv.get("by-reader", bucket="orders").found
         assert not kv.get("x", bucket="config").found
+        assert not kv.get("k").found
 
 
 def test_sessions_need_a_token_and_bindings_a_write(cluster: SecureCluster) -> None:
@@ -201,6 +211,32 @@ def test_sessions_need_a_token_and_bindings_a_write(cluster: SecureCluster) -> N
         assert held.bindings["pid"] == session.id
         with pytest.raises(PaxosKVError, match="may not write bucket 'config'"):
             kv.put("held", "me", bucket="config", session=session.id)
+
+
+def test_a_session_is_kept_alive_and_closed_by_its_own_token_only(
+        cluster: SecureCluster) -> None:
+    with cluster.http() as http:
+        def call(path: str, token: str, body: dict[str, object]) -> httpx.Response:
+            return http.post(cluster.urls[0] + path, json=body,
+                             headers={"Authorization": f"Bearer {token}"})
+
+        opened = call("/v1/session/open", WRITER, {"ttl_ms": 10_000})
+        assert opened.status_code == 200, opened.text
+        sid = opened.json()["session"]
+        assert call("/v1/put", WRITER, {"bucket": "orders", "key": "held-by-session",
+                                        "value": 1, "bindings": {"pid": sid}}).is_success
+        # A reader sees the session id (the key's pid) but cannot end the owner's keys.
+        assert call("/v1/pid", READER, {"bucket": "orders", "key": "held-by-session"}
+                    ).json()["pid"] == sid
+        for path in ("/v1/session/keepalive", "/v1/session/close"):
+            refused = call(path, READER, {"session": sid})
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["field"] == "session"
+        assert call("/v1/get", READER, {"bucket": "orders", "key": "held-by-session"}
+                    ).json()["found"]
+        assert call("/v1/session/keepalive", WRITER, {"session": sid}).is_success
+        # A token that may write every bucket may close any session.
+        assert call("/v1/session/close", ALL, {"session": sid}).json()["closed"]
 
 
 def test_the_admin_token_stays_separate(cluster: SecureCluster) -> None:
@@ -265,10 +301,22 @@ async def test_the_peer_endpoint_takes_only_certificates_of_the_ca(
     assert await _peer_connect(cluster, _context(cluster, None, None)) == 403
     assert "must present a certificate signed by the cluster's CA" in (
         cluster.root / "n1.log").read_text()
-    # Expired, or from another CA: the TLS handshake itself fails.
-    for pki, cert in ((cluster.pki, "expired"), (cluster.other_pki, "node")):
-        with pytest.raises(aiohttp.ClientError):
-            await _peer_connect(cluster, _context(cluster, pki, cert))
+    # A certificate of the CA that does not name the member (an application's): refused.
+    assert await _peer_connect(cluster, _context(cluster, cluster.pki, "app")) == 403
+    assert "does not name 127.0.0.1" in (cluster.root / "n1.log").read_text()
+    # Expired, or from another CA: the server refuses the certificate in the handshake
+    # (TLS 1.2 here: under 1.3 the client would learn it only at its first read), where
+    # the same connection without a client certificate completes.
+    host, port = cluster.urls[0].removeprefix("https://").split(":")
+    for pki, cert in ((None, None), (cluster.pki, "expired"), (cluster.other_pki, "node")):
+        context = _context(cluster, pki, cert)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        if pki is None:
+            _, writer = await asyncio.open_connection(host, int(port), ssl=context)
+            writer.close()
+            continue
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.open_connection(host, int(port), ssl=context)
 
 
 def test_tokens_and_certificates_are_reloaded(cluster: SecureCluster) -> None:
@@ -284,11 +332,16 @@ def test_tokens_and_certificates_are_reloaded(cluster: SecureCluster) -> None:
             except PaxosKVError:
                 return False
         wait_until(takes_it, 10, "the new token was not taken")
-        # A broken file keeps the tokens loaded before.
-        tokens.write_text("[[token]\nname = ")
-        wait_until(lambda: "could not be loaded" in (cluster.root / "n1.log").read_text(),
-                   10, "no warning for a broken tokens file")
-        assert kv.get("o1").found
+        # A broken file keeps the tokens loaded before, however it is broken.
+        def warnings() -> int:
+            return (cluster.root / "n1.log").read_text().count("could not be loaded")
+
+        for broken in ("[[token]\nname = ", "token = [1]\n", "token = [['name']]\n", ""):
+            seen = warnings()
+            tokens.write_text(broken)
+            wait_until(lambda seen=seen: warnings() > seen,  # type: ignore[misc]
+                       10, f"no warning for a broken tokens file: {broken!r}")
+            assert kv.get("o1").found
         # Removed: refused again.
         tokens.write_text(tokens_file())
         wait_until(lambda: not takes_it(), 10, "the removed token still works")
@@ -390,6 +443,10 @@ def test_the_cli_takes_a_token_and_a_ca_from_options_environment_or_file(
     # An unknown CA: the endpoints are unreachable (exit 3), saying why.
     unknown = paxoskv("get", "cli", "--endpoints", endpoints, "--auth-token", READER)
     assert unknown.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+    # A member on a plain URL would carry the cluster's traffic in the clear: refused.
+    plain = paxoskv("members", "add", "n9", "http://127.0.0.1:9", "--endpoints", endpoints,
+                    "--cacert", cluster.ca, PAXOSKV_ADMIN_TOKEN=ADMIN)
+    assert plain.returncode == 2 and "url must be https://" in plain.stderr, plain.stderr
     # The admin commands take the CA too (and the admin token, not the data token).
     members = paxoskv("members", "list", "--endpoints", endpoints, "--cacert", cluster.ca,
                       "-o", "json", PAXOSKV_ADMIN_TOKEN=ADMIN, PAXOSKV_AUTH_TOKEN=ALL)
@@ -465,3 +522,39 @@ def test_the_document_describes_the_token_of_every_data_route(cluster: SecureClu
         assert {"401", "403"} <= set(operation["responses"]), route
     # The admin routes take the admin token, never a data token.
     assert document["paths"]["/v1/admin/nodes"]["post"]["security"] == [{"admin": []}]
+
+
+def test_tls_cannot_be_turned_on_for_a_cluster_made_without(tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki", "test CA")
+    (tmp_path / "tokens.toml").write_text(tokens_file())
+    port = free_ports(1)[0]
+    # Made as the operator makes a cluster: a joining node told to bootstrap alone,
+    # which records the configuration with its URL.
+    url = f"http://127.0.0.1:{port}"
+    plain = [sys.executable, "-m", "paxoskv", "serve", "--name", "n1", "--peers",
+             f"n1={url}", "--data-dir", str(tmp_path / "n1"), "--join",
+             "--admin-token", ADMIN, "--log-level", "warning"]
+    node = subprocess.Popen(plain, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(url + "/v1/identity"), 20, "the joining node")
+        pending = httpx.get(url + "/v1/identity").json()["member_id"]
+        assert httpx.post(url + "/v1/admin/bootstrap", json={"member_id": pending},
+                          headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 202
+        wait_until(lambda: _answers(url + "/readyz"), 20, "the plain node")
+    finally:
+        node.terminate()
+        assert node.wait(timeout=10) == 0
+    secure = node_command("n1", f"n1=https://127.0.0.1:{port}", port, tmp_path,
+                          tmp_path / "pki")
+    done = subprocess.run(secure, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "paxoskv: error: the cluster's members n1 are not at https:// URLs in its "
+        "configuration, and this node serves TLS: TLS is fixed when a cluster is made"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from yarl import URL
 
 from paxoskv import __version__
 from paxoskv.core.state import DeleteIf, KeyState, SwapIf, public_bindings, same_json
@@ -25,7 +26,7 @@ from paxoskv.server.liveness import Liveness, source_of
 from paxoskv.server.metrics import Metrics
 from paxoskv.server.node import Node, NoQuorum
 from paxoskv.server.openapi import openapi_document
-from paxoskv.server.tls import peer_verified
+from paxoskv.server.tls import peer_problem
 from paxoskv.server.transport import MAX_FRAME, FrameWriter, MessageFaults
 
 log = logging.getLogger("paxoskv.api")
@@ -252,7 +253,8 @@ async def open_session(request: web.Request) -> web.Response:
     v.only(body, {"ttl_ms", "no_quorum", "timeout_ms"})
     ttl = v.ttl_ms(body)
     policy, timeout = v.options(body)
-    session, until = await request.app[LIFETIMES].open_session(ttl, timeout, policy == "retry")
+    session, until = await request.app[LIFETIMES].open_session(
+        ttl, timeout, policy == "retry", auth.session_owner(request)[0])
     return json_reply({"session": session, "ttl_ms": ttl, "until": until})
 
 
@@ -267,7 +269,8 @@ async def _session_request(request: web.Request) -> tuple[str, float, bool]:
 
 async def keep_alive(request: web.Request) -> web.Response:
     session, timeout, retry = await _session_request(request)
-    until = await request.app[LIFETIMES].keep_alive(session, timeout, retry)
+    until = await request.app[LIFETIMES].keep_alive(session, timeout, retry,
+                                                   auth.session_owner(request))
     if until is None:
         raise v.RequestError("session", "the session is closed, expired or unknown",
                              "not_found", 404)
@@ -276,7 +279,8 @@ async def keep_alive(request: web.Request) -> web.Response:
 
 async def close_session(request: web.Request) -> web.Response:
     session, timeout, retry = await _session_request(request)
-    closed = await request.app[LIFETIMES].close_session(session, timeout, retry)
+    closed = await request.app[LIFETIMES].close_session(session, timeout, retry,
+                                                       auth.session_owner(request))
     return json_reply({"session": session, "closed": closed})
 
 
@@ -484,9 +488,10 @@ async def peer(request: web.Request) -> web.StreamResponse:
     problem = request.app[IDENTITY].peer_problem(
         sender, request.headers.get("X-PaxosKV-Cluster", ""),
         request.headers.get("X-PaxosKV-Member", ""))
-    if request.app[PEER_CERTIFICATES] and not peer_verified(request.transport):
-        problem = ("a peer must present a certificate signed by the cluster's CA "
-                   "(this node serves TLS with --tls-ca)")
+    if request.app[PEER_CERTIFICATES] and problem is None:
+        member = node.config.member(sender)
+        problem = peer_problem(request.transport,
+                               None if member is None else URL(member.url).host)
     if problem is not None:
         log.warning("refused a peer connection: %s", problem, extra={"peer": sender})
         return error_response(403, "forbidden", problem)
@@ -525,6 +530,19 @@ async def close_peer_sockets(app: web.Application) -> None:
         await ws.close()
 
 
+@web.middleware
+async def one_request_per_connection(request: web.Request, handler: Handler
+                                     ) -> web.StreamResponse:
+    """Close each connection after its answer. The identity app serves only until the
+    node's own app takes its port, and a connection kept alive past that would go on
+    reaching it: a client polling /readyz (or a peer asking who this node is) on a
+    pooled connection got the identity app's 404 (or "bootstrapping") for as long as it
+    kept polling."""
+    response = await handler(request)
+    response.force_close()
+    return response
+
+
 # Asked of a joining node by the operator: bootstrap a new cluster of this node alone.
 # Takes the member id the caller saw; answers a refusal's reason, or None once started.
 BootstrapAlone = Callable[[str], Awaitable[str | None]]
@@ -554,7 +572,8 @@ def identity_app(name: str, names: list[str], member_id: str, joining: bool = Fa
         return json_reply({"name": name, "member_id": member_id, "state": "bootstrapping"},
                           status=202)
 
-    app = web.Application(middlewares=[json_errors], handler_args=_handler_args())
+    app = web.Application(middlewares=[one_request_per_connection, json_errors],
+                          handler_args=_handler_args())
     app[ADMIN_TOKEN] = admin_token or ""
     app.router.add_get(ident.IDENTITY_PATH, identity)
     app.router.add_get("/healthz", healthz)

@@ -14,8 +14,11 @@ What each request needs:
   write includes read);
 - get, watch, list, pid, node: read on the bucket;
 - listings across buckets (buckets, sessions, nodes): read on every bucket ("*");
-- sessions (open, keep-alive, close): any valid token. A session id is an
-  unguessable capability, and binding a key to a session is a put, checked as one.
+- sessions: opening one takes any valid token, and the session records the token's
+  name as its owner; keeping it alive or closing it takes the owner's token, or one
+  that may write every bucket ("*"): a session id is no secret (a key's `pid` shows
+  it to its readers), and closing a session ends every key bound to it. Binding a
+  key to a session is a put, checked as one.
 The admin token (`--admin-token`) is separate: it is not a data token, and no data
 token opens /v1/admin or /v1/members. Health, readiness, metrics, status and the
 OpenAPI document stay open, as etcd's /health and /metrics do.
@@ -58,6 +61,10 @@ class Grant:
     read: tuple[str, ...]
     write: tuple[str, ...]
 
+    @property
+    def writes_everything(self) -> bool:
+        return ALL_BUCKETS in self.write
+
     def may(self, scope: str, bucket: str | None) -> bool:
         if scope == ANY:
             return True
@@ -89,8 +96,13 @@ def parse_tokens(text: str, source: str) -> dict[str, Grant]:
     if extra:
         raise ValueError(f"{source}: unknown table {sorted(extra)[0]!r} (expected [[token]])")
     entries = data.get("token", [])
-    if not isinstance(entries, list):
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ValueError(f"{source}: 'token' must be an array of tables ([[token]])")
+    if not entries:
+        # Refused rather than taken as "nobody may do anything": more likely a file
+        # caught while it is rewritten, or the wrong file.
+        raise ValueError(f"{source}: no [[token]] in it (to close the data API to everyone, "
+                         "give a token that no one holds)")
     grants: dict[str, Grant] = {}
     for number, raw in enumerate(entries, 1):
         where = f"{source}: token {number}"
@@ -154,6 +166,20 @@ class Tokens:
 
 REALM = 'Bearer realm="paxoskv"'
 TOKENS: web.AppKey[Tokens | None] = web.AppKey("tokens")
+GRANT = "paxoskv.grant"  # the request's Grant, once require_token settled it
+
+
+def grant_of(request: web.Request) -> Grant | None:
+    """The grant of the request's token (None: the node takes no tokens)."""
+    grant = request.get(GRANT)
+    return grant if isinstance(grant, Grant) else None
+
+
+def session_owner(request: web.Request) -> tuple[str | None, bool]:
+    """(the name of the token a session opened now belongs to, whether the token may
+    keep alive and close every session)."""
+    grant = grant_of(request)
+    return (None, True) if grant is None else (grant.name, grant.writes_everything)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -169,14 +195,14 @@ def bearer(request: web.Request) -> str | None:
 
 
 async def _bucket(request: web.Request) -> str | None:
-    """The bucket a data request names; None when its body cannot tell, and then
-    the handler refuses the body with a 400 before it does anything."""
+    """The bucket a data request names, as its handler will read it (the default one
+    when the body names none); None when the body cannot tell, and then the handler
+    refuses the body with a 400 before it does anything."""
     try:
         body = v.parse_body(await request.read())
+        return v.bucket_name(body.get("bucket", v.DEFAULT_BUCKET))
     except (v.RequestError, HttpProcessingError, RequestPayloadError):
         return None
-    bucket = body.get("bucket")
-    return bucket if isinstance(bucket, str) else None
 
 
 @web.middleware
@@ -197,6 +223,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     bucket = await _bucket(request) if scope in (READ, WRITE) else None
     if scope in (READ, WRITE) and bucket is None:
         return await handler(request)
+    request[GRANT] = grant
     if not grant.may(scope, bucket):
         wanted = (f"{scope} bucket {bucket!r}" if bucket is not None
                   else "read every bucket (a read scope of '*')")

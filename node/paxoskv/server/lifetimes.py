@@ -41,6 +41,9 @@ RETRY_AFTER_MS = 1000
 GRACE_MS = 2000  # how long other members leave an ending to the key's home
 
 Parent = tuple[str, int | None]  # (key id, pinned token or None: any generation)
+# Who asks to keep alive or close a session: (the name of its token, None without
+# tokens; whether it may do so for any session).
+Owner = tuple[str | None, bool]
 
 
 def bucket_of(key_id: str) -> str:
@@ -137,32 +140,50 @@ class Lifetimes:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def open_session(self, ttl_ms: int, timeout: float, retry: bool) -> tuple[str, int]:
-        """A new session id, alive for at least `ttl_ms` without a keep-alive."""
+    async def open_session(self, ttl_ms: int, timeout: float, retry: bool,
+                           owner: str | None = None) -> tuple[str, int]:
+        """A new session id, alive for at least `ttl_ms` without a keep-alive; `owner`:
+        the name of the token that opened it, when the node takes tokens."""
         session_id = self.new_id()
         until = self.node.wall_ms() + ttl_ms
+        value: dict[str, Any] = {"ttl_ms": ttl_ms}
+        if owner is not None:
+            value["owner"] = owner
         state = await self.node.change(session_key(session_id), PutIfAbsent(
-            {"ttl_ms": ttl_ms}, {UNTIL: until}), timeout, retry)
+            value, {UNTIL: until}), timeout, retry)
         return session_id, int(state.bindings[UNTIL])
 
-    async def keep_alive(self, session_id: str, timeout: float, retry: bool) -> int | None:
-        """Move the session's deadline a TTL ahead; its new deadline, or None if it is dead."""
+    @staticmethod
+    def _check_owner(session_id: str, state: KeyState, owner: Owner) -> None:
+        name, any_session = owner
+        if not any_session and state.value.get("owner") != name:
+            raise v.RequestError("session", f"session {session_id} is not this token's: "
+                                 "only the token that opened it, or one that may write "
+                                 "every bucket, keeps it alive or closes it", "forbidden", 403)
+
+    async def keep_alive(self, session_id: str, timeout: float, retry: bool,
+                         owner: Owner = (None, True)) -> int | None:
+        """Move the session's deadline a TTL ahead; its new deadline, or None if it is
+        dead. `owner`: (the caller's token name, whether it may touch any session)."""
         key = session_key(session_id)
         state = await self.node.read(key, timeout, retry)
         if not state.live:
             return None
+        self._check_owner(session_id, state, owner)
         until = self.node.wall_ms() + int(state.value["ttl_ms"])
         renewed = await self.node.change(key, Renew(state.token, until), timeout, retry)
         if not renewed.live or renewed.token != state.token:
             return None
         return int(renewed.bindings[UNTIL])
 
-    async def close_session(self, session_id: str, timeout: float, retry: bool) -> bool:
+    async def close_session(self, session_id: str, timeout: float, retry: bool,
+                            owner: Owner = (None, True)) -> bool:
         """End the session (and so every key bound to it); False if it was already dead."""
         key = session_key(session_id)
         state = await self.node.read(key, timeout, retry)
         if not state.live:
             return False
+        self._check_owner(session_id, state, owner)
         ended = await self.node.change(key, DeleteIf(state.token), timeout, retry)
         return not ended.live and ended.token == state.token + 1
 

@@ -259,11 +259,15 @@ def secured(config: ServerConfig) -> tuple[NodeTls | None, Tokens | None]:
 
 
 async def keep_current(watches: list[FilesWatch], every: float = 1.0) -> None:
-    """Reload certificates and tokens when their files change."""
+    """Reload certificates and tokens when their files change (a watch that fails
+    in an unforeseen way is logged and tried again: reloads never stop)."""
     while True:
         await asyncio.sleep(every)
         for watch in watches:
-            watch.check()
+            try:
+                watch.check()
+            except Exception:
+                log.exception("checking files for a reload failed")
 
 
 async def serve(config: ServerConfig) -> None:
@@ -309,6 +313,13 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
                 watch_reread_s=float(os.environ.get(WATCH_REREAD_VARIABLE, "1")),
                 member_id=identity.member_id,
                 caught_up=storage.meta(ident.CAUGHT_UP_META) != "0")
+    scheme = "https" if tls else "http"
+    wrong = sorted(m.name for m in node.config.members if not m.url.startswith(scheme + "://"))
+    if wrong:
+        raise SystemExit(f"paxoskv: error: the cluster's members {', '.join(wrong)} are not at "
+                         f"{scheme}:// URLs in its configuration, and this node "
+                         f"{'serves' if tls else 'does not serve'} TLS: TLS is fixed when a "
+                         "cluster is made")
     faults = message_faults(test_rng(config.name + "/network", boot))
     identity.follow(node.config)
     links = LinkKeeper(node, lambda m: PeerLink(m.name, m.url, session, identity, config.name,

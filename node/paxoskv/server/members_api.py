@@ -69,6 +69,11 @@ async def add_member(request: web.Request) -> web.Response:
     if not isinstance(url, str) or not URL.fullmatch(url):
         raise v.RequestError("url", "url must be the node's base URL, e.g. "
                              "http://10.0.0.4:7001")
+    scheme = request.app[MEMBERSHIP].node.config.members[0].url.split("://", 1)[0]
+    if not url.startswith(scheme + "://"):
+        # One scheme for every member: TLS is all or nothing (a plain link would
+        # carry the cluster's traffic in the clear, to an open peer endpoint).
+        raise v.RequestError("url", f"url must be {scheme}:// like every member's")
     member_id = await _joining_member_id(request.app[SESSION], name, url.rstrip("/"))
     return await _run(request, lambda m: m.add(Member(name, url.rstrip("/"), member_id)))
 

@@ -17,9 +17,11 @@ old ones stay trusted until the node restarts (OpenSSL cannot forget a CA).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +60,7 @@ class FilesWatch:
         self._stamp = stamp
         try:
             self._load()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # whatever a file holds, the node keeps serving
             log.warning("%s changed but could not be loaded, keeping the previous one: %s",
                         self._what, exc, extra={"error": str(exc)})
             return False
@@ -73,22 +75,36 @@ class TlsFiles:
     ca: Path  # the CA that signs the members' certificates (PEM)
 
 
-def _check_pair(files: TlsFiles) -> None:
-    """Load the files into throwaway contexts first, so that a bad file never
-    reaches the live ones half-loaded; a clear error names the file."""
-    for path in (files.cert, files.key, files.ca):
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
+def _snapshot(files: TlsFiles, into: Path) -> TlsFiles:
+    """Copies of the files, read once: what is checked is what gets loaded, even if a
+    rotation rewrites them meanwhile."""
+    copies = []
+    for name, path in (("cert", files.cert), ("key", files.key), ("ca", files.ca)):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ValueError(f"{path}: {exc.strerror}") from None
+        copy = into / name
+        copy.write_bytes(data)
+        copies.append(copy)
+    return TlsFiles(*copies)
+
+
+def _check_pair(files: TlsFiles, named: TlsFiles) -> None:
+    """Load the files into a throwaway context first, so that a bad file never
+    reaches the live ones half-loaded; a clear error names the (`named`) file."""
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         probe.load_cert_chain(files.cert, files.key)
     except ssl.SSLError as exc:
-        raise ValueError(f"{files.cert} and {files.key} are not a certificate and its key "
+        raise ValueError(f"{named.cert} and {named.key} are not a certificate and its key "
                          f"({exc.reason or exc})") from None
     try:
         probe.load_verify_locations(cafile=files.ca)
     except ssl.SSLError as exc:
-        raise ValueError(f"{files.ca}: not a PEM CA certificate ({exc.reason or exc})"
+        raise ValueError(f"{named.ca}: not a PEM CA certificate ({exc.reason or exc})"
                          ) from None
 
 
@@ -106,14 +122,57 @@ class NodeTls:
                                 "the TLS certificate")
 
     def _load(self) -> None:
-        _check_pair(self.files)
-        for context in (self.server, self.client):
-            context.load_cert_chain(self.files.cert, self.files.key)
-            context.load_verify_locations(cafile=self.files.ca)
+        with tempfile.TemporaryDirectory(prefix="paxoskv-tls-") as private:
+            os.chmod(private, 0o700)
+            files = _snapshot(self.files, Path(private))
+            _check_pair(files, self.files)
+            for context in (self.server, self.client):
+                context.load_cert_chain(files.cert, files.key)
+                context.load_verify_locations(cafile=files.ca)
 
 
-def peer_verified(transport: Any) -> bool:
-    """Whether a connection's client presented a certificate that the CA verified
-    (the server's CERT_OPTIONAL refuses the handshake of one it does not)."""
-    return transport is not None and bool(transport.get_extra_info("peercert"))
+def peer_problem(transport: Any, host: str | None) -> str | None:
+    """Why a connection to the peer endpoint is not a member's (None: it is): its
+    client must present a certificate that the CA verified (the server's
+    CERT_OPTIONAL refuses the handshake of one it does not) and that names `host`,
+    the host of the member's URL, as the member's own certificate does. So a
+    certificate the CA gave to something else (an application's client certificate)
+    does not make its holder a member."""
+    cert = None if transport is None else transport.get_extra_info("peercert")
+    if not cert:
+        return ("a peer must present a certificate signed by the cluster's CA (this node "
+                "serves TLS with --tls-ca)")
+    if host is None or not names_host(cert, host):
+        return (f"the peer's certificate does not name {host}, its member URL's host: "
+                "it is not a member's certificate")
+    return None
+
+
+def names_host(cert: dict[str, Any], host: str) -> bool:
+    """Whether a verified certificate (ssl's dict form) names `host`: an IP address
+    among its IP names, or a DNS name, with a wildcard for the leftmost label only."""
+    sans = cert.get("subjectAltName", ())
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return any(kind == "IP Address" and _same_ip(value, ip) for kind, value in sans)
+    host = host.lower().rstrip(".")
+    for kind, value in sans:
+        if kind != "DNS":
+            continue
+        name = value.lower().rstrip(".")
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def _same_ip(value: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(value.strip()) == ip
+    except ValueError:
+        return False
 

@@ -22,6 +22,7 @@ MIN_TTL_MS, MAX_TTL_MS = 1_000, 3_600_000
 DEFAULT_TIMEOUT_MS = 5_000
 BUCKET_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 NO_QUORUM_POLICIES = ("return", "fail", "retry")
+DEFAULT_BUCKET = "default"  # of a request that names none
 CONSISTENCY = ("linearizable", "local")
 
 
@@ -128,7 +129,7 @@ def bucket_name(raw: Any, field: str = "bucket") -> str:
 
 
 def target(body: dict[str, Any]) -> Target:
-    bucket = bucket_name(body.get("bucket", "default"))
+    bucket = bucket_name(body.get("bucket", DEFAULT_BUCKET))
     key = body.get("key")
     if not isinstance(key, str) or not key:
         raise RequestError("key", "key is required and must be a non-empty string")
@@ -291,7 +292,7 @@ class Listing:
 
 
 def listing(body: dict[str, Any]) -> Listing:
-    bucket = bucket_name(body.get("bucket", "default"))
+    bucket = bucket_name(body.get("bucket", DEFAULT_BUCKET))
     prefix = body.get("prefix", "")
     if not isinstance(prefix, str):
         raise RequestError("prefix", "prefix must be a string (keys beginning with it)")
