@@ -111,6 +111,9 @@ def client_fault(exc: BaseException | None) -> str | None:
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; a body that cannot be read (malformed chunks, a
     Content-Encoding it is not in) is a 400 naming the body, not an internal error."""
+    parsed: dict[str, Any] | None = request.get(v.PARSED_BODY)  # by the token check
+    if parsed is not None:
+        return parsed
     try:
         raw = await request.read()
     except (HttpProcessingError, RequestPayloadError) as exc:

@@ -200,6 +200,7 @@ async def _bucket(request: web.Request) -> str | None:
     refuses the body with a 400 before it does anything."""
     try:
         body = v.parse_body(await request.read())
+        request[v.PARSED_BODY] = body  # the handler's read_body takes it as is
         return v.bucket_name(body.get("bucket", v.DEFAULT_BUCKET))
     except (v.RequestError, HttpProcessingError, RequestPayloadError):
         return None

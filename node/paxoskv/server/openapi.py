@@ -178,6 +178,16 @@ def _listing(summary: str, name: dict[str, Any], kind: str, entry: dict[str, Any
             "consistency": _CONSISTENCY}))
 
 
+def _challenge(description: str, realm: str, wrong: str) -> dict[str, Any]:
+    """A 401 answer: the JSON error, and the Bearer challenge of `realm`."""
+    return {"description": description,
+            "headers": {"WWW-Authenticate": {
+                "description": f'Bearer realm="{realm}" (with error="invalid_token" for '
+                               f'{wrong})', "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Error"}}}}
+
+
 def _get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET-only path (every other method: 405 with Allow)."""
     return {"get": {"summary": summary, "responses": {**responses, "405": _NOT_ALLOWED}}}
@@ -463,23 +473,12 @@ def _document() -> dict[str, Any]:
             "responses": {
                 "Error": {"description": "An error", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "Unauthorized": {
-                    "description": "No admin token, or a wrong one (unauthorized).",
-                    "headers": {"WWW-Authenticate": {
-                        "description": 'Bearer realm="paxoskv admin" (with '
-                                       'error="invalid_token" for a wrong token)',
-                        "schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": {
-                        "$ref": "#/components/schemas/Error"}}}},
-                "TokenRequired": {
-                    "description": "The node needs a data token (--auth-file) and got "
-                                   "none, or an unknown one (unauthorized).",
-                    "headers": {"WWW-Authenticate": {
-                        "description": 'Bearer realm="paxoskv" (with '
-                                       'error="invalid_token" for an unknown token)',
-                        "schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": {
-                        "$ref": "#/components/schemas/Error"}}}},
+                "Unauthorized": _challenge(
+                    "No admin token, or a wrong one (unauthorized).", "paxoskv admin",
+                    "a wrong token"),
+                "TokenRequired": _challenge(
+                    "The node needs a data token (--auth-file) and got none, or an "
+                    "unknown one (unauthorized).", "paxoskv", "an unknown token"),
                 "MethodNotAllowed": {
                     "description": "The path is served, not for this method (every path "
                                    "answers 405 method_not_allowed to other methods).",

@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT_MS = 5_000
 BUCKET_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 NO_QUORUM_POLICIES = ("return", "fail", "retry")
 DEFAULT_BUCKET = "default"  # of a request that names none
+PARSED_BODY = "paxoskv.body"  # a request's body once parsed (so it is parsed once)
 CONSISTENCY = ("linearizable", "local")
 
 
