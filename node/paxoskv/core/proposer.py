@@ -110,6 +110,11 @@ class Proposal:
         return set(self._accepted)
 
     @property
+    def too_early_for(self) -> set[str]:
+        """The acceptors that refused this proposal's state as premature (so far)."""
+        return set(self._too_early)
+
+    @property
     def proposed(self) -> KeyState | None:
         """The state sent in the accept phase, once there is one."""
         return self._proposed

@@ -51,6 +51,24 @@ async def wait_until(future: asyncio.Future[Any], timeout: float) -> bool:
     return future.done()
 
 
+async def resolve_within(done: asyncio.Future[None], timeout: float) -> None:
+    """Wait for `done`, a future of the caller's own, at most `timeout` seconds; then
+    resolve it if nothing did (whoever checks `done.done()` sees the wait is over).
+    Cheaper than wait_until: no second future."""
+    if done.done():
+        return
+    timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), _resolve, done)
+    try:
+        await done
+    finally:
+        timer.cancel()
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 def quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
     """Mark a future's failure as seen, for calls whose answer may be dropped."""
     future.add_done_callback(lambda f: f.cancelled() or f.exception())

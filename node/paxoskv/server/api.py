@@ -175,8 +175,7 @@ def _measured(op: str, handler: Handler) -> Handler:
             code = "no_quorum"
             raise
         finally:
-            metrics.requests.labels(op, code).inc()
-            metrics.latency.labels(op).observe(time.perf_counter() - started)
+            metrics.observe(op, code, time.perf_counter() - started)
 
     return wrapper
 

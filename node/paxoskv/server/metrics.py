@@ -16,6 +16,8 @@ class Metrics:
             "paxoskv_request_seconds", "Client request latency by operation", ["op"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry)
+        self._counts: dict[tuple[str, str], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
         gauges = {
             "paxoskv_peers_connected": ("Peers with an open connection",
                                         lambda: node.reachable() - 1),
@@ -36,6 +38,18 @@ class Metrics:
                 lambda name=name: getattr(node.stats, name))  # type: ignore[misc]
         for name, (doc, read) in gauges.items():
             Gauge(name, doc, registry=self.registry).set_function(read)
+
+    def observe(self, op: str, code: str, seconds: float) -> None:
+        """Count one client request and its latency. (The labelled children are looked
+        up once: `labels()` costs a lock and validation, on every request.)"""
+        count = self._counts.get((op, code))
+        if count is None:
+            count = self._counts[op, code] = self.requests.labels(op, code)
+        latency = self._latencies.get(op)
+        if latency is None:
+            latency = self._latencies[op] = self.latency.labels(op)
+        count.inc()
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -297,14 +297,42 @@ class Node:
             log.warning("failpoint: crashing", extra={"node": f"{self.name} at {name}"})
             os._exit(86)
 
-    def send(self, dest: str, msg: Request) -> asyncio.Future[Reply]:
-        """Send an acceptor request; the future holds the reply."""
+    def send(self, outgoing: Sequence[tuple[str, Request]],
+             on_reply: Callable[[str, Reply], None]) -> None:
+        """Send acceptor requests; `on_reply(dest, reply)` runs as each reply arrives
+        (never for one that is lost, or to a peer whose link is down). A callback,
+        not a future per message: this is the hot path of every round. A message
+        sent to several acceptors is encoded once."""
+        encoded: dict[int, list[Any]] = {}
+        for dest, msg in outgoing:
+            if dest == self.name:
+                # This node's own acceptor: its reply, too, waits for the disk.
+                reply, write = self.accept_request(msg)
+                self._persist([write] if write else []).add_done_callback(
+                    functools.partial(_local_reply, on_reply, dest, reply))
+                continue
+            link = self.links.get(dest)
+            if link is None or not link.connected:
+                continue
+            body = encoded.get(id(msg))
+            if body is None:
+                body = encoded[id(msg)] = messages.encode(msg)
+            link.call("m", body).add_done_callback(
+                functools.partial(_peer_reply, on_reply, dest))
+
+    def announce(self, dest: str, commit: Commit) -> None:
+        """Tell acceptor `dest` that `commit`'s ballot was chosen: a bare mark (one-way,
+        no fsync of its own) to one that accepted it, the state to one that did not."""
         if dest == self.name:
-            # This node's own acceptor: its reply, too, waits for the disk.
-            reply, write = self.accept_request(msg)
-            durable = self._persist([write] if write else [])
-            return mapped(durable, lambda _: reply)
-        return mapped(self.links[dest].call("m", messages.encode(msg)), messages.decode)
+            self.commit_notice(commit)
+            return
+        link = self.links.get(dest)
+        if link is None:
+            return
+        if commit.state is None:
+            link.notify("chosen", [commit.key, commit.ballot.to_json()])
+        else:
+            link.notify("m", messages.encode(commit))
 
     # -- client operations ------------------------------------------------------
 
@@ -323,20 +351,22 @@ class Node:
         if link is None or not link.connected:
             return await self.submit(key, change, timeout, retry)
         try:
-            forward = self._forward(link, key, change, timeout, retry)
+            answer = self._forward(link, key, change, timeout, retry)
         except PeerUnavailable:
             return await self.submit(key, change, timeout, retry)
-        if await self._home_answers(link, forward, deadline) and forward.exception() is None:
-            return forward.result()
+        if (await self._home_answers(link, answer, deadline) and answer.exception() is None
+                and "error" not in answer.result()):
+            return KeyState.from_json(answer.result()["state"])
         log.debug("home %s silent or failed for %s; proposing here too", home, key)
         self.stats.hedged += 1
+        forward = quiet(mapped(answer, _forwarded_state))
         local = asyncio.ensure_future(self.submit(key, change, deadline - self.clock(), retry))
         try:
             return await _first_answer([forward, local], deadline - self.clock(), change)
         finally:
             local.cancel()
 
-    async def _home_answers(self, link: Link, forward: asyncio.Future[KeyState],
+    async def _home_answers(self, link: Link, forward: asyncio.Future[Any],
                             deadline: float) -> bool:
         """Wait for the home's answer while the home shows signs of life; False when
         it has been silent for a few times its usual latency (stalled, cut off).
@@ -409,17 +439,12 @@ class Node:
                         del self._watchers[key]
 
     def _forward(self, link: Link, key: str, change: Change, timeout: float, retry: bool
-                 ) -> asyncio.Future[KeyState]:
-        """Ask the key's home to run `change`; the future holds its answer."""
+                 ) -> asyncio.Future[dict[str, Any]]:
+        """Ask the key's home to run `change`; the future holds its answer, as sent
+        (`_forwarded_state` reads it)."""
         self.stats.forwarded += 1
         body = {"key": key, "change": change.to_json(), "timeout": timeout, "retry": retry}
-
-        def answer(reply: dict[str, Any]) -> KeyState:
-            if "error" in reply:
-                raise NoQuorum(reply["error"])
-            return KeyState.from_json(reply["state"])
-
-        return quiet(mapped(link.call("p", body), answer))
+        return quiet(link.call("p", body))
 
     async def handle_forwarded(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -457,6 +482,10 @@ class Node:
                 replies.append([request_id, kind, messages.encode(reply)])
                 if write is not None:
                     writes.append(write)
+            elif kind == "chosen" and request_id == NOTICE:
+                # A bare commit mark, [key, ballot]: the cheapest message there is
+                # (one per acceptor and decision), so it skips messages.decode.
+                self.learn(body[0], Ballot.from_json(body[1]))
             elif kind == "p":
                 spawn(self._serve_forwarded(request_id, body, send))
             elif kind == "c" and request_id == NOTICE:
@@ -513,9 +542,33 @@ class Node:
         self._stopped = True
 
 
+def _local_reply(on_reply: Callable[[str, Reply], None], dest: str, reply: Reply,
+                 _: asyncio.Future[None]) -> None:
+    on_reply(dest, reply)
+
+
+def _peer_reply(on_reply: Callable[[str, Reply], None], dest: str,
+                answer: asyncio.Future[Any]) -> None:
+    if answer.cancelled() or answer.exception() is not None:
+        return  # the link dropped before the reply came: as if it were lost
+    try:
+        reply = messages.decode(answer.result())
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        log.warning("ignored a malformed reply from %s: %s", dest, exc)
+        return
+    on_reply(dest, reply)  # type: ignore[arg-type]
+
+
 def _send_when_done(send: Callable[[Envelope], None], envelope: Envelope,
                     _: asyncio.Future[None]) -> None:
     send(envelope)
+
+
+def _forwarded_state(answer: dict[str, Any]) -> KeyState:
+    """The state in a home's answer to a forwarded change (NoQuorum: its error)."""
+    if "error" in answer:
+        raise NoQuorum(answer["error"])
+    return KeyState.from_json(answer["state"])
 
 
 async def _first_answer(futures: list[asyncio.Future[KeyState]], timeout: float,

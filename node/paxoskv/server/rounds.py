@@ -10,27 +10,23 @@ deadlines, and tells every acceptor what was chosen.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from paxoskv.core import messages
 from paxoskv.core.ballot import Ballot
-from paxoskv.core.messages import Commit, Fenced, Observed
+from paxoskv.core.messages import Accepted, Commit, Fenced, Observed, Promise, Reply
 from paxoskv.core.proposer import (
     Decided,
     Outcome,
-    Outgoing,
     Premature,
     Proposal,
     QuorumRead,
     Stale,
 )
 from paxoskv.core.state import Change, KeyState, Read, Touch, answers, compose
-from paxoskv.server.aio import quiet, wait_until
-from paxoskv.server.transport import PeerUnavailable
+from paxoskv.server.aio import quiet, resolve_within
 
 if TYPE_CHECKING:
     from paxoskv.server.node import Node
@@ -188,26 +184,25 @@ class Rounds:
                         prepared=plan.prepared, next_promise=plan.next_promise,
                         epoch=self.node.config.epoch, write=write)
 
-    async def _drive(self, proposal: Proposal, timeout: float
-                     ) -> Outcome | None:
+    async def _drive(self, proposal: Proposal, timeout: float) -> Outcome | None:
+        """Run `proposal` until it has an outcome or `timeout` passes (None)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        unheard: set[str] = set()  # acceptors not yet told that the proposal was chosen
 
-        def dispatch(outgoing: Outgoing) -> None:
-            if done.cancelled():
-                return  # the round was given up: late replies must not drive it on
-            for dest, msg in outgoing:
-                try:
-                    future = self.node.send(dest, msg)
-                except PeerUnavailable:
-                    continue
-                future.add_done_callback(functools.partial(on_reply, dest))
-
-        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
+        def on_reply(sender: str, reply: Reply) -> None:
+            if proposal.outcome is not None:
+                if sender in unheard and not isinstance(reply, Promise):
+                    # A straggler's answer to the accept, after the decision.
+                    unheard.discard(sender)
+                    self._tell(proposal, sender, accepted=isinstance(reply, Accepted)
+                               and reply.ballot == proposal.ballot)
                 return
-            dispatch(proposal.receive(sender, future.result()))
-            if proposal.outcome is not None and not done.done():
+            if done.done():
+                return  # the round was given up: late replies must not drive it on
+            self.node.send(proposal.receive(sender, reply), on_reply)
+            if proposal.outcome is not None:
                 done.set_result(None)
+                self._announce(proposal, unheard)
 
         outgoing = proposal.start()
         if proposal.ballot.is_zero:
@@ -217,54 +212,69 @@ class Rounds:
             # accept which peers had chosen could start over on a higher one.)
             mine = [(d, m) for d, m in outgoing if d == self.node.name]
             outgoing = [(d, m) for d, m in outgoing if d != self.node.name]
-            for dest, msg in mine:
-                dispatch(proposal.receive(dest, await self.node.send(dest, msg)))
+            if mine:
+                recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+                def on_local_reply(sender: str, reply: Reply) -> None:
+                    on_reply(sender, reply)
+                    recorded.set_result(None)
+
+                self.node.send(mine, on_local_reply)
+                await recorded
             if proposal.outcome is not None:
-                self._announce(proposal)
                 return proposal.outcome
-        dispatch(outgoing)
-        await wait_until(done, timeout)
-        done.cancel()
-        self._announce(proposal)
+        self.node.send(outgoing, on_reply)
+        await resolve_within(done, timeout)
         return proposal.outcome
 
-    def _announce(self, proposal: Proposal) -> None:
+    def _announce(self, proposal: Proposal, unheard: set[str]) -> None:
         """Tell every acceptor that the proposal's state was chosen: local reads
-        serve only chosen states, and the ones that missed it catch up."""
+        serve only chosen states, and the ones that missed it catch up.
+
+        Those that accepted get a bare mark now, those that found it premature
+        the state. The others are told when their answer to the accept comes
+        (with quorum 2 of 3 the third is usually on its way: a bare mark then,
+        not the whole state), or get the state after `attempt_timeout` if it
+        never does. A bare mark is safe whatever the acceptor holds: it marks only
+        a record accepted at this very ballot, and a ballot carries one state.
+        """
         if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
             return
-        accepted = proposal.accepted_by
-        for dest in self.node.members:
-            state = None if dest in accepted else proposal.proposed
-            msg = Commit(proposal.key, proposal.ballot, state, proposal.epoch)
-            if dest == self.node.name:
-                self.node.commit_notice(msg)
-                continue
-            link = self.node.links.get(dest)
-            if link is not None:
-                link.notify("m", messages.encode(msg))
+        accepted, refused = proposal.accepted_by, proposal.too_early_for
+        for dest in proposal.acceptors:
+            if dest in accepted or dest in refused:
+                self._tell(proposal, dest, accepted=dest in accepted)
+            else:
+                unheard.add(dest)
+        if unheard:
+            asyncio.get_running_loop().call_later(self.node.attempt_timeout,
+                                                  self._tell_unheard, proposal, unheard)
+
+    def _tell(self, proposal: Proposal, dest: str, accepted: bool) -> None:
+        assert proposal.proposed is not None
+        self.node.announce(dest, Commit(proposal.key, proposal.ballot,
+                                        None if accepted else proposal.proposed,
+                                        proposal.epoch))
+
+    def _tell_unheard(self, proposal: Proposal, unheard: set[str]) -> None:
+        for dest in proposal.acceptors:  # in order: deterministic under simulation
+            if dest in unheard:
+                self._tell(proposal, dest, accepted=False)
+        unheard.clear()
 
     async def quorum_read(self, key: str, timeout: float) -> KeyState | None:
         """The key's state if a quorum agrees on one accepted ballot (None: inconclusive)."""
         reader = QuorumRead(key, self.node.members, self.node.quorum, self.node.config.epoch)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def on_reply(sender: str, future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return
-            reply = future.result()
+        def on_reply(sender: str, reply: Reply) -> None:
             if isinstance(reply, Observed | Fenced):
                 reader.receive(sender, reply)
             if reader.done and not done.done():
                 done.set_result(None)
 
-        for dest, msg in reader.start():
-            try:
-                future = self.node.send(dest, msg)
-            except PeerUnavailable:
-                continue
-            future.add_done_callback(functools.partial(on_reply, dest))
-        await wait_until(done, timeout)
+        self.node.send(reader.start(), on_reply)
+        await resolve_within(done, timeout)
         if reader.stale is not None:
             await self.node.learn_config(reader.stale.source)
         return reader.result
