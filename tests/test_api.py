@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from paxoskv.server import validation as v
 from tests.harness import LocalCluster, running, wait_until
 
 
@@ -154,6 +155,23 @@ def test_integers_at_the_edges_of_the_exact_range_come_back_exactly(
              "float": 1.2345678901234568e+29}
     assert post(cluster, "/v1/put", {"key": "exact-ints", "value": value}).status_code == 200
     assert post(cluster, "/v1/get", {"key": "exact-ints"}).json()["value"] == value
+
+
+def test_digits_in_a_string_cost_no_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a body in which orjson made a float can hold an integer it made inexact: a
+    key with a timestamp in nanoseconds is parsed once; a huge integer is still refused."""
+    def second_parse(raw: bytes) -> Any:
+        raise AssertionError("parsed a second time")
+
+    monkeypatch.setattr(v.json, "loads", second_parse)
+    assert v.parse_body(b'{"key": "job-1765123456789012345"}') == {
+        "key": "job-1765123456789012345"}
+    with pytest.raises(AssertionError, match="second time"):  # this one needs it
+        v.parse_body(b'{"key": "k", "value": 123456789012345678901234}')
+    monkeypatch.undo()
+    with pytest.raises(v.RequestError) as refused:
+        v.parse_body(b'{"key": "k", "value": 123456789012345678901234}')
+    assert refused.value.field == "value"
 
 
 def test_a_put_says_whether_it_created_the_generation(cluster: LocalCluster) -> None:

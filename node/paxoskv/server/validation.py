@@ -71,14 +71,27 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("body", "request body must be a JSON object")
     if LONG_INTEGER.search(raw):
-        _refuse_inexact_integers(raw)
+        _refuse_inexact_integers(raw, body)
     return body
 
 
-def _refuse_inexact_integers(raw: bytes) -> None:
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(v) for v in value)
+    return False
+
+
+def _refuse_inexact_integers(raw: bytes, parsed: Any) -> None:
     """A value must come back exactly as it was put: refuse integers that orjson would
     turn into floats, naming the top-level field that holds one."""
     try:
+        if not _holds_float(parsed):
+            return  # no integer became a float (the digits were in a string: a key
+            # with a timestamp in nanoseconds costs no second parse)
         exact = json.loads(raw)  # the standard parser keeps every integer exact
         wrong = next((name for name, value in exact.items() if _inexact(value)), None)
     except RecursionError:
