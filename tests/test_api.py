@@ -163,7 +163,7 @@ def test_digits_in_a_string_cost_no_second_parse(monkeypatch: pytest.MonkeyPatch
     def second_parse(raw: bytes) -> Any:
         raise AssertionError("parsed a second time")
 
-    monkeypatch.setattr(v.json, "loads", second_parse)
+    monkeypatch.setattr("paxoskv.server.validation.json.loads", second_parse)
     assert v.parse_body(b'{"key": "job-1765123456789012345"}') == {
         "key": "job-1765123456789012345"}
     with pytest.raises(AssertionError, match="second time"):  # this one needs it
