@@ -6,11 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from dnslib import RCODE, DNSRecord  # type: ignore[import-untyped]
 
 from paxoskv.devcluster import free_ports
 from tests.conftest import K8s
 from tests.k8s import dns
+
+# Each test's namespace is deleted in its teardown, which waits up to 120 s for its
+# pods to go (longer on a loaded machine): the default limit of 120 s would cut it short.
+pytestmark = pytest.mark.timeout(480)
 
 
 def meta(name: str, namespace: str = "t1") -> dict[str, Any]:

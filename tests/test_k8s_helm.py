@@ -17,6 +17,10 @@ from tests.k8s import helm
 from tests.test_k8s_node import wait_for
 from tests.test_k8s_operator import paxoskv, whole
 
+# Each test's namespace is deleted in its teardown, which waits up to 120 s for its
+# pods to go (longer on a loaded machine): the default limit of 120 s would cut it short.
+pytestmark = pytest.mark.timeout(480)
+
 CHART = Path(__file__).resolve().parents[1] / "charts" / "paxoskv"
 
 

@@ -7,8 +7,14 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.conftest import K8s
 from tests.k8s.manifests import UID, node_cluster
+
+# Each test's namespace is deleted in its teardown, which waits up to 120 s for its
+# pods to go (longer on a loaded machine): the default limit of 120 s would cut it short.
+pytestmark = pytest.mark.timeout(480)
 
 READY = "condition=Ready"
 

@@ -19,6 +19,10 @@ from tests.faults.checker import Op, check
 from tests.test_k8s_node import paxoskv as node_paxoskv
 from tests.test_k8s_node import wait_for
 
+# Each test's namespace is deleted in its teardown, which waits up to 120 s for its
+# pods to go (longer on a loaded machine): the default limit of 120 s would cut it short.
+pytestmark = pytest.mark.timeout(480)
+
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "paxoskv-system"
 # A node pod's own node: TLS and tokens are on by default, and its environment has

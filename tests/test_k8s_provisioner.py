@@ -8,8 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import K8s
 from tests.k8s import provisioner as p
+
+# Each test's namespace is deleted in its teardown, which waits up to 120 s for its
+# pods to go (longer on a loaded machine): the default limit of 120 s would cut it short.
+pytestmark = pytest.mark.timeout(480)
 
 
 def claim(name: str, uid: str, phase: str = "Pending", storage_class: str | None = p.STORAGE_CLASS,
