@@ -356,7 +356,7 @@ class Node:
             return await self.submit(key, change, timeout, retry)
         if (await self._home_answers(link, answer, deadline) and answer.exception() is None
                 and "error" not in answer.result()):
-            return KeyState.from_json(answer.result()["state"])
+            return _forwarded_state(answer.result())
         log.debug("home %s silent or failed for %s; proposing here too", home, key)
         self.stats.hedged += 1
         forward = quiet(mapped(answer, _forwarded_state))

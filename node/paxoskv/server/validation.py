@@ -75,25 +75,24 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _holds_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
+def _holds(value: Any, test: Callable[[Any], bool]) -> bool:
+    """Whether `test` holds for any number, string or other leaf within `value`."""
     if isinstance(value, dict):
-        return any(_holds_float(v) for v in value.values())
+        return any(_holds(v, test) for v in value.values())
     if isinstance(value, list):
-        return any(_holds_float(v) for v in value)
-    return False
+        return any(_holds(v, test) for v in value)
+    return test(value)
 
 
 def _refuse_inexact_integers(raw: bytes, parsed: Any) -> None:
     """A value must come back exactly as it was put: refuse integers that orjson would
     turn into floats, naming the top-level field that holds one."""
     try:
-        if not _holds_float(parsed):
+        if not _holds(parsed, lambda leaf: isinstance(leaf, float)):
             return  # no integer became a float (the digits were in a string: a key
             # with a timestamp in nanoseconds costs no second parse)
         exact = json.loads(raw)  # the standard parser keeps every integer exact
-        wrong = next((name for name, value in exact.items() if _inexact(value)), None)
+        wrong = next((name for name, value in exact.items() if _holds(value, _inexact)), None)
     except RecursionError:
         raise RequestError("body", "request body is nested too deeply") from None
     except ValueError as exc:  # an integer of more digits than Python converts
@@ -103,16 +102,10 @@ def _refuse_inexact_integers(raw: bytes, parsed: Any) -> None:
                            "would not come back exactly; send it as a string")
 
 
-def _inexact(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return not MIN_INT <= value <= MAX_INT
-    if isinstance(value, dict):
-        return any(_inexact(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_inexact(v) for v in value)
-    return False
+def _inexact(leaf: Any) -> bool:
+    """An integer that orjson cannot keep exact (booleans are not integers here)."""
+    return (isinstance(leaf, int) and not isinstance(leaf, bool)
+            and not MIN_INT <= leaf <= MAX_INT)
 
 
 def integer(raw: Any) -> int | None:
