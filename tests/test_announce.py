@@ -1,4 +1,4 @@
-"""How a proposer announces a decision (rounds.Rounds._announce), on the simulator.
+"""How a proposer announces a decision (rounds._Attempt._announce), on the simulator.
 
 Every acceptor must learn that a state was chosen (local reads serve only chosen
 states, and a member that missed the accept catches up), at the lowest cost: a

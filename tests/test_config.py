@@ -65,6 +65,17 @@ def test_every_key_has_one_home_among_the_members_and_homes_are_spread() -> None
     assert homes == [c.home(k) for k in KEYS]  # the same answer every time
 
 
+def test_homes_are_part_of_the_protocol() -> None:
+    """The homes of fixed keys, as every version before this one computed them (the
+    blake2b-64 of "name\0key", highest wins): during a rolling upgrade, members of two
+    versions must agree on each key's home, or a key would have two ZERO proposers."""
+    keys = ["default/a", "default/lock", "default/\u00fc", "b/" + "x" * 300, "default/k17",
+            "default/leader"]
+    assert [config("a", "b", "c").home(k) for k in keys] == ["b", "c", "b", "c", "c", "c"]
+    five = config("n1", "n2", "n3", "n4", "n5")
+    assert [five.home(k) for k in keys] == ["n4", "n5", "n3", "n3", "n3", "n4"]
+
+
 def test_adding_a_member_moves_only_the_keys_it_wins() -> None:
     before = config("a", "b", "c")
     after = before.adding(member("d"))

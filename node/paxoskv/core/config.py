@@ -95,13 +95,35 @@ class Member:
         return Member(str(raw["name"]), str(raw["url"]), str(raw["member_id"]))
 
 
+class Homes:
+    """Which member (of `names`) decides a key, by rendezvous hashing on member
+    names: the member with the highest blake2b-64 of "name\0key" (the hash is
+    part of the protocol: members of two versions must agree on every home). So
+    adding a member moves only the keys it wins, and removing one only the keys
+    it held (a member replaced under its old name gets its old keys back; one home
+    per epoch is all that ZERO needs, see 3)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        # Each member's hash state after "name\0", so a key is hashed once per member
+        # without building the string again (every change asks: the hot path).
+        self._prefixes = [(name, hashlib.blake2b(f"{name}\0".encode(), digest_size=8))
+                          for name in names]
+
+    def __call__(self, key: str) -> str:
+        data = key.encode()
+        best, best_digest = "", b""
+        for name, prefix in self._prefixes:
+            hashed = prefix.copy()
+            hashed.update(data)
+            digest = hashed.digest()
+            if digest > best_digest:
+                best, best_digest = name, digest
+        return best
+
+
 def home_of(names: Iterable[str], key: str) -> str:
-    """The member (of `names`) whose proposer decides `key`: rendezvous hashing on
-    member names, so adding a member moves only the keys it wins, and removing
-    one only the keys it held (a member replaced under its old name gets its old
-    keys back; one home per epoch is all that ZERO needs, see 3)."""
-    return max(names, key=lambda name: hashlib.blake2b(f"{name}\0{key}".encode(),
-                                                       digest_size=8).digest())
+    """The home of `key` among `names` (see `Homes`; a configuration keeps its own)."""
+    return Homes(names)(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +136,11 @@ class Config:
     settled: bool = True
     # The member names, computed once: every round and quorum check reads them.
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    home: Homes = field(init=False, repr=False, compare=False)  # key -> its home member
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(m.name for m in self.members))
+        object.__setattr__(self, "home", Homes(self.names))
         if not self.members:
             raise ConfigError("a configuration needs at least one member")
         if list(self.names) != sorted(set(self.names)):
@@ -141,10 +165,6 @@ class Config:
 
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
-
-    def home(self, key: str) -> str:
-        """The member whose proposer decides `key` (see `home_of`)."""
-        return home_of(self.names, key)
 
     def zero(self) -> Ballot | None:
         """The ZERO ballot of this epoch, or None while a step's rescan runs (see 3)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -338,6 +339,7 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     node.start()
     lifetimes.start()
     liveness.start()
+    tune_garbage_collector()
     log.info("node started", extra={"node": config.name, "boot": boot,
                                     "keys": len(acceptor),
                                     "url": f"{'https' if tls else 'http'}://"
@@ -359,6 +361,21 @@ async def _serve(config: ServerConfig, storage: Storage, session: aiohttp.Client
     await runner.cleanup()
     await storage.close()
     log.info("stopped", extra={"node": config.name})
+
+
+# The cyclic garbage collector's thresholds. A node under load allocates fast and
+# keeps little, and frees nearly all of it by reference counting: with Python's
+# default (a young collection every 700 allocations) the collector spent about a
+# tenth of a node's CPU scanning the same in-flight requests over and over.
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+def tune_garbage_collector() -> None:
+    """Once started: move what start-up made (modules, the loaded records) out of
+    every later collection's scan, and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(config: ServerConfig, log_level: str = "info") -> None:

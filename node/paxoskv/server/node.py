@@ -446,13 +446,6 @@ class Node:
         body = {"key": key, "change": change.to_json(), "timeout": timeout, "retry": retry}
         return quiet(link.call("p", body))
 
-    async def handle_forwarded(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            state = await self.submit(body["key"], change_from_json(body["change"]),
-                                      float(body["timeout"]), bool(body["retry"]))
-        except NoQuorum as exc:
-            return {"error": str(exc)}
-        return {"state": state.to_json()}
 
     def serve_frame(self, sender: str, envelopes: list[Envelope],
                     send: Callable[[Envelope], None],
@@ -487,7 +480,7 @@ class Node:
                 # (one per acceptor and decision), so it skips messages.decode.
                 self.learn(body[0], Ballot.from_json(body[1]))
             elif kind == "p":
-                spawn(self._serve_forwarded(request_id, body, send))
+                self._serve_forwarded(request_id, body, send)
             elif kind == "c" and request_id == NOTICE:
                 self._config_notice(sender, body)
             elif kind == "c":
@@ -518,13 +511,19 @@ class Node:
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignored a malformed configuration from %s: %s", sender, exc)
 
-    async def _serve_forwarded(self, request_id: int, body: dict[str, Any],
-                               send: Callable[[Envelope], None]) -> None:
-        send([request_id, "p", await self.handle_forwarded(body)])
+    def _serve_forwarded(self, request_id: int, body: dict[str, Any],
+                         send: Callable[[Envelope], None]) -> None:
+        """Run a change a peer forwarded to this node, its home; answer when decided.
+        (If the peer's link drops meanwhile, the answer is lost: the peer has
+        already reported an unknown outcome, or proposed it too, at most once.)"""
+        answer = self.submit(body["key"], change_from_json(body["change"]),
+                                    float(body["timeout"]), bool(body["retry"]))
+        answer.add_done_callback(functools.partial(_answer_forwarded, send, request_id))
 
-    async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
-        """Decide `change` with this node as the proposer."""
-        return await self.rounds.submit(key, change, timeout, retry)
+    def submit(self, key: str, change: Change, timeout: float, retry: bool
+               ) -> asyncio.Future[KeyState]:
+        """Decide `change` with this node as the proposer (see Rounds.submit)."""
+        return self.rounds.submit(key, change, timeout, retry)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -557,6 +556,17 @@ def _peer_reply(on_reply: Callable[[str, Reply], None], dest: str,
         log.warning("ignored a malformed reply from %s: %s", dest, exc)
         return
     on_reply(dest, reply)  # type: ignore[arg-type]
+
+
+def _answer_forwarded(send: Callable[[Envelope], None], request_id: int,
+                      answer: asyncio.Future[KeyState]) -> None:
+    exc = answer.exception()  # (never cancelled: nothing here cancels it)
+    if isinstance(exc, NoQuorum):
+        send([request_id, "p", {"error": str(exc)}])
+    elif exc is not None:
+        raise exc  # a bug: the event loop logs it
+    else:
+        send([request_id, "p", {"state": answer.result().to_json()}])
 
 
 def _send_when_done(send: Callable[[Envelope], None], envelope: Envelope,

@@ -10,6 +10,7 @@ deadlines, and tells every acceptor what was chosen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def unknown_outcome(change: Change) -> str:
     return "the change may or may not have been decided"
 
 
+def _cancel_timer(timer: asyncio.TimerHandle, _: asyncio.Future[KeyState]) -> None:
+    timer.cancel()
+
+
 def _time_out(future: asyncio.Future[KeyState], change: Change, timeout: float) -> None:
     if not future.done():
         future.set_exception(NoQuorum(f"no quorum answered within {timeout * 1000:.0f} ms; "
@@ -70,8 +75,12 @@ class Rounds:
         self._queues: dict[str, list[_Waiter]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
-    async def submit(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
-        """Queue a change; concurrent changes of one key share one round."""
+    def submit(self, key: str, change: Change, timeout: float, retry: bool
+               ) -> asyncio.Future[KeyState]:
+        """Queue a change; concurrent changes of one key share one round. The future
+        holds the key's state after the change, or NoQuorum; cancelling it drops
+        the change from later rounds. (A future, not a coroutine: a forwarded
+        change is answered from its callback, without a task of its own.)"""
         loop = asyncio.get_running_loop()
         # Quiet: a caller that gave up (a hedge that lost) never reads its failure.
         future: asyncio.Future[KeyState] = quiet(loop.create_future())
@@ -79,13 +88,11 @@ class Rounds:
         self._queues.setdefault(key, []).append(_Waiter(change, future, deadline, retry))
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key))
-        # Once the future is done the worker skips it: a timeout (or the caller
-        # giving up, which cancels it) drops the change from later rounds.
+        # Once the future is done the worker skips it: a timeout drops the change
+        # from later rounds.
         timer = loop.call_later(timeout, _time_out, future, change, timeout)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        future.add_done_callback(functools.partial(_cancel_timer, timer))
+        return future
 
     async def _work(self, key: str) -> None:
         backoff = 0.05
@@ -186,24 +193,7 @@ class Rounds:
 
     async def _drive(self, proposal: Proposal, timeout: float) -> Outcome | None:
         """Run `proposal` until it has an outcome or `timeout` passes (None)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        unheard: set[str] = set()  # acceptors not yet told that the proposal was chosen
-
-        def on_reply(sender: str, reply: Reply) -> None:
-            if proposal.outcome is not None:
-                if sender in unheard and not isinstance(reply, Promise):
-                    # A straggler's answer to the accept, after the decision.
-                    unheard.discard(sender)
-                    self._tell(proposal, sender, accepted=isinstance(reply, Accepted)
-                               and reply.ballot == proposal.ballot)
-                return
-            if done.done():
-                return  # the round was given up: late replies must not drive it on
-            self.node.send(proposal.receive(sender, reply), on_reply)
-            if proposal.outcome is not None:
-                done.set_result(None)
-                self._announce(proposal, unheard)
-
+        attempt = _Attempt(self.node, proposal)
         outgoing = proposal.start()
         if proposal.ballot.is_zero:
             # The ZERO ballot may be used once per key: record its use on this
@@ -214,53 +204,14 @@ class Rounds:
             outgoing = [(d, m) for d, m in outgoing if d != self.node.name]
             if mine:
                 recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-                def on_local_reply(sender: str, reply: Reply) -> None:
-                    on_reply(sender, reply)
-                    recorded.set_result(None)
-
-                self.node.send(mine, on_local_reply)
+                self.node.send(mine, functools.partial(_and_resolve, attempt.on_reply,
+                                                       recorded))
                 await recorded
             if proposal.outcome is not None:
                 return proposal.outcome
-        self.node.send(outgoing, on_reply)
-        await resolve_within(done, timeout)
+        self.node.send(outgoing, attempt.on_reply)
+        await resolve_within(attempt.done, timeout)
         return proposal.outcome
-
-    def _announce(self, proposal: Proposal, unheard: set[str]) -> None:
-        """Tell every acceptor that the proposal's state was chosen: local reads
-        serve only chosen states, and the ones that missed it catch up.
-
-        Those that accepted get a bare mark now, those that found it premature
-        the state. The others are told when their answer to the accept comes
-        (with quorum 2 of 3 the third is usually on its way: a bare mark then,
-        not the whole state), or get the state after `attempt_timeout` if it
-        never does. A bare mark is safe whatever the acceptor holds: it marks only
-        a record accepted at this very ballot, and a ballot carries one state.
-        """
-        if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
-            return
-        accepted, refused = proposal.accepted_by, proposal.too_early_for
-        for dest in proposal.acceptors:
-            if dest in accepted or dest in refused:
-                self._tell(proposal, dest, accepted=dest in accepted)
-            else:
-                unheard.add(dest)
-        if unheard:
-            asyncio.get_running_loop().call_later(self.node.attempt_timeout,
-                                                  self._tell_unheard, proposal, unheard)
-
-    def _tell(self, proposal: Proposal, dest: str, accepted: bool) -> None:
-        assert proposal.proposed is not None
-        self.node.announce(dest, Commit(proposal.key, proposal.ballot,
-                                        None if accepted else proposal.proposed,
-                                        proposal.epoch))
-
-    def _tell_unheard(self, proposal: Proposal, unheard: set[str]) -> None:
-        for dest in proposal.acceptors:  # in order: deterministic under simulation
-            if dest in unheard:
-                self._tell(proposal, dest, accepted=False)
-        unheard.clear()
 
     async def quorum_read(self, key: str, timeout: float) -> KeyState | None:
         """The key's state if a quorum agrees on one accepted ballot (None: inconclusive)."""
@@ -282,3 +233,75 @@ class Rounds:
     def stop(self) -> None:
         for task in list(self._workers.values()):
             task.cancel()
+
+
+class _Attempt:
+    """One attempt of a proposal: it feeds the acceptors' replies to the proposal
+    and announces its decision. An object, not a closure over itself: a closure
+    that passes itself on is a reference cycle, which only the garbage collector
+    frees (with the whole round it holds), and every round made one."""
+
+    def __init__(self, node: Node, proposal: Proposal) -> None:
+        self.node = node
+        self.proposal = proposal
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unheard: set[str] = set()  # acceptors not yet told that it was chosen
+
+    def on_reply(self, sender: str, reply: Reply) -> None:
+        proposal = self.proposal
+        if proposal.outcome is not None:
+            if sender in self.unheard and not isinstance(reply, Promise):
+                # A straggler's answer to the accept, after the decision.
+                self.unheard.discard(sender)
+                self._tell(sender, accepted=isinstance(reply, Accepted)
+                           and reply.ballot == proposal.ballot)
+            return
+        if self.done.done():
+            return  # the attempt was given up: late replies must not drive it on
+        self.node.send(proposal.receive(sender, reply), self.on_reply)
+        if proposal.outcome is not None:
+            self.done.set_result(None)
+            self._announce()
+
+    def _announce(self) -> None:
+        """Tell every acceptor that the proposal's state was chosen: local reads
+        serve only chosen states, and the ones that missed it catch up.
+
+        Those that accepted get a bare mark now, those that found it premature
+        the state. The others are told when their answer to the accept comes
+        (with quorum 2 of 3 the third is usually on its way: a bare mark then,
+        not the whole state), or get the state after `attempt_timeout` if it
+        never does. A bare mark is safe whatever the acceptor holds: it marks only
+        a record accepted at this very ballot, and a ballot carries one state.
+        """
+        proposal = self.proposal
+        if not isinstance(proposal.outcome, Decided) or proposal.proposed is None:
+            return
+        accepted, refused = proposal.accepted_by, proposal.too_early_for
+        for dest in proposal.acceptors:
+            if dest in accepted or dest in refused:
+                self._tell(dest, accepted=dest in accepted)
+            else:
+                self.unheard.add(dest)
+        if self.unheard:
+            asyncio.get_running_loop().call_later(self.node.attempt_timeout,
+                                                  self._tell_unheard)
+
+    def _tell(self, dest: str, accepted: bool) -> None:
+        proposal = self.proposal
+        assert proposal.proposed is not None
+        self.node.announce(dest, Commit(proposal.key, proposal.ballot,
+                                        None if accepted else proposal.proposed,
+                                        proposal.epoch))
+
+    def _tell_unheard(self) -> None:
+        for dest in self.proposal.acceptors:  # in order: deterministic under simulation
+            if dest in self.unheard:
+                self._tell(dest, accepted=False)
+        self.unheard.clear()
+
+
+def _and_resolve(on_reply: Callable[[str, Reply], None], resolve: asyncio.Future[None],
+                 sender: str, reply: Reply) -> None:
+    on_reply(sender, reply)
+    resolve.set_result(None)
