@@ -14,6 +14,7 @@ import errno
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,15 +55,35 @@ def local_member(name: str, base_port: int, data_root: Path, host: str = "127.0.
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that are free on `host` right now."""
-    sockets = [socket.socket() for _ in range(count)]
+    """`count` distinct ports that are free on `host` right now, from below the
+    kernel's ephemeral range: a port inside it (what binding port 0 gives) can be
+    taken as the source port of any outgoing connection, a peer link's say, before
+    the node that should listen on it starts (seen in a benchmark run)."""
+    first_ephemeral = _first_ephemeral_port()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _random.randrange(FIRST_PICKED_PORT, first_ephemeral)
+        if port in ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # in use
+        ports.append(port)
+    return ports
+
+
+FIRST_PICKED_PORT = 10_000  # well above the ports that services usually claim
+_random = random.SystemRandom()  # not the random module's: tests seed that one
+
+
+def _first_ephemeral_port() -> int:
     try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+    return max(low, FIRST_PICKED_PORT + 1000)
 
 
 def peers_arg(members: Sequence[LocalMember]) -> str:
