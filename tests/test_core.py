@@ -4,6 +4,7 @@ proposal rounds, quorum reads and the wire form of messages."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
@@ -386,6 +387,43 @@ def test_acceptor_restarted_from_its_writes_behaves_the_same() -> None:
     after: list[Request] = [Prepare(K, b(1, "zz")), Accept(K, b(2), EMPTY), Inspect("other")]
     for msg in after:
         assert restarted.handle(msg) == live.handle(msg)
+
+
+def test_an_acceptor_keeps_every_record_as_it_was_given() -> None:
+    """Records are kept packed (acceptor.Packed): every field comes back."""
+    records = {"a": BLANK, "b": Record(b(1), None, EMPTY),
+               "c": Record(b(3), b(2), KeyState(2, True, {"x": [1, None]}, {"s": 1, UNTIL: 9})),
+               "d": Record(b(5, "q", 2), b(4), KeyState(
+                   3, False, None, {NOT_BEFORE: 7}, (("id-1", 9_000, 3, True),
+                                                     ("id-2", 9_500, 3, False)), 500), True, 4)}
+    acc = Acceptor(records)
+    assert acc.records == records
+    assert [acc.promised(k) for k in "abcd"] == [None, b(1), b(3), b(5, "q", 2)]
+
+
+def test_a_record_is_untracked_by_the_collectors_first_pass() -> None:
+    """A node holds a record per key: records that the cyclic garbage collector
+    tracks pile up in its oldest generation, whose full collections then take tens
+    of milliseconds (acceptor.Packed). One young pass must untrack a record, as it
+    comes in a peer's decoded Accept and is marked chosen."""
+    state = PutIfAbsent("v", {UNTIL: 9_000}, "n1.1.7", 5_000).apply(EMPTY)
+    dict_value = PutIfAbsent({"x": 1}, {}, "n1.1.8", 5_000).apply(EMPTY)
+    acc = Acceptor()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for key, proposed in (("plain", state), ("holds-a-dict", dict_value)):
+            accept = decode(json.loads(json.dumps(encode(Accept(key, b(1), proposed, b(2))))))
+            acc.handle(cast(Request, accept))
+            assert acc.mark_chosen(key, b(1))
+        gc.collect(0)
+        # (The packed form is private; this test is about exactly it.)
+        assert not gc.is_tracked(acc._packed["plain"])
+        assert gc.is_tracked(acc._packed["holds-a-dict"])  # a dict value: tracked, as it must
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert acc.record("plain") == Record(b(2), b(1), state, True)
 
 
 def test_record_json_round_trip() -> None:

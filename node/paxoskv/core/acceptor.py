@@ -14,6 +14,7 @@ if it has not adopted the new configuration yet, and even after a crash.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 from paxoskv.core.ballot import Ballot
@@ -71,21 +72,31 @@ BLANK = Record()
 Write = tuple[str, Record]
 
 
-# A record as plain tuples and atoms. Instances of tuple subclasses (our
-# NamedTuples) are always tracked by the garbage collector; plain tuples of
-# atoms are untracked at their first collection. With one record per key, that
-# is the difference between full collections of a few milliseconds and of a
-# hundred (measured with 100,000 keys).
+# A record as one flat tuple of atoms (`_pack`), which the cyclic garbage
+# collector stops tracking at its first pass: a node holds one per key.
+# Instances of tuple subclasses (our NamedTuples) are always tracked, and so is
+# a tuple that holds any dict or a tuple still tracked; and the collector's pass
+# visits a tuple before the tuples it alone holds, so each level of nesting took
+# one more pass, in an older generation. Records nested three deep piled up in
+# the oldest generation, and its full collections took up to a hundred
+# milliseconds (measured under the put benchmark).
 Packed = tuple[Any, ...]
+# The layout: promised (round, boot, node) or three Nones, accepted likewise,
+# then these fields, then the bindings' names and values in turn, then the
+# applied runs' fields (4 each).
+_CHOSEN, _EPOCH, _TOKEN, _LIVE, _VALUE, _HORIZON, _BINDINGS = range(6, 13)
+_FIRST_BINDING = 13
+_NO_BALLOT = (None, None, None)
+_flat = itertools.chain.from_iterable
 
 
 def _pack(rec: Record) -> Packed:
     token, live, value, bindings, applied, horizon = rec.state
-    # A tuple that holds any dict stays tracked, so bindings become pairs.
-    return (None if rec.promised is None else tuple(rec.promised),
-            None if rec.accepted is None else tuple(rec.accepted),
-            (token, live, value, tuple(bindings.items()), applied, horizon), rec.chosen,
-            rec.epoch)
+    return (*(_NO_BALLOT if rec.promised is None else rec.promised),
+            *(_NO_BALLOT if rec.accepted is None else rec.accepted),
+            rec.chosen, rec.epoch, token, live, value, horizon, len(bindings),
+            *(_flat(bindings.items()) if bindings else ()),
+            *(applied[0] if len(applied) == 1 else _flat(applied)))
 
 
 _tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -93,12 +104,20 @@ _tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 def _unpack(raw: Packed) -> Record:
     # Every request unpacks its key's record: this is on the hot path.
-    promised, accepted, (token, live, value, bindings, applied, horizon), chosen, epoch = raw
-    return _tuple(Record, (None if promised is None else _tuple(Ballot, promised),
-                           None if accepted is None else _tuple(Ballot, accepted),
-                           _tuple(KeyState, (token, live, value, dict(bindings), applied,
-                                             horizon)),
-                           chosen, epoch))
+    end = _FIRST_BINDING + 2 * raw[_BINDINGS]
+    names, values = raw[_FIRST_BINDING:end:2], raw[_FIRST_BINDING + 1:end:2]
+    bindings = dict(zip(names, values, strict=True)) if names else {}
+    runs = len(raw) - end  # (times 4) most often 1: a key's latest put
+    applied = (() if not runs else (raw[end:],) if runs == 4
+               else tuple([raw[i:i + 4] for i in range(end, len(raw), 4)]))
+    state = _tuple(KeyState, (raw[_TOKEN], raw[_LIVE], raw[_VALUE], bindings, applied,
+                              raw[_HORIZON]))
+    return _tuple(Record, (_ballot(raw, 0), _ballot(raw, 3), state, raw[_CHOSEN],
+                           raw[_EPOCH]))
+
+
+def _ballot(raw: Packed, at: int) -> Ballot | None:
+    return None if raw[at] is None else _tuple(Ballot, raw[at:at + 3])
 
 
 class Acceptor:
@@ -124,7 +143,7 @@ class Acceptor:
     def promised(self, key: str) -> Ballot | None:
         """The key's promised ballot (without unpacking its record)."""
         raw = self._packed.get(key)
-        return None if raw is None or raw[0] is None else _tuple(Ballot, raw[0])
+        return None if raw is None else _ballot(raw, 0)
 
     def all_keys(self) -> list[str]:
         """Every key this acceptor holds a record of (a membership step re-scans them)."""
@@ -184,12 +203,12 @@ class Acceptor:
         commit mark); True if the record changed and should be persisted. The hot
         path of every decision: it works on the packed record, unpacking nothing."""
         raw = self._packed.get(key)
-        if raw is None or raw[1] != ballot:
+        if raw is None or raw[3:6] != ballot:
             return False  # not what this acceptor holds: nothing to mark
         self._last_chosen.pop(key, None)
-        if raw[3]:
+        if raw[_CHOSEN]:
             return False
-        self._packed[key] = (*raw[:3], True, *raw[4:])
+        self._packed[key] = (*raw[:_CHOSEN], True, *raw[_CHOSEN + 1:])
         return True
 
     def _commit(self, key: str, rec: Record, ballot: Ballot, state: KeyState | None,
