@@ -201,6 +201,19 @@ def test_tokens_grow_with_every_new_decision_and_never_come_back() -> None:
     assert answers(EMPTY, []) == []
 
 
+def test_answers_given_the_decided_state_are_the_same() -> None:
+    """A proposer passes the state it decided (compose of the batch) to `answers`,
+    which then does not apply the last change again: the answers must not change."""
+    put = PutIfAbsent("me", {}, "id-1", expires=5_000)
+    batches: list[list[Change]] = [
+        [put], [put, put], [PutIfAbsent("a"), DeleteIf(1)], [Read()],
+        [PutIfAbsent("x", {}, "id-2", 5_000), put, Renew(1, 9_000), DeleteIf(1, 8_000)]]
+    for prior in (EMPTY, step(put, EMPTY), KeyState(4, False, None, {NOT_BEFORE: 7}, (), 6_000)):
+        for changes in batches:
+            final = compose(changes)(prior)
+            assert answers(prior, changes, final) == answers(prior, changes), (prior, changes)
+
+
 def test_key_state_and_change_json_round_trip() -> None:
     state = KeyState(7, True, {"nested": [1, "x", None]}, {"session": "s", "ttl": 3})
     assert KeyState.from_json(json.loads(json.dumps(state.to_json()))) == state

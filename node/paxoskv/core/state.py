@@ -132,14 +132,15 @@ MAX_APPLIED = 1024
 def remember(state: KeyState, run: Applied) -> KeyState:
     """`state` also remembering `run` (a put's or a swap's), forgetting the ids that
     expired FORGET_AFTER_MS before it, and the oldest beyond MAX_APPLIED."""
-    if not state.applied:  # the common case: a key's first put in a while
-        return state._replace(applied=(run,))
+    token, live, value, bindings, applied, horizon = state
+    if not applied:  # the common case: a key's first put in a while
+        return KeyState(token, live, value, bindings, (run,), horizon)
     cutoff = run[1] - FORGET_AFTER_MS
-    applied = sorted([*state.applied, run], key=lambda a: a[1])
-    keep = [a for a in applied if a[1] >= cutoff][-MAX_APPLIED:]
-    forgotten = applied[:len(applied) - len(keep)]
-    horizon = max([state.horizon, *(a[1] for a in forgotten)])
-    return state._replace(applied=tuple(keep), horizon=horizon)
+    runs = sorted([*applied, run], key=lambda a: a[1])
+    keep = [a for a in runs if a[1] >= cutoff][-MAX_APPLIED:]
+    forgotten = runs[:len(runs) - len(keep)]
+    horizon = max([horizon, *(a[1] for a in forgotten)])
+    return KeyState(token, live, value, bindings, tuple(keep), horizon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,15 +370,19 @@ def compose(changes: list[Change]) -> Callable[[KeyState], KeyState]:
     return apply
 
 
-def answers(state: KeyState, changes: list[Change]) -> list[KeyState | None]:
+def answers(state: KeyState, changes: list[Change], final: KeyState | None = None
+            ) -> list[KeyState | None]:
     """Apply changes in order to the decided prior `state`; element i is what change i
     answers: the state right after it, or, for a put that ran before, what that run
-    answered (None when the state no longer tells)."""
+    answered (None when the state no longer tells). `final`: the state after them
+    all (`compose(changes)(state)`, as decided), which the last one then answers
+    without being applied again (changes are pure functions)."""
     results: list[KeyState | None] = []
-    for change in changes:
+    last = len(changes) - 1
+    for i, change in enumerate(changes):
         if isinstance(change, PutIfAbsent) and change.repeated(state):
             results.append(change.answer(state))
             continue
-        state = step(change, state)
+        state = final if final is not None and i == last else step(change, state)
         results.append(state)
     return results

@@ -446,7 +446,6 @@ class Node:
         body = {"key": key, "change": change.to_json(), "timeout": timeout, "retry": retry}
         return quiet(link.call("p", body))
 
-
     def serve_frame(self, sender: str, envelopes: list[Envelope],
                     send: Callable[[Envelope], None],
                     spawn: Callable[[Awaitable[None]], None]) -> None:
@@ -517,7 +516,7 @@ class Node:
         (If the peer's link drops meanwhile, the answer is lost: the peer has
         already reported an unknown outcome, or proposed it too, at most once.)"""
         answer = self.submit(body["key"], change_from_json(body["change"]),
-                                    float(body["timeout"]), bool(body["retry"]))
+                             float(body["timeout"]), bool(body["retry"]))
         answer.add_done_callback(functools.partial(_answer_forwarded, send, request_id))
 
     def submit(self, key: str, change: Change, timeout: float, retry: bool

@@ -42,7 +42,7 @@ class Repeated(NoQuorum):
     the other run's, which this one cannot give."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Waiter:
     change: Change
     future: asyncio.Future[KeyState]
@@ -102,7 +102,7 @@ class Rounds:
                 changes = [w.change for w in batch]
                 write = any(isinstance(c, Touch) for c in changes)
                 try:
-                    prior = await self._decide(key, compose(changes), deadline, write)
+                    decided = await self._decide(key, compose(changes), deadline, write)
                 except NoQuorum as exc:
                     now = self.node.clock()
                     again = [w for w in batch if w.retry and w.deadline > now]
@@ -114,7 +114,8 @@ class Rounds:
                         await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                         backoff = min(backoff * 2, 1.0)
                     continue
-                for w, state in zip(batch, answers(prior, changes), strict=True):
+                for w, state in zip(batch, answers(decided.prior, changes, decided.state),
+                                    strict=True):
                     if w.future.done():
                         continue
                     if state is None:
@@ -129,8 +130,9 @@ class Rounds:
 
     async def _decide(
         self, key: str, change: Callable[[KeyState], KeyState], deadline: float, write: bool,
-    ) -> KeyState:
-        """Decide `change`, retrying until `deadline`; the state it took effect on.
+    ) -> Decided:
+        """Decide `change`, retrying until `deadline` (the outcome holds the state it
+        took effect on, and the state it made).
         `write`: with an accept phase even if the change leaves the state as it is."""
         backoff = 0.002
         above: Ballot | None = None  # the highest promise a conflict showed us
@@ -145,7 +147,7 @@ class Rounds:
             outcome = await self._drive(proposal, min(remaining, self.node.attempt_timeout))
             if isinstance(outcome, Decided):
                 self.node.ballots.remember(key, outcome)
-                return outcome.prior
+                return outcome
             if outcome is None:
                 raise NoQuorum("no quorum answered in time")
             if isinstance(outcome, Stale):
