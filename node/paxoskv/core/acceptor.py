@@ -84,6 +84,7 @@ Packed = tuple[Any, ...]
 # The layout: promised (round, boot, node) or three Nones, accepted likewise,
 # then these fields, then the bindings' names and values in turn, then the
 # applied runs' fields (4 each).
+_PROMISED, _ACCEPTED = 0, 3  # where each ballot's three fields start
 _CHOSEN, _EPOCH, _TOKEN, _LIVE, _VALUE, _HORIZON, _BINDINGS = range(6, 13)
 _FIRST_BINDING = 13
 _NO_BALLOT = (None, None, None)
@@ -112,8 +113,8 @@ def _unpack(raw: Packed) -> Record:
                else tuple([raw[i:i + 4] for i in range(end, len(raw), 4)]))
     state = _tuple(KeyState, (raw[_TOKEN], raw[_LIVE], raw[_VALUE], bindings, applied,
                               raw[_HORIZON]))
-    return _tuple(Record, (_ballot(raw, 0), _ballot(raw, 3), state, raw[_CHOSEN],
-                           raw[_EPOCH]))
+    return _tuple(Record, (_ballot(raw, _PROMISED), _ballot(raw, _ACCEPTED), state,
+                           raw[_CHOSEN], raw[_EPOCH]))
 
 
 def _ballot(raw: Packed, at: int) -> Ballot | None:
@@ -143,7 +144,7 @@ class Acceptor:
     def promised(self, key: str) -> Ballot | None:
         """The key's promised ballot (without unpacking its record)."""
         raw = self._packed.get(key)
-        return None if raw is None else _ballot(raw, 0)
+        return None if raw is None else _ballot(raw, _PROMISED)
 
     def all_keys(self) -> list[str]:
         """Every key this acceptor holds a record of (a membership step re-scans them)."""
@@ -203,7 +204,7 @@ class Acceptor:
         commit mark); True if the record changed and should be persisted. The hot
         path of every decision: it works on the packed record, unpacking nothing."""
         raw = self._packed.get(key)
-        if raw is None or raw[3:6] != ballot:
+        if raw is None or raw[_ACCEPTED:_ACCEPTED + 3] != ballot:
             return False  # not what this acceptor holds: nothing to mark
         self._last_chosen.pop(key, None)
         if raw[_CHOSEN]:
