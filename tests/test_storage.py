@@ -250,7 +250,7 @@ from pathlib import Path
 from paxoskv.core.acceptor import Record
 from paxoskv.server.storage import Storage
 
-def broken(batch, meta):
+def broken(batch, meta, marks=None):
     raise OSError("disk full")
 
 async def main():

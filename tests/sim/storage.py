@@ -19,7 +19,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from paxoskv.core.acceptor import Record, Write
+from paxoskv.core.acceptor import Mark, Record, Write, apply_marks
+from paxoskv.server.lazy_writes import MarkLog
 from tests.sim.loop import NO_PROC, Proc
 
 
@@ -29,6 +30,13 @@ class SimDisk:
 
     records: dict[str, Record] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)  # e.g. "boot"
+    marks: list[tuple[int, Mark]] = field(default_factory=list)  # the log: (generation, mark)
+
+    def log(self, marks: MarkLog) -> None:
+        """Delete the generations below `marks.drop_below`, then log `marks.marks`."""
+        if marks.drop_below:
+            self.marks = [(gen, mark) for gen, mark in self.marks if gen >= marks.drop_below]
+        self.marks.extend((marks.gen, mark) for mark in marks.marks)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class SimStorage(DiskMeta):
         self._timing = timing
         self._pending: list[Write] = []
         self._pending_meta: dict[str, str] = {}
+        self._pending_marks: list[MarkLog] = []
         self._next: asyncio.Future[None] | None = None  # resolves when _pending is durable
         self._inflight: asyncio.Future[None] | None = None
         self.dead = False
@@ -79,11 +88,17 @@ class SimStorage(DiskMeta):
         self.on_durable: Callable[[str, Record], None] | None = None
         self.commits = 0
         self.records_written = 0
+        self.logged_marks: dict[int, list[str]] = {}
 
     # -- start-up (synchronous and durable at once, as in Storage) -------------
 
     def load(self) -> dict[str, Record]:
-        return dict(self.disk.records)
+        records = dict(self.disk.records)
+        apply_marks(records, (mark for _, mark in self.disk.marks))
+        self.logged_marks = {}
+        for gen, (key, _) in self.disk.marks:
+            self.logged_marks.setdefault(gen, []).append(key)
+        return records
 
     def next_boot(self) -> int:
         boot = int(self.disk.meta.get("boot", "0")) + 1
@@ -96,11 +111,14 @@ class SimStorage(DiskMeta):
 
     # -- group commit -----------------------------------------------------------
 
-    def write(self, writes: list[Write], meta: dict[str, str] | None = None
-              ) -> asyncio.Future[None]:
-        """Queue records and metadata; the future resolves once they are on the disk."""
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None,
+              marks: MarkLog | None = None) -> asyncio.Future[None]:
+        """Queue records, metadata and commit marks; the future resolves once they
+        are on the disk."""
         self._pending.extend(writes)
         self._pending_meta.update(meta or {})
+        if marks is not None:
+            self._pending_marks.append(marks)
         if self._next is None:
             loop = asyncio.get_running_loop()
             self._next = loop.create_future()
@@ -123,15 +141,19 @@ class SimStorage(DiskMeta):
             return
         batch, self._pending = self._pending, []
         meta, self._pending_meta = self._pending_meta, {}
+        marks, self._pending_marks = self._pending_marks, []
         self._inflight, self._next = self._next, None
         # The disk's own event: it happens even if the process is stalled.
         asyncio.get_running_loop().call_later(self._timing.draw(self._rng), self._durable,
-                                              batch, meta, context=NO_PROC)
+                                              batch, meta, marks, context=NO_PROC)
 
-    def _durable(self, batch: list[Write], meta: dict[str, str]) -> None:
+    def _durable(self, batch: list[Write], meta: dict[str, str], marks: list[MarkLog]
+                 ) -> None:
         if self.dead:
             return  # the crash came first: this commit never happened
         self.disk.meta.update(meta)
+        for logged in marks:
+            self.disk.log(logged)
         for key, record in batch:
             self.disk.records[key] = record
             if self.on_durable is not None:
@@ -152,7 +174,7 @@ class SimStorage(DiskMeta):
     def kill(self) -> None:
         """A crash: what is not durable is lost, and no waiter ever hears back."""
         self.dead = True
-        self._pending, self._pending_meta = [], {}
+        self._pending, self._pending_meta, self._pending_marks = [], {}, []
         self._next = self._inflight = None
 
     async def close(self) -> None:
@@ -167,10 +189,10 @@ class AckBeforeDurable(SimStorage):
 
     LAG_S = 2.0
 
-    def write(self, writes: list[Write], meta: dict[str, str] | None = None
-              ) -> asyncio.Future[None]:
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None,
+              marks: MarkLog | None = None) -> asyncio.Future[None]:
         asyncio.get_running_loop().call_later(self.LAG_S, self._late, list(writes),
-                                              dict(meta or {}), context=NO_PROC)
+                                              dict(meta or {}), marks, context=NO_PROC)
         return self.flushed()
 
     def flushed(self) -> asyncio.Future[None]:
@@ -178,9 +200,12 @@ class AckBeforeDurable(SimStorage):
         done.set_result(None)
         return done
 
-    def _late(self, writes: list[Write], meta: dict[str, str]) -> None:
+    def _late(self, writes: list[Write], meta: dict[str, str], marks: MarkLog | None
+              ) -> None:
         if not self.dead:
             self.disk.meta.update(meta)
+            if marks is not None:
+                self.disk.log(marks)
             for key, record in writes:
                 self.disk.records[key] = record
                 if self.on_durable is not None:

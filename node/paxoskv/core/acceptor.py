@@ -15,6 +15,7 @@ if it has not adopted the new configuration yet, and even after a crash.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from paxoskv.core.ballot import Ballot
@@ -70,6 +71,19 @@ class Record(NamedTuple):
 BLANK = Record()
 
 Write = tuple[str, Record]
+Mark = tuple[str, Ballot]  # a commit mark: the key's state accepted at the ballot was chosen
+
+
+def apply_marks(records: dict[str, Record], marks: Iterable[Mark]) -> None:
+    """Replay commit marks, as logged on disk, over the records loaded with them. A
+    mark counts only while its key's record is still accepted at its ballot: a
+    ballot carries one state, and a record accepted at another ballot since then
+    has made the mark moot. (A mark is logged only with or after the write of the
+    record it marks: see server.lazy_writes.)"""
+    for key, ballot in marks:
+        rec = records.get(key)
+        if rec is not None and rec.accepted == ballot and not rec.chosen:
+            records[key] = rec._replace(chosen=True)
 
 
 # A record as one flat tuple of atoms (`_pack`), which the cyclic garbage

@@ -40,6 +40,7 @@ from paxoskv.core.proposer import Ballots
 from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
 from paxoskv.server.aio import mapped, quiet, wait_until
 from paxoskv.server.identity import CAUGHT_UP_META, CONFIG_META
+from paxoskv.server.lazy_writes import Disk, LazyWrites
 from paxoskv.server.rounds import NoQuorum, Repeated, Rounds, unknown_outcome
 from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 
@@ -52,19 +53,6 @@ log = logging.getLogger("paxoskv.node")
 # times its usual latency (an average), but never sooner than HEDGE_MIN_S.
 HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
-# How long a commit mark waits for a durable write to ride along with (persist_later).
-UNHURRIED_FLUSH_S = 0.5
-
-
-class Disk(Protocol):
-    """Where the acceptor's writes become durable (storage.Storage; a simulated disk)."""
-
-    commits: int  # group commits so far (one fsync each)
-    records_written: int
-
-    def write(self, writes: list[Write], meta: dict[str, str] | None = None
-              ) -> asyncio.Future[None]: ...
-    def flushed(self) -> asyncio.Future[None]: ...
 
 
 class Link(Protocol):
@@ -135,15 +123,8 @@ class Node:
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._latency: dict[str, float] = {}  # member -> average forward latency (s)
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
-        # Keys whose record changed in ways no reply waits for (commit marks,
-        # catch-ups): their current records ride along with the next durable write
-        # instead of costing an fsync of their own, or go after UNHURRIED_FLUSH_S when
-        # no write comes (and at a clean stop). A crash may lose them, which only
-        # makes local reads staler. What is written is each key's *current* record,
-        # never a snapshot taken earlier, so it can never roll back a newer write.
-        self._unhurried: set[str] = set()
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._stopped = False
+        # Commit marks and catch-ups: no reply waits for them (see lazy_writes).
+        self.lazy = LazyWrites(self.storage, self.acceptor)
         # Put ids: unique as ballots are, by (member id, durable boot counter), then a
         # counter of this boot: no two runs of different puts share one.
         self._puts = itertools.count(1)
@@ -246,14 +227,14 @@ class Node:
             return
         write = self.accept_request(commit)[1]
         if write is not None:
-            self.persist_later(write[0])
+            self.lazy.record(write[0])
 
     def learn(self, key: str, ballot: Ballot) -> None:
         """A commit mark: this node's acceptor's state of `key` at `ballot` was
         chosen. Nothing waits on it: no reply, no fsync of its own."""
         if self.acceptor.mark_chosen(key, ballot):
             self._wake_watchers(key)
-            self.persist_later(key)
+            self.lazy.mark(key, ballot)
 
     def _wake_watchers(self, key: str) -> None:
         # Watchers wake on commits too: a read right after the accept may not have
@@ -261,34 +242,6 @@ class Node:
         for waiter in self._watchers.pop(key, ()):
             if not waiter.done():
                 waiter.set_result(None)
-
-    def persist_later(self, key: str) -> None:
-        """Make `key`'s record durable soon, with other writes (nothing waits on it)."""
-        if self._stopped:
-            return
-        self._unhurried.add(key)
-        if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                UNHURRIED_FLUSH_S, self.flush_unhurried)
-
-    def flush_unhurried(self) -> None:
-        """Queue the current records of the keys `persist_later` noted (the timer's
-        work; it finds nothing to do if a durable write took them along first)."""
-        self._flush_timer = None
-        writes = self._take_unhurried()
-        if writes:
-            self.storage.write(writes)
-
-    def _take_unhurried(self) -> list[Write]:
-        keys, self._unhurried = self._unhurried, set()
-        return [(key, self.acceptor.record(key)) for key in sorted(keys)]
-
-    def _persist(self, writes: list[Write]) -> asyncio.Future[None]:
-        """Make `writes` durable; the future resolves once they are (and everything
-        written before them). Unhurried records go along."""
-        if self._unhurried:
-            writes = [*self._take_unhurried(), *writes]
-        return self.storage.write(writes) if writes else self.storage.flushed()
 
     def failpoint(self, name: str) -> None:
         """Crash here (as kill -9 would: no flush, no goodbye) if the test asked for it."""
@@ -308,7 +261,7 @@ class Node:
             if dest == self.name:
                 # This node's own acceptor: its reply, too, waits for the disk.
                 reply, write = self.accept_request(msg)
-                self._persist([write] if write else []).add_done_callback(
+                self.lazy.durable([write] if write else []).add_done_callback(
                     functools.partial(_local_reply, on_reply, dest, reply))
                 continue
             link = self.links.get(dest)
@@ -494,7 +447,7 @@ class Node:
                     keys = [k for k in keys if k.startswith(body)]
                 send([request_id, "k", keys])
         if replies:
-            durable = self._persist(writes)
+            durable = self.lazy.durable(writes)
 
             def send_replies(_: asyncio.Future[None]) -> None:
                 self.failpoint("after-persist-before-reply")
@@ -534,10 +487,7 @@ class Node:
         for link in self.links.values():
             await link.stop()
         self.rounds.stop()
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-        self.flush_unhurried()  # keep the commit marks across a clean restart
-        self._stopped = True
+        self.lazy.stop()  # keeps the commit marks across a clean restart
 
 
 def _local_reply(on_reply: Callable[[str, Reply], None], dest: str, reply: Reply,

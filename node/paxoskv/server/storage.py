@@ -1,10 +1,11 @@
 """Durable acceptor state: SQLite in WAL mode, synchronous=FULL, group commit.
 
 Records live in memory (the acceptor's dict) and are written through to
-SQLite. Writes from concurrent requests are gathered while the previous
-commit's fsync runs and committed together in one transaction, in order, on a
-single writer thread. `flushed()` completes when everything written before
-it is durable, which is what a reply must wait for.
+SQLite, with a log of commit marks beside them (see lazy_writes). Writes from
+concurrent requests are gathered while the previous commit's fsync runs and
+committed together in one transaction, in order, on a single writer thread.
+`flushed()` completes when everything written before it is durable, which is
+what a reply must wait for.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from pathlib import Path
 import orjson
 
 from paxoskv import lockfile
-from paxoskv.core.acceptor import Record, Write
+from paxoskv.core.acceptor import Mark, Record, Write, apply_marks
+from paxoskv.core.ballot import Ballot
 from paxoskv.server.aio import resolved
+from paxoskv.server.lazy_writes import MarkLog
 
 log = logging.getLogger("paxoskv.storage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (seq INTEGER PRIMARY KEY, gen INTEGER NOT NULL,
+                                  marks BLOB NOT NULL);
 """
 
 
@@ -64,14 +69,17 @@ class Storage:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paxoskv-fsync")
         self._pending: list[Write] = []
         self._pending_meta: dict[str, str] = {}
+        self._pending_marks = MarkLog(0)
         self._next: asyncio.Future[None] | None = None  # resolves when _pending is durable
         self._inflight: asyncio.Future[None] | None = None
         self.commits = 0
         self.records_written = 0
+        self.logged_marks: dict[int, list[str]] = {}
 
     def load(self) -> dict[str, Record]:
-        rows = self._db.execute("SELECT key, record FROM records")
-        return {key: Record.from_json(orjson.loads(raw)) for key, raw in rows}
+        """The records, with the logged commit marks replayed onto them."""
+        records, self.logged_marks = read_records(self._db)
+        return records
 
     def meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -99,16 +107,18 @@ class Storage:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (str(boot),))
         return boot
 
-    def write(self, writes: list[Write], meta: dict[str, str] | None = None
-              ) -> asyncio.Future[None]:
-        """Queue records (and metadata entries, such as the adopted configuration);
-        the future resolves once they are on disk.
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None,
+              marks: MarkLog | None = None) -> asyncio.Future[None]:
+        """Queue records (and metadata entries, such as the adopted configuration, and
+        commit marks); the future resolves once they are on disk.
 
         The future is shared by every write of the same commit: add a callback
         or shield it, never cancel it.
         """
         self._pending.extend(writes)
         self._pending_meta.update(meta or {})
+        if marks is not None:
+            self._pending_marks = _merged(self._pending_marks, marks)
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             if self._inflight is None:
@@ -130,9 +140,10 @@ class Storage:
             return
         batch, self._pending = self._pending, []
         meta, self._pending_meta = self._pending_meta, {}
+        marks, self._pending_marks = self._pending_marks, MarkLog(self._pending_marks.gen)
         self._inflight, self._next = self._next, None
         task = asyncio.get_running_loop().run_in_executor(self._thread, self._commit, batch,
-                                                          meta)
+                                                          meta, marks)
         task.add_done_callback(self._commit_done)
 
     def _commit_done(self, task: asyncio.Future[None]) -> None:
@@ -147,13 +158,19 @@ class Storage:
             done.set_result(None)
         self._start_commit()
 
-    def _commit(self, batch: list[Write], meta: dict[str, str]) -> None:
+    def _commit(self, batch: list[Write], meta: dict[str, str],
+                marks: MarkLog | None = None) -> None:
         latest = {key: rec for key, rec in batch}  # later writes of a key win
         rows = [(key, orjson.dumps(rec.to_json()))
                 for key, rec in latest.items()]
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", rows)
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+        if marks is not None and marks.drop_below:
+            self._db.execute("DELETE FROM marks WHERE gen < ?", (marks.drop_below,))
+        if marks is not None and marks.marks:
+            logged = orjson.dumps([(key, *ballot) for key, ballot in marks.marks])
+            self._db.execute("INSERT INTO marks (gen, marks) VALUES (?, ?)", (marks.gen, logged))
         self._db.execute("COMMIT")
         self.commits += 1
         self.records_written += len(rows)
@@ -166,6 +183,30 @@ class Storage:
         os.close(self._lock)
 
 
+def read_records(db: sqlite3.Connection) -> tuple[dict[str, Record], dict[int, list[str]]]:
+    """The records in `db`, with its logged commit marks replayed onto them; and the
+    keys of those marks, by generation."""
+    rows = db.execute("SELECT key, record FROM records")
+    records = {key: Record.from_json(orjson.loads(raw)) for key, raw in rows}
+    marks: list[Mark] = []
+    logged: dict[int, list[str]] = {}
+    for gen, raw in db.execute("SELECT gen, marks FROM marks ORDER BY seq"):
+        keys = logged.setdefault(gen, [])
+        for key, round_, boot, node in orjson.loads(raw):
+            marks.append((key, Ballot(round_, boot, node)))
+            keys.append(key)
+    apply_marks(records, marks)
+    return records, logged
+
+
+def _merged(queued: MarkLog, more: MarkLog) -> MarkLog:
+    """Two mark logs bound for one commit, as one."""
+    if not queued.marks and not queued.drop_below:
+        return more
+    return MarkLog(max(queued.gen, more.gen), [*queued.marks, *more.marks],
+                   max(queued.drop_below, more.drop_below))
+
+
 class LaggingStorage(Storage):
     """Test-only planted bug ("lose-unsynced-writes"): acknowledges writes at once and
     commits them up to LAG_S later, like a disk cache that is never fsynced; a kill -9
@@ -173,12 +214,14 @@ class LaggingStorage(Storage):
 
     LAG_S = 5.0
 
-    def write(self, writes: list[Write], meta: dict[str, str] | None = None
-              ) -> asyncio.Future[None]:
-        if not self._pending and not self._pending_meta:
+    def write(self, writes: list[Write], meta: dict[str, str] | None = None,
+              marks: MarkLog | None = None) -> asyncio.Future[None]:
+        if not self._pending and not self._pending_meta and not self._pending_marks.marks:
             asyncio.get_running_loop().call_later(self.LAG_S, self._commit_pending)
         self._pending.extend(writes)
         self._pending_meta.update(meta or {})
+        if marks is not None:
+            self._pending_marks = _merged(self._pending_marks, marks)
         return self.flushed()
 
     def flushed(self) -> asyncio.Future[None]:
@@ -187,8 +230,9 @@ class LaggingStorage(Storage):
     def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
         meta, self._pending_meta = self._pending_meta, {}
-        if batch or meta:
-            self._commit(batch, meta)
+        marks, self._pending_marks = self._pending_marks, MarkLog(self._pending_marks.gen)
+        if batch or meta or marks.marks or marks.drop_below:
+            self._commit(batch, meta, marks)
 
     async def close(self) -> None:
         self._commit_pending()
