@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from paxoskv.core.ballot import Ballot
-from paxoskv.core.messages import Accepted, Commit, Fenced, Observed, Promise, Reply
+from paxoskv.core.messages import Accepted, Commit, Fenced, Observed, Promise, Reply, Request
 from paxoskv.core.proposer import (
     Decided,
     Outcome,
@@ -199,18 +199,16 @@ class Rounds:
         outgoing = proposal.start()
         if proposal.ballot.is_zero:
             # The ZERO ballot may be used once per key: record its use on this
-            # node's disk before any peer can see it. (Sending in parallel is not
-            # safe, even with a per-boot ballot: a home that lost an unsynced
-            # accept which peers had chosen could start over on a higher one.)
+            # node's disk before any peer can see it, so the peers are sent to
+            # from the local acceptor's reply, which waits for its write. (Sending
+            # in parallel is not safe, even with a per-boot ballot: a home that
+            # lost an unsynced accept which peers had chosen could start over on
+            # a higher one.)
             mine = [(d, m) for d, m in outgoing if d == self.node.name]
-            outgoing = [(d, m) for d, m in outgoing if d != self.node.name]
             if mine:
-                recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self.node.send(mine, functools.partial(_and_resolve, attempt.on_reply,
-                                                       recorded))
-                await recorded
-            if proposal.outcome is not None:
-                return proposal.outcome
+                peers = [(d, m) for d, m in outgoing if d != self.node.name]
+                self.node.send(mine, functools.partial(attempt.then_send, peers))
+                outgoing = []
         self.node.send(outgoing, attempt.on_reply)
         await resolve_within(attempt.done, timeout)
         return proposal.outcome
@@ -265,6 +263,14 @@ class _Attempt:
             self.done.set_result(None)
             self._announce()
 
+    def then_send(self, outgoing: Sequence[tuple[str, Request]], sender: str,
+                  reply: Reply) -> None:
+        """Take the local acceptor's reply, then send `outgoing` unless the attempt
+        is over (decided, or given up)."""
+        self.on_reply(sender, reply)
+        if not self.done.done():
+            self.node.send(outgoing, self.on_reply)
+
     def _announce(self) -> None:
         """Tell every acceptor that the proposal's state was chosen: local reads
         serve only chosen states, and the ones that missed it catch up.
@@ -301,9 +307,3 @@ class _Attempt:
             if dest in self.unheard:
                 self._tell(dest, accepted=False)
         self.unheard.clear()
-
-
-def _and_resolve(on_reply: Callable[[str, Reply], None], resolve: asyncio.Future[None],
-                 sender: str, reply: Reply) -> None:
-    on_reply(sender, reply)
-    resolve.set_result(None)
