@@ -38,6 +38,9 @@ from tests.sim.network import Network
 from tests.sim.storage import DiskMeta, DiskTiming, SimDisk, SimStorage
 
 EPOCH_S = 1_700_000_000.0  # virtual time 0, as a wall clock reads it (the test's clock)
+# The log of commit marks folds after this many marks (FOLD_MIN: 100,000), this many
+# keys per commit (server.lazy_writes): small, so that every run folds it often.
+SIM_FOLD_MIN, SIM_FOLD_CHUNK = 8, 2
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ class SimCluster:
                     member_id=member.disk.meta.get("member_id", ""),
                     caught_up=member.disk.meta.get(identity.CAUGHT_UP_META) != "0")
         storage.on_durable = functools.partial(self.ledger.saw, member.name)
+        # Fold the log of commit marks often, so that crashes and restarts land in folds.
+        node.lazy.fold_min, node.lazy.fold_chunk = SIM_FOLD_MIN, SIM_FOLD_CHUNK
         peers = [n for n in self.names if n != member.name]
         links: dict[str, Link] = dict(self.network.attach(member.name, proc, node, peers))
         node.links = links

@@ -73,6 +73,7 @@ class LazyWrites:
         self._marks: list[Mark] = []  # marks to log
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
+        self.fold_min, self.fold_chunk = FOLD_MIN, FOLD_CHUNK
         # The log: its newest generation (where marks go), the keys marked in it
         # and how many marks it holds; the keys of the generation being folded.
         logged = disk.logged_marks
@@ -96,7 +97,7 @@ class LazyWrites:
         has marked it in memory already)."""
         if self._stopped:
             return
-        if (self._marked_count >= max(FOLD_MIN, len(self._acceptor))
+        if (self._marked_count >= max(self.fold_min, len(self._acceptor))
                 and not self._folding and not self._drop_due):
             self._gen += 1  # fold the generation this mark would overfill
             self._folding, self._marked, self._marked_count = self._marked, set(), 0
@@ -129,7 +130,7 @@ class LazyWrites:
 
     def _write(self, writes: list[Write]) -> asyncio.Future[None]:
         keys, self._records = self._records, set()
-        for _ in range(min(FOLD_CHUNK, len(self._folding))):
+        for _ in range(min(self.fold_chunk, len(self._folding))):
             keys.add(self._folding.pop())
         drop_below = 0
         if self._drop_due and not self._folding:
