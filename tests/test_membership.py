@@ -191,3 +191,27 @@ def test_a_member_that_joined_is_caught_up_once_its_step_settles() -> None:
         assert w.cluster.members["n2"].disk.meta[CAUGHT_UP_META] == "1"
 
     assert World().run(schedule) == []
+
+
+def test_a_member_that_missed_the_settled_broadcast_learns_it_from_a_peer() -> None:
+    """n3 holds a step's unsettled form; n1 and n2 settled it while n3's links were
+    down, so n3 missed the broadcast. Same epoch: no request tells n3, so it asks
+    its peers (seen in a CI run: a pod added just as the step settled stayed not
+    ready)."""
+    seen: dict[str, object] = {}
+
+    async def schedule(w: World) -> None:
+        n3 = w.node("n3")
+        n3.caught_up = False  # as a node that has just joined starts
+        unsettled = Config(1, n3.config.members, settled=False)
+        for name in ("n1", "n2", "n3"):
+            w.node(name).adopt(unsettled)
+        for name in ("n1", "n2"):
+            w.node(name).adopt(unsettled.settle())  # no notice reaches n3
+        await w.at(3.0)
+        seen["n3"], seen["settled"], seen["caught up"] = (n3.config, unsettled.settle(),
+                                                          n3.caught_up)
+
+    assert World().run(schedule) == []
+    assert seen["n3"] == seen["settled"]
+    assert seen["caught up"] is True

@@ -53,6 +53,8 @@ log = logging.getLogger("paxoskv.node")
 # times its usual latency (an average), but never sooner than HEDGE_MIN_S.
 HEDGE_FACTOR = 4.0
 HEDGE_MIN_S = 0.1
+# How often a node that holds an unsettled configuration asks its peers for theirs.
+SETTLED_POLL_S = 1.0
 
 
 class Link(Protocol):
@@ -125,6 +127,7 @@ class Node:
         self._heard: dict[str, float] = {}  # member -> loop time of its latest request to us
         # Commit marks and catch-ups: no reply waits for them (see lazy_writes).
         self.lazy = LazyWrites(self.storage, self.acceptor)
+        self._settling: asyncio.Future[None] | None = None  # see _learn_the_settled_form
         # Put ids: unique as ballots are, by (member id, durable boot counter), then a
         # counter of this boot: no two runs of different puts share one.
         self._puts = itertools.count(1)
@@ -482,12 +485,30 @@ class Node:
     def start(self) -> None:
         for link in self.links.values():
             link.start()
+        self._settling = asyncio.ensure_future(self._learn_the_settled_form())
 
     async def stop(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
         for link in self.links.values():
             await link.stop()
         self.rounds.stop()
         self.lazy.stop()  # keeps the commit marks across a clean restart
+
+    async def _learn_the_settled_form(self) -> None:
+        """While this node holds an unsettled configuration, ask its peers for theirs
+        every SETTLED_POLL_S. A step's settled form has the same epoch as its
+        unsettled one, so no request gives it away, and its broadcast is sent once:
+        a member whose links were not up yet (one just added, above all) would
+        otherwise hold the unsettled form, and stay not caught up, until the next step."""
+        while True:
+            await asyncio.sleep(SETTLED_POLL_S)
+            for peer in self.config.names:  # in order: deterministic under simulation
+                link = self.links.get(peer)
+                if self.config.settled:
+                    break
+                if link is not None and link.connected:
+                    await self.learn_config(peer)
 
 
 def _local_reply(on_reply: Callable[[str, Reply], None], dest: str, reply: Reply,
