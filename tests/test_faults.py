@@ -51,6 +51,22 @@ def _faulty_run(tmp_path: Path, seed: int, env: dict[str, str] | None = None,
                {sid: SessionLog(**log) for sid, log in raw["sessions"].items()})
 
 
+def key_histories(history: list[Op], anomalies: list[str]) -> str:
+    """The whole history of each key an anomaly names ("key: ..."), an operation a line,
+    in invocation order: what a failed run must show, since its timings cannot be
+    replayed."""
+    keys = sorted({line.split(":", 1)[0] for line in anomalies})
+    lines = []
+    for key in keys:
+        lines.append(f"\nhistory of {key}:")
+        for op in sorted((op for op in history if op.key == key), key=lambda op: op.invoke):
+            lines.append(f"  p{op.process} {op.kind} {op.invoke:.3f}-{op.complete:.3f} "
+                         f"{op.outcome} value={op.value!r} token_arg={op.token_arg} "
+                         f"found={op.found} seen={op.seen_value!r} token={op.token} "
+                         f"deleted={op.deleted} error={op.error}")
+    return "\n".join(lines)
+
+
 def _verdict(seed: int, history: list[Op], faults: Counter[str],
              sessions: dict[str, SessionLog] | None = None) -> None:
     lifetimes = sessions is not None
@@ -75,7 +91,8 @@ def _verdict(seed: int, history: list[Op], faults: Counter[str],
           f"schedule, operation choices and node-side test randomness (timings differ: "
           f"real processes): PAXOSKV_FAULT_SECONDS={SECONDS:g} .venv/bin/pytest -s '{test}'")
     assert sum(faults.values()) >= 2 and outcomes["ok"] > 100, (faults, outcomes)
-    assert report.ok, f"seed {seed}: " + "\n".join(report.anomalies[:10])
+    assert report.ok, (f"seed {seed}: " + "\n".join(report.anomalies[:10])
+                       + key_histories(history, report.anomalies[:10]))
     # Errors that no fault explains: an internal error, or a refusal other than a put
     # bound to what just died (every request the workload sends is well formed).
     errors = Counter(op.error for op in history if op.error is not None)
