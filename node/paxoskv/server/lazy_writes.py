@@ -110,7 +110,7 @@ class LazyWrites:
     def durable(self, writes: list[Write]) -> asyncio.Future[None]:
         """Make `writes` durable, the unhurried writes with them; the future resolves
         once they are (and everything written before them)."""
-        if self._records or self._marks or self._folding or self._drop_due:
+        if self._waiting():
             return self._write(writes)
         return self._disk.write(writes) if writes else self._disk.flushed()
 
@@ -118,7 +118,7 @@ class LazyWrites:
         """Queue the unhurried writes now (the timer's work; it finds nothing to do
         if a durable write took them along first)."""
         self._timer = None
-        if self._records or self._marks or self._folding or self._drop_due:
+        if self._waiting():
             self._write([])
 
     def stop(self) -> None:
@@ -141,6 +141,10 @@ class LazyWrites:
         if self._folding or self._drop_due:
             self._schedule()
         return future
+
+    def _waiting(self) -> bool:
+        """Whether anything is to ride along with the next write."""
+        return bool(self._records or self._marks or self._folding or self._drop_due)
 
     def _schedule(self) -> None:
         if self._timer is None and not self._stopped:
