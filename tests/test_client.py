@@ -177,7 +177,7 @@ def test_retry_goes_on_past_the_server_limit() -> None:
     seen: list[dict[str, Any]] = []
     answers = [(503, SERVER_NO_QUORUM), (200, entry_body())]
     with scripted(answers, seen, timeout=100) as kv:
-        entry = kv.put("k", "v", no_quorum="retry")
+        entry = kv.get("k", no_quorum="retry")
     assert entry.ok and entry.value == "v" and len(seen) == 2
     assert 59_000 < seen[0]["timeout_ms"] <= 60_000
 
@@ -228,18 +228,31 @@ def test_real_cluster_round_trip_still_works(cluster: LocalCluster, dead: str) -
 
 
 
-def test_a_swap_is_never_sent_again_once_it_may_have_reached_a_node() -> None:
-    """Sent again, a swap that took effect would find its own value and answer
-    swapped: false (and an increment loop would increment twice): once a try may have
-    reached a node, a lost answer is an unknown outcome. A refused connection reached
-    nothing, so that try is made again elsewhere, as for every call."""
+CHANGES: dict[str, Callable[[Client], Entry]] = {
+    "put": lambda kv: kv.put("k", "v"),
+    "delete": lambda kv: kv.delete("k", 1),
+    "swap": lambda kv: kv.swap("k", "a", "b"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_change_is_never_sent_again_once_it_may_have_reached_a_node(change: str) -> None:
+    """Sent again, a change is a new request that no node can tell from the first: a
+    put could make a second generation after its first was deleted, a delete of a
+    generation not made yet could end it after answering "not deleted" (issue 8), a
+    swap that took effect would answer swapped: false. So once a try may have reached
+    a node, a lost answer is an unknown outcome. A refused connection reached nothing,
+    so that try is made again elsewhere, as for every call."""
+    call = CHANGES[change]
+
     def client(failures: list[Exception], seen: list[dict[str, Any]],
                **options: Any) -> Client:
         def handler(request: httpx.Request) -> httpx.Response:
             seen.append(json.loads(request.content))
             if failures:
                 raise failures.pop(0)
-            return httpx.Response(200, json=entry_body(swapped=True))
+            return httpx.Response(200, json=entry_body(swapped=True, created=True,
+                                                       deleted=True))
 
         kv = Client(["http://a.invalid:7001", "http://b.invalid:7001"], **options)
         kv._http = httpx.Client(transport=httpx.MockTransport(handler))
@@ -247,21 +260,21 @@ def test_a_swap_is_never_sent_again_once_it_may_have_reached_a_node() -> None:
 
     seen: list[dict[str, Any]] = []
     with client([httpx.ReadTimeout("late")], seen) as kv:
-        lost = kv.swap("k", "a", "b")
+        lost = call(kv)
     assert len(seen) == 1 and not lost.ok and lost.error == "no_quorum"
     assert "not sent again" in lost.message
     for policy in ("fail", "retry"):
         with client([httpx.RemoteProtocolError("gone")], [], no_quorum=policy) as kv, \
                 pytest.raises(NoQuorum, match="may or may not have been decided"):
-            kv.swap("k", "a", "b")
+            call(kv)
     seen = []
     with client([httpx.ConnectError("refused")], seen) as kv:
-        assert kv.swap("k", "a", "b").swapped and len(seen) == 2
+        assert call(kv).ok and len(seen) == 2
     seen = []
     with client([httpx.ReadTimeout("late")], seen) as kv:  # a read is simply asked again
         assert kv.get("k").ok and len(seen) == 2
     seen = []
     with scripted([(503, SERVER_NO_QUORUM)], seen, no_quorum="retry", timeout=100) as kv, \
             pytest.raises(NoQuorum):
-        kv.swap("k", "a", "b")  # the server gave up: not asked again, though "retry"
+        call(kv)  # the server gave up: not asked again, though "retry"
     assert len(seen) == 1

@@ -1021,6 +1021,33 @@ def test_a_put_with_an_id_takes_effect_at_most_once_even_after_a_delete() -> Non
     assert following == KeyState(3, True, "w", {}, deleted.applied)
 
 
+def test_a_delete_of_a_generation_not_made_yet_takes_effect_at_most_once() -> None:
+    # Regression (issue 8, found by a fault run): delete(1) ran on the absent key and
+    # answered "not deleted"; a put made generation 1; a later run of the same delete
+    # (hedged, held by a stalled home) ended it.
+    delete = DeleteIf(1, None, "del-1", expires=10_000)
+    behind = step(delete, EMPTY)
+    assert behind.generation() == EMPTY.generation() and delete.ended(behind) is False
+    put = step(PutIfAbsent("v", {}, "put-1", 10_000), behind)
+    assert put.generation() == (1, True, "v")
+    again = step(delete, put)
+    assert again == put and delete.ended(again) is False  # as the first run answered
+    # A delete that ends its generation answers so, and so does any later run of it.
+    other = DeleteIf(1, None, "del-2", expires=10_000)
+    ended = step(other, put)
+    assert ended.generation() == (2, False, None) and other.ended(ended) is True
+    assert step(other, ended) == ended and delete.ended(ended) is True
+    # Without an id (a lifetime's or a node's internal delete of a generation it saw
+    # live), nothing is remembered: the state stays compact.
+    assert step(DeleteIf(3), ended) is ended
+    # Its id forgotten, a run cannot tell whether an earlier one ran behind: it does
+    # nothing, and `ended` says the answer is unknown.
+    late = DeleteIf(1, None, "del-3", expires=5_000)
+    forgot = put._replace(horizon=5_000)
+    assert step(late, forgot) == forgot and late.ended(forgot) is None
+    assert change_from_wire(delete) == delete
+
+
 def test_a_losing_put_is_remembered_too() -> None:
     held = step(PutIfAbsent("other", {}, "id-0", 10_000), EMPTY)
     loser = PutIfAbsent("mine", {}, "id-1", 10_000)

@@ -23,8 +23,9 @@ import pytest
 from paxoskv.core import messages
 from paxoskv.core.config import Config, Member
 from paxoskv.core.messages import Accept, Promise
-from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
+from paxoskv.core.state import KeyState, PutIfAbsent
 from paxoskv.server import validation as v
+from paxoskv.server.api import delete_key
 from paxoskv.server.identity import IdentityError
 from paxoskv.server.lifetimes import Lifetimes, node_key, session_key
 from paxoskv.server.node import Node, NoQuorum
@@ -155,7 +156,9 @@ class World:
 
     async def op(self, via: str, kind: Kind, key: str,
                  work: Callable[[Node, Lifetimes], Coroutine[Any, Any, KeyState]],
-                 **fields: Any) -> Op:
+                 answered: dict[str, bool] | None = None, **fields: Any) -> Op:
+        """Run `work` as client op `kind` and record it; `answered`: answer fields that
+        `work` fills in (a delete's `deleted`)."""
         invoke = self.cluster.now()
         outcome: Outcome = "ok"
         state: KeyState | None = None
@@ -169,8 +172,7 @@ class World:
             op = Op(0, kind, key, invoke, math.inf if outcome == "unknown" else
                     self.cluster.now(), outcome, **fields)
         else:
-            if kind == "delete":
-                fields["deleted"] = state.token > fields["token_arg"]
+            fields.update(answered or {})
             op = Op(0, kind, key, invoke, self.cluster.now(), "ok", found=state.live,
                     seen_value=state.value if state.live else None, token=state.token, **fields)
         self.history.append(op)
@@ -194,8 +196,15 @@ class World:
         return await self.op(via, "put", key, put, value=value, until=until)
 
     async def delete(self, via: str, key: str, token: int, timeout: float = 1.0) -> Op:
-        return await self.op(via, "delete", key, lambda n, _: n.change(
-            f"{BUCKET}/{key}", DeleteIf(token), timeout, retry=False), token_arg=token)
+        """As the HTTP handler runs it (`api.delete_key`)."""
+        answered: dict[str, bool] = {}
+
+        async def delete(node: Node, _: Lifetimes) -> KeyState:
+            state, answered["deleted"] = await delete_key(node, f"{BUCKET}/{key}", token,
+                                                          timeout, retry=False)
+            return state
+
+        return await self.op(via, "delete", key, delete, answered, token_arg=token)
 
     async def get(self, via: str, key: str, timeout: float = 2.0) -> Op:
         return await self.op(via, "get", key,
@@ -287,6 +296,29 @@ def test_2_a_put_forwarded_to_a_stalled_home_takes_effect_once(plant: str | None
 
     anomalies = _run_under(plant and "put-runs-twice", schedule)
     _assert_outcome(plant, anomalies, "put of 'v' took effect more than once")
+
+
+@pytest.mark.parametrize("plant", PLANTED, ids=_ids)
+def test_2_a_delete_of_a_generation_not_yet_made_takes_effect_at_most_once(
+        plant: str | None) -> None:
+    """Found by a fault run. delete(1) of a key never written goes to its stalled home
+    n1 through n2, which hedges: decided on the absent key, it answers deleted: false.
+    A put then makes generation 1; n1 resumes and runs the delete it held. Without the
+    delete's id (the bug) that run ends generation 1, which no delete answered
+    deleted: true, so a get sees a tombstone that no delete made."""
+    key = key_homed_on("n1")
+
+    async def schedule(w: World) -> None:
+        await w.at(1.0)
+        w.stall("n1", 2.1)
+        await w.delete("n2", key, 1)
+        await w.put("n3", key, "v")
+        await w.at(3.5)  # n1 has resumed and run what it held
+        await w.get("n2", key)
+        await w.get("n3", key)
+
+    anomalies = _run_under(plant and "delete-runs-twice", schedule)
+    _assert_outcome(plant, anomalies, "no delete invoked before it could have ended")
 
 
 # -- 3. a member restarted on an empty data directory -------------------------------------

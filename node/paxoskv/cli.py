@@ -40,7 +40,7 @@ NO = 1  # a negative answer (not found, put lost, not deleted, no change, not bo
 #         a request refused as invalid (the message says which)
 USAGE = 2  # bad command line, endpoint or configuration
 UNAVAILABLE = 3  # no quorum, no endpoint answered, or the server failed: for a put,
-#                  delete or session change the outcome is unknown (retrying is safe)
+#                  delete or session change the outcome is unknown (read it back to find out)
 DENIED = 4  # the cluster refused the credentials: no token, a wrong one, or out of scope
 
 EXIT_CODES = """\
@@ -53,7 +53,7 @@ exit status:
      (the message names the option)
   2  usage: a bad option, endpoint or configuration file
   3  no quorum answered, or no endpoint did: never "not found"; for a put, a delete
-     or a session change the outcome is unknown (retrying is safe)
+     or a session change the outcome is unknown (read it back to find out)
   4  denied: the cluster needs a token (--auth-token) and got none or a wrong one, or
      the token's scopes do not cover the bucket
 """

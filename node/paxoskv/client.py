@@ -10,7 +10,9 @@
 `no_quorum` follows PaxosKV: "return" (default) gives an Entry whose `error`
 is "no_quorum" (or "unreachable" when no endpoint answered at all); "fail" raises
 NoQuorum (or its subclass Unreachable); "retry" retries with backoff until a quorum
-answers or the timeout passes. An error Entry has no state: reading its `found`,
+answers or the timeout passes (the node asked retries the change itself; a change of
+a key is sent to another endpoint only if it surely did not reach the first, so
+that it takes effect at most once). An error Entry has no state: reading its `found`,
 `value` or `token` raises the error, so an unreachable cluster never reads as a
 missing key. Check `entry.ok` (or `entry.error`) to handle it without an exception.
 """
@@ -50,7 +52,7 @@ class PaxosKVError(Exception):
 
 class NoQuorum(PaxosKVError):
     """No quorum answered in time (or, as `Unreachable`, no endpoint at all). For a put,
-    a delete or a session change the outcome is unknown (retrying is safe); a read
+    a delete or a session change the outcome is unknown (read it back to find out); a read
     changed nothing."""
 
 
@@ -248,7 +250,7 @@ _MAYBE_DECIDED = "; the change may or may not have been decided"
 def _no_quorum_message(message: str, changes: bool) -> str:
     message = message.replace(_MAYBE_DECIDED, "")
     if changes:
-        return message + "; the change may or may not have been decided (retrying is safe)"
+        return message + "; the change may or may not have been decided (read it back to find out)"
     return message + "; a read changes nothing"
 
 
@@ -370,8 +372,11 @@ class _Attempts:
     budget: float
     failures: int = 0
     reasons: dict[str, str] = field(default_factory=dict)  # endpoint: why it failed
-    # Sent at most once past a connection (a swap: sent again, one that took effect
-    # would answer swapped: false); `delivered` once a try may have reached a node.
+    # Sent at most once past a connection: a change of a key. Sent again, it would be
+    # a new request with a new id that no node can tell from the first: a put could
+    # make a second generation after its first was deleted, a delete of a generation
+    # not made yet could end it after answering "not deleted", a swap that took effect
+    # would answer swapped: false. `delivered` once a try may have reached a node.
     once: bool = False
     delivered: bool = False
 
@@ -555,7 +560,7 @@ class Client(_Base):
         (1 is not 1.0 or True). Sent again only to endpoints it surely did not reach:
         once it may have reached one, a lost answer is a no_quorum error (the outcome is
         unknown: read the key), never swapped: false for a swap that took effect."""
-        return self._entry("/v1/swap", key, bucket, no_quorum, timeout, once=True,
+        return self._entry("/v1/swap", key, bucket, no_quorum, timeout,
                            **_swap_body(expected, value, token))
 
     def watch(self, key: str, token: int, *, timeout: float = 30.0, bucket: str | None = None,
@@ -705,10 +710,11 @@ class Client(_Base):
 
     def _entry(self, path: str, key: str, bucket: str | None,
                no_quorum: NoQuorumPolicy | None, timeout: float | None,
-               changes: bool = True, once: bool = False, **extra: Any) -> Entry:
+               changes: bool = True, **extra: Any) -> Entry:
+        """A key's call; one that `changes` the key is sent once (see `_Attempts.once`)."""
         bucket = bucket or self.bucket
         data = self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum, timeout,
-                          changes, once)
+                          changes, once=changes)
         return _entry(data, bucket, key)
 
     def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,
@@ -892,7 +898,7 @@ class AsyncClient(_Base):
                    bucket: str | None = None, no_quorum: NoQuorumPolicy | None = None,
                    timeout: float | None = None) -> Entry:
         """As `Client.swap`."""
-        return await self._entry("/v1/swap", key, bucket, no_quorum, timeout, once=True,
+        return await self._entry("/v1/swap", key, bucket, no_quorum, timeout,
                                  **_swap_body(expected, value, token))
 
     async def watch(self, key: str, token: int, *, timeout: float = 30.0,
@@ -1016,10 +1022,11 @@ class AsyncClient(_Base):
 
     async def _entry(self, path: str, key: str, bucket: str | None,
                      no_quorum: NoQuorumPolicy | None, timeout: float | None,
-                     changes: bool = True, once: bool = False, **extra: Any) -> Entry:
+                     changes: bool = True, **extra: Any) -> Entry:
+        """As `Client._entry`."""
         bucket = bucket or self.bucket
         data = await self._post(path, {"bucket": bucket, "key": key, **extra}, no_quorum,
-                                timeout, changes, once)
+                                timeout, changes, once=changes)
         return _entry(data, bucket, key)
 
     async def _post(self, path: str, body: dict[str, Any], no_quorum: NoQuorumPolicy | None,

@@ -59,6 +59,7 @@ class Op:
     expected: Any = None  # swap: the value the key must hold
     until: int | None = None  # put: the deadline binding (ms since the epoch)
     session: str | None = None  # put: the session binding
+    bound: bool = False  # put: it has another binding that can end its key (parent, node)
     # The answer, for ok operations:
     found: bool = False
     seen_value: Any = None
@@ -92,8 +93,9 @@ class Report:
 
 def check(history: list[Op], bindings_end_keys: bool = False,
           sessions_alive_until: dict[str, float] | None = None) -> Report:
-    """Check a history; `bindings_end_keys`: generations may also end without a
-    client delete (deadlines, sessions), so tombstones need no creating op;
+    """Check a history; `bindings_end_keys`: generations made by a bound put (a
+    deadline, a session, a parent key, a node) may also end without a client delete,
+    so their tombstones need no creating op;
     `sessions_alive_until`: session id -> a time (s) until which it surely lived
     (before its close, and within a TTL of its latest successful keep-alive)."""
     report = Report(operations=len(history))
@@ -144,27 +146,37 @@ def _check_key(key: str, ops: list[Op], bindings_end_keys: bool,
     if not swaps:  # parity tells live from dead: one table, as before swaps existed
         made_live = made_dead = {t: min(made_live.get(t, math.inf), made_dead.get(t, math.inf))
                                  for t in {*made_live, *made_dead}}
+    bound_values = [op.value for op in ops if op.kind == "put"
+                    and (op.until is not None or op.session is not None or op.bound)]
+
+    def ended_by_binding(tomb: int) -> bool:
+        """Whether a binding may have ended the generation before tombstone `tomb`:
+        one whose value nobody saw, or one a bound put made (with swaps: any)."""
+        return bindings_end_keys and (bool(swaps) or tomb - 1 not in values
+                                      or values[tomb - 1] in bound_values)
+
     for op in observed:
-        if op.token == 0 or (bindings_end_keys and not (op.found if swaps else op.token % 2)):
+        if op.token == 0 or (not (op.found if swaps else op.token % 2)
+                             and ended_by_binding(op.token)):
             continue
         if (made_live if op.found else made_dead).get(op.token, math.inf) >= op.complete:
             anomalies.append(f"{key}: {op.kind} by p{op.process} saw generation {op.token} "
                              "that no operation invoked before it could have created")
 
-    # 4. No gap in the chain: every tombstone below a token seen was made by a delete.
-    if not bindings_end_keys:
-        unseen_writes = [op.invoke for op in ops if op.kind in ("put", "swap")
-                         and op.outcome != "fail" and op.value not in values.values()]
-        for op in observed:
-            for tomb in range(2, op.token + 1, 1 if swaps else 2):
-                if tomb in values or (swaps and tomb not in dead and min(
-                        unseen_writes, default=math.inf) < op.complete):
-                    continue  # (with swaps) live, or maybe a generation no op saw
-                if made_dead.get(tomb, math.inf) >= op.complete:
-                    anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token}, "
-                                     f"but no delete invoked before it could have ended "
-                                     f"generation {tomb - 1}")
-                    break
+    # 4. No gap in the chain: every tombstone below a token seen was made by a delete
+    #    (or, where bindings end keys, maybe by a binding).
+    unseen_writes = [op.invoke for op in ops if op.kind in ("put", "swap")
+                     and op.outcome != "fail" and op.value not in values.values()]
+    for op in observed:
+        for tomb in range(2, op.token + 1, 1 if swaps else 2):
+            if tomb in values or ended_by_binding(tomb) or (swaps and tomb not in dead and min(
+                    unseen_writes, default=math.inf) < op.complete):
+                continue  # (with swaps) live, or maybe a generation no op saw
+            if made_dead.get(tomb, math.inf) >= op.complete:
+                anomalies.append(f"{key}: {op.kind} by p{op.process} saw token {op.token}, "
+                                 f"but no delete invoked before it could have ended "
+                                 f"generation {tomb - 1}")
+                break
 
     # 5. A delete's answer agrees with itself.
     for op in observed:

@@ -24,7 +24,10 @@ fix is found in few seeds (still random: nothing is scripted):
   its requests to any member, while members stall (so keep-alives are hedged
   and also run late at the home) and some clocks are off (violation 5);
 - "wipes": a member's disk is wiped, with crashes and cuts around it, over
-  many keys, so some key was decided without a member that is asked again.
+  many keys, so some key was decided without a member that is asked again;
+- "repeats": members stall past the hedge delay and deletes are common, often
+  of generations not made yet, so a delete runs hedged, a put follows, and the
+  stalled home runs the delete again (found by a fault run).
 A wipe happens at most once per run: a wiped member is refused and stays down.
 """
 
@@ -99,6 +102,15 @@ SCENARIOS = {
                          lasts={"stall": (0.3, 3.0)},
                          mix=Mix(put=0.35, get=0.35, delete=0.1, watch=0.1, until=0.1,
                                  roam=0.5, sessions=4, session=0.5)),
+    # Found by a fault run: a delete that names a generation not made yet runs twice
+    # (hedged at once, and late at a stalled home) with a put between the runs. Members
+    # stall past the hedge delay; deletes are common and puts mostly unbound, so that
+    # a generation a delete ended wrongly is not excused as ended by a binding.
+    "repeats": Scenario(skew_s=(0.5, 2.0), drop=0.02,
+                        weights={"stall": 5.0, "crash": 0.5, "power": 0.0, "wipe": 0.0},
+                        lasts={"stall": (0.3, 3.0)},
+                        mix=Mix(keys=3, put=0.4, get=0.3, delete=0.2, watch=0.05, swap=0.0,
+                                until=0.0, roam=0.5, sessions=0)),
     # Violation 3: a member's disk wiped, with crashes and cuts around it, over many keys.
     "wipes": Scenario(weights={"wipe": 3.0, "crash": 3.0, "power": 0.0, "partition": 2.0},
                       mix=Mix(keys=24, put=0.5, get=0.3, delete=0.1, watch=0.05, swap=0.03)),

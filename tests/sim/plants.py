@@ -30,6 +30,11 @@ And one that takes the generation out of a compare-and-swap (issue 13):
   of a swap that lands after another change (hedged, duplicated, late) applies
   again, on a value it never compared.
 
+And one that takes the id out of a delete (found by a fault run, issue 8):
+- "delete-runs-twice": a delete that ran behind the key (naming a generation not
+  made yet) is not remembered, so a later run of it (hedged, duplicated, held by a
+  stalled home) ends that generation after the delete answered "not deleted".
+
 And three that take out a part of membership change (issue 9), found in the
 membership scenarios:
 - "skip-rescan": a step settles without re-deciding the keys under its epoch;
@@ -51,13 +56,13 @@ from paxoskv.core.acceptor import Acceptor, Write
 from paxoskv.core.ballot import Ballot, first_ballot
 from paxoskv.core.messages import Promise, Reply, Request
 from paxoskv.core.proposer import Ballots, Plan
-from paxoskv.core.state import EMPTY, UNTIL, Change, KeyState, Renew, SwapIf
+from paxoskv.core.state import EMPTY, UNTIL, Change, DeleteIf, KeyState, Renew, SwapIf
 from paxoskv.server.membership import Membership
 from paxoskv.server.node import Node
 
 PLANTS = ("forget-accepted", "ack-before-durable", "ballot-from-acceptor", "put-runs-twice",
           "wiped-votes", "delete-drops-guard", "renew-backwards", "skip-rescan", "no-fencing",
-          "ballots-by-name", "swap-any-generation")
+          "ballots-by-name", "swap-any-generation", "delete-runs-twice")
 Handle = Callable[[Acceptor, Request, Any], tuple[Reply, Write | None]]
 
 
@@ -121,6 +126,17 @@ def swap_any_generation(self: SwapIf, state: KeyState) -> KeyState:
     return core_state.remember(swapped, (self.id, self.expires, swapped.token, True))
 
 
+def delete_without_memory(apply: Callable[[DeleteIf, KeyState], KeyState]
+                          ) -> Callable[[DeleteIf, KeyState], KeyState]:
+    """`DeleteIf.apply` as before it had an id: a run behind the key is not remembered
+    (nor is a repeat known), so a later run may end the generation it named."""
+
+    def forgetful_apply(self: DeleteIf, state: KeyState) -> KeyState:
+        return apply(dataclasses.replace(self, id=""), state)
+
+    return forgetful_apply
+
+
 async def no_rescan(self: Membership, holders: list[str]) -> list[str]:
     """`Membership._rescan` skipped: a step settles without re-deciding any key."""
     return []
@@ -162,6 +178,9 @@ def planted(name: str | None) -> Iterator[None]:
             stack.enter_context(mock.patch.object(Renew, "apply", renew_backwards))
         elif name == "swap-any-generation":
             stack.enter_context(mock.patch.object(SwapIf, "apply", swap_any_generation))
+        elif name == "delete-runs-twice":
+            stack.enter_context(mock.patch.object(DeleteIf, "apply",
+                                                  delete_without_memory(DeleteIf.apply)))
         elif name == "skip-rescan":
             stack.enter_context(mock.patch.object(Membership, "_rescan", no_rescan))
         elif name == "no-fencing":

@@ -49,7 +49,7 @@ SETTLE_S = 3.0
 PLANT_SCENARIOS = {"ballot-from-acceptor": "slow-home", "delete-drops-guard": "fast-clock",
                    "wiped-votes": "wipes", "renew-backwards": "sessions",
                    "skip-rescan": "grow-shrink", "no-fencing": "grow-shrink",
-                   "ballots-by-name": "grow-shrink"}
+                   "ballots-by-name": "grow-shrink", "delete-runs-twice": "repeats"}
 
 
 @dataclass

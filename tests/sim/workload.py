@@ -8,7 +8,8 @@ a stalled node answers late, a crashed one never (the op is then unknown).
 Times come from the test's clock (`SimCluster.now`), not the nodes' skewed ones.
 
 Recorded for tests/faults/checker.py: puts (with every binding kind),
-conditional deletes with tokens seen, compare-and-swaps (through the HTTP handler's
+conditional deletes (through the HTTP handler's own `delete_key`) of tokens seen or of
+generations not made yet, compare-and-swaps (through the HTTP handler's
 own `swap_value`, from the value last seen, or another, with or without its token),
 linearizable reads and watches (as gets).
 Recorded apart: local reads (stale by design, so outside the real-time rule)
@@ -27,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from paxoskv.core.config import home_of
-from paxoskv.core.state import DeleteIf, KeyState, PutIfAbsent
+from paxoskv.core.state import KeyState, PutIfAbsent
 from paxoskv.server import validation as v
-from paxoskv.server.api import swap_value
+from paxoskv.server.api import delete_key, swap_value
 from paxoskv.server.lifetimes import Lifetimes
 from paxoskv.server.node import Node, NoQuorum
 from tests.faults.checker import Kind, Op, Outcome, SessionLog
@@ -159,9 +160,6 @@ class Client:
             self.rec.history.append(Op(self.process, kind, key, invoke, complete, outcome,
                                        **fields))
             return None
-        if kind == "delete":
-            # As the HTTP handler answers: generation `token_arg` has ended.
-            fields["deleted"] = state.token > fields["token_arg"]
         fields.update(answered or {})
         self.rec.history.append(Op(
             self.process, kind, key, invoke, self.cluster.now(), "ok", found=state.live,
@@ -232,13 +230,25 @@ class Client:
             return await node.change(target.key_id, PutIfAbsent(value, bindings), timeout,
                                      retry=False)
 
-        await self._op("put", key, put, value=value, until=until, session=session)
+        await self._op("put", key, put, value=value, until=until, session=session,
+                       bound="key" in wanted or "node" in wanted)
 
     async def delete(self, key: str, timeout: float) -> None:
-        seen = self.tokens.get(key, 1)
+        """A delete as the HTTP handler runs it, of the generation last seen (the live
+        one before a tombstone seen), or sometimes of the next live generation, one
+        not made yet: a client may name any token."""
+        seen = self.tokens.get(key, 0)
         token = seen if seen % 2 else max(1, seen - 1)
-        await self._op("delete", key, lambda n, _: n.change(
-            f"{BUCKET}/{key}", DeleteIf(token), timeout, retry=False), token_arg=token)
+        if self.rng.random() < 0.2:
+            token = seen + 1 + seen % 2
+        answered: dict[str, Any] = {}
+
+        async def delete(node: Node, _: Lifetimes) -> KeyState:
+            state, answered["deleted"] = await delete_key(node, f"{BUCKET}/{key}", token,
+                                                          timeout, retry=False)
+            return state
+
+        await self._op("delete", key, delete, answered=answered, token_arg=token)
 
     async def swap(self, key: str, timeout: float) -> None:
         """A compare-and-swap to a new value of its own, as the HTTP handler runs it:

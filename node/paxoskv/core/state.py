@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import orjson
 
 Json = Any
-# A put that ran on a key (or a swap that took effect): (its id, its expiry in ms, the
-# token it created or found, won).
+# A put that ran on a key (or a swap that took effect, or a delete that ran ahead of the
+# key): (its id, its expiry in ms, the token it created or found, won).
 Applied = tuple[str, int, int, bool]
 
 
@@ -24,8 +24,9 @@ class KeyState(NamedTuple):
 
     `applied` and `horizon` make puts take effect at most once (see
     `PutIfAbsent`): the recent puts that ran on this key (and the swaps that took
-    effect, see `SwapIf`), each as (id, expiry, token, won), and the latest expiry
-    among the ids forgotten since.
+    effect, see `SwapIf`, and the deletes that ran ahead of it, see `DeleteIf`),
+    each as (id, expiry, token, won), and the latest expiry among the ids
+    forgotten since.
     """
 
     token: int = 0
@@ -143,6 +144,14 @@ def remember(state: KeyState, run: Applied) -> KeyState:
     return KeyState(token, live, value, bindings, tuple(keep), horizon)
 
 
+def ran_before(id_: str, expires: int, state: KeyState) -> bool:
+    """Whether the change with this id and expiry may have run on `state`'s key
+    before: it is remembered, or it expires no later than the latest forgotten id
+    (`<=`: the horizon is that id's expiry, so a change expiring exactly then may be
+    that very change)."""
+    return bool(id_) and (expires <= state.horizon or any(a[0] == id_ for a in state.applied))
+
+
 @dataclass(frozen=True, slots=True)
 class PutIfAbsent:
     """First write wins: a live key keeps its value and bindings.
@@ -169,10 +178,7 @@ class PutIfAbsent:
 
     def repeated(self, state: KeyState) -> bool:
         """Whether this put may have run on `state`'s key before (then it does nothing)."""
-        # `<=`: the horizon is the expiry of the latest id forgotten, so a put that
-        # expires exactly then may be that very put.
-        return bool(self.id) and (self.expires <= state.horizon
-                                  or any(a[0] == self.id for a in state.applied))
+        return ran_before(self.id, self.expires, state)
 
     def won(self, state: KeyState) -> bool:
         """Whether this put created `state`'s live generation (`state` is what it
@@ -221,8 +227,16 @@ class DeleteIf:
     """End the key's generation if its fencing token is still `token`.
 
     The result is a tombstone with a new generation, never an erasure, so a
-    deleted value cannot come back. Running it again changes nothing: it is
-    conditional on a generation, and generations never come back.
+    deleted value cannot come back. A run after one that ended generation `token`,
+    or found it ended, changes nothing: generations never come back.
+
+    A run that finds the key *behind* `token` (a generation not made yet: a client
+    may name any token) changes nothing and answers "not deleted". A later run of the
+    same delete (forwarded, hedged, duplicated), after a put made generation `token`,
+    would end it: the delete would take effect after answering that it did not (a
+    fault run found this). So a delete with an `id` that runs behind the key is
+    remembered as a put is (`applied`, forgotten the same way), and no later run of
+    it does anything; `ended` tells what a run's answer means.
     """
 
     token: int
@@ -231,8 +245,15 @@ class DeleteIf:
     # their own clock has passed `not_before`, so no clock running fast can end
     # the key early (a majority of clocks must agree).
     not_before: int | None = None
+    id: str = ""
+    expires: int = 0  # as a put's: the latest time a run of it may still start (ms)
 
     def apply(self, state: KeyState) -> KeyState:
+        if ran_before(self.id, self.expires, state):
+            return state
+        if state.token < self.token:  # behind: remember that it ran, if it can be
+            return remember(state, (self.id, self.expires, state.token, False)) \
+                if self.id else state
         if not state.live or state.token != self.token:
             return state
         if self.not_before is None:
@@ -243,8 +264,22 @@ class DeleteIf:
         return KeyState(state.token + 1, False, None, {NOT_BEFORE: self.not_before},
                         state.applied, state.horizon)
 
+    def ended(self, state: KeyState) -> bool | None:
+        """Whether generation `token` has ended (by this delete or before it), as
+        `state`, the key's state right after a run of this delete, tells. None when it
+        cannot: that run found generation `token` live and did nothing, because the
+        delete's id may have been forgotten (an earlier run of it may have found the
+        key behind, and then it must not end the generation now)."""
+        if state.token > self.token:
+            return True
+        if (self.id and self.not_before is None and state.live and state.token == self.token
+                and not any(a[0] == self.id for a in state.applied)):
+            return None
+        return False
+
     def to_json(self) -> dict[str, Json]:
-        return {"op": "delete", "token": self.token, "not_before": self.not_before}
+        return {"op": "delete", "token": self.token, "not_before": self.not_before,
+                "id": self.id, "expires": self.expires}
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +373,8 @@ def change_from_json(raw: dict[str, Json]) -> Change:
                       int(raw.get("expires", 0)))
     if op == "delete":
         not_before = raw.get("not_before")
-        return DeleteIf(int(raw["token"]), None if not_before is None else int(not_before))
+        return DeleteIf(int(raw["token"]), None if not_before is None else int(not_before),
+                        str(raw.get("id", "")), int(raw.get("expires", 0)))
     raise ValueError(f"unknown change {op!r}")
 
 

@@ -16,7 +16,14 @@ from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
 from paxoskv import __version__
-from paxoskv.core.state import DeleteIf, KeyState, SwapIf, public_bindings, same_json
+from paxoskv.core.state import (
+    DeleteIf,
+    KeyState,
+    PutIfAbsent,
+    SwapIf,
+    public_bindings,
+    same_json,
+)
 from paxoskv.server import auth, listing
 from paxoskv.server import identity as ident
 from paxoskv.server import validation as v
@@ -189,7 +196,7 @@ async def put(request: web.Request) -> web.Response:
     wanted = v.bindings(body)
     node = request.app[NODE]
     bindings = await request.app[LIFETIMES].resolve(target, wanted) if wanted else {}
-    change = node.new_put(value, bindings, target.timeout)
+    change = node.stamped(PutIfAbsent(value, bindings), target.timeout)
     state = await node.change(target.key_id, change, target.timeout,
                               target.no_quorum == "retry")
     return json_reply({**entry(target, state), "created": change.won(state)})
@@ -375,26 +382,37 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     body = await _body(request, {"token"})
     target = v.target(body)
-    token = v.optional_token(body)
-    node = request.app[NODE]
-    retry = target.no_quorum == "retry"
-    deadline = time.monotonic() + target.timeout
+    state, deleted = await delete_key(request.app[NODE], target.key_id,
+                                      v.optional_token(body), target.timeout,
+                                      target.no_quorum == "retry")
+    return json_reply({**entry(target, state), "deleted": deleted})
+
+
+async def delete_key(node: Node, key: str, token: int | None, timeout: float, retry: bool
+                     ) -> tuple[KeyState, bool]:
+    """End the key's generation `token` if it is still live (without a token: the live
+    one). The key's state afterwards, and whether generation `token` has ended, by this
+    delete or before it: so a forwarded, hedged or duplicated run answers as the first
+    did (`DeleteIf.ended`)."""
+    deadline = node.clock() + timeout
     if token is None:
         # Unconditional: end the generation a linearizable read finds live. Still a
         # conditional change underneath, so a forwarded, hedged or duplicated run of
         # it can never end a generation decided after it (a single "delete whatever
         # is live" change could). If that generation ends meanwhile, the delete is
         # linearized right after its end, on an absent key: nothing more to do.
-        live = await node.read(target.key_id, target.timeout, retry)
+        live = await node.read(key, timeout, retry)
         if not live.live:
-            return json_reply({**entry(target, live), "deleted": False})
+            return live, False
         token = live.token
-    state = await node.change(target.key_id, DeleteIf(token),
-                              max(deadline - time.monotonic(), 0.001), retry)
-    # True once generation `token` has ended, by this delete or before it: so a
-    # retried (or hedged, or duplicated) delete answers as the first run did.
-    deleted = state.token > token
-    return json_reply({**entry(target, state), "deleted": deleted})
+    remaining = max(deadline - node.clock(), 0.001)
+    change = node.stamped(DeleteIf(token), remaining)
+    state = await node.change(key, change, remaining, retry)
+    deleted = change.ended(state)
+    if deleted is None:
+        raise NoQuorum("the delete may have run before and its id is forgotten: "
+                       "the change may or may not have been decided")
+    return state, deleted
 
 
 async def swap(request: web.Request) -> web.Response:
@@ -429,8 +447,7 @@ async def swap_value(node: Node, key: str, expected: Any, value: Any, token: int
         remaining = deadline - node.clock()
         if remaining <= 0:
             break
-        change = SwapIf(state.token, value, node.new_id(),
-                        node.wall_ms() + int(remaining * 1000))
+        change = node.stamped(SwapIf(state.token, value), remaining)
         after = await node.change(key, change, remaining, retry)
         swapped = change.swapped(after)
         if swapped is None:

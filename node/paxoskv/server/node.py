@@ -26,8 +26,8 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -37,7 +37,15 @@ from paxoskv.core.ballot import Ballot
 from paxoskv.core.config import Config
 from paxoskv.core.messages import Commit, Promise, Reply, Request
 from paxoskv.core.proposer import Ballots
-from paxoskv.core.state import Change, KeyState, PutIfAbsent, Read, change_from_json
+from paxoskv.core.state import (
+    Change,
+    DeleteIf,
+    KeyState,
+    PutIfAbsent,
+    Read,
+    SwapIf,
+    change_from_json,
+)
 from paxoskv.server.aio import mapped, quiet, wait_until
 from paxoskv.server.identity import CAUGHT_UP_META, CONFIG_META
 from paxoskv.server.lazy_writes import Disk, LazyWrites
@@ -47,6 +55,7 @@ from paxoskv.server.transport import NOTICE, Envelope, PeerUnavailable
 __all__ = ["Disk", "Link", "NoQuorum", "Node", "Repeated", "Stats"]
 
 log = logging.getLogger("paxoskv.node")
+C = TypeVar("C", bound=Change)
 
 
 # Hedging: propose here too if the home has not answered within HEDGE_FACTOR
@@ -292,15 +301,23 @@ class Node:
 
     # -- client operations ------------------------------------------------------
 
-    def new_put(self, value: Any, bindings: dict[str, Any], timeout: float) -> PutIfAbsent:
-        """A put with its id: the id makes every run of it after the first a no-op,
-        and its expiry bounds how long any node may still start a run of it."""
-        return PutIfAbsent(value, bindings, self.new_id(), self.wall_ms() + int(timeout * 1000))
+    def stamped(self, change: C, timeout: float) -> C:
+        """`change` with an id and an expiry if it takes them (a put, a delete, a swap)
+        and has none: the id makes every run of it after the first a no-op, and the
+        expiry bounds how long any node may still start a run of it. Every put needs
+        one (`change` stamps it). The API stamps a client's delete, which may name a
+        generation not made yet, and its swap, whose answer must tell whether it took
+        effect. The nodes' own deletes end generations they read live: conditional on
+        a generation that exists, they take effect at most once without an id."""
+        if isinstance(change, PutIfAbsent | DeleteIf | SwapIf) and not change.id:
+            return replace(change, id=self.new_id(),
+                           expires=self.wall_ms() + int(timeout * 1000))
+        return change
 
     async def change(self, key: str, change: Change, timeout: float, retry: bool) -> KeyState:
         """Apply `change` by consensus and return the key's resulting state."""
-        if isinstance(change, PutIfAbsent) and not change.id:
-            change = self.new_put(change.value, change.bindings, timeout)
+        if isinstance(change, PutIfAbsent):
+            change = self.stamped(change, timeout)
         deadline = self.clock() + timeout
         home = self.home(key)
         link = self.links.get(home)

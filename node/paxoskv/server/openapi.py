@@ -244,7 +244,9 @@ def _document() -> dict[str, Any]:
     entry = {"$ref": "#/components/schemas/Entry"}
     deleted = {"allOf": [entry, {"type": "object", "required": ["deleted"], "properties": {
         "deleted": {"type": "boolean", "description": "The named generation has ended "
-                    "(by this delete or before it: a retried delete answers true again)."}}}]}
+                    "(by this delete or before it: a retried delete answers true again). "
+                    "A delete takes effect at most once: one that named a generation not "
+                    "made yet answers false and never ends it later."}}}]}
     swapped = {"allOf": [entry, {"type": "object", "required": ["swapped"], "properties": {
         "swapped": {"type": "boolean", "description": "This swap took effect: the entry is "
                     "the generation it decided. False: the key was absent, or held another "
