@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from paxoskv.client import AsyncClient, Client, Entry, NoQuorum, Unreachable
+from paxoskv.client import AsyncClient, Client, Election, Entry, NoQuorum, Unreachable
 from paxoskv.devcluster import free_ports
 from tests.harness import LocalCluster, running
 
@@ -278,3 +278,39 @@ def test_a_change_is_never_sent_again_once_it_may_have_reached_a_node(change: st
             pytest.raises(NoQuorum):
         call(kv)  # the server gave up: not asked again, though "retry"
     assert len(seen) == 1
+
+
+def test_an_election_outlives_a_lost_answer_to_its_put_or_its_delete() -> None:
+    """The client sends neither change again once it may have arrived, so the recipe
+    does: campaign puts again (first write wins, and its session shows a win), and
+    resign reads again before it deletes again."""
+    lost = {"/v1/put": 1, "/v1/delete": 1}
+    holder = {"found": True}
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        seen.append(path)
+        if lost.get(path):
+            lost[path] -= 1
+            raise httpx.ReadTimeout("late")
+        if path == "/v1/session/open":
+            return httpx.Response(200, json={"session": "s1", "ttl_ms": 60_000, "until": 1})
+        if path.startswith("/v1/session/"):
+            return httpx.Response(200, json={"session": "s1", "until": 2, "closed": True})
+        if path == "/v1/delete":
+            holder["found"] = False
+        found = holder["found"] or path == "/v1/put"
+        return httpx.Response(200, json=entry_body(
+            found, bindings={"pid": "s1"} if found else {}, deleted=True))
+
+    kv = Client("http://node.invalid:7001", timeout=2.0)
+    kv._http = httpx.Client(transport=httpx.MockTransport(handler))
+    with kv, kv.session(ttl=60) as session:
+        election = Election(kv, "k", "v", session)
+        assert election.campaign(timeout=5).token == 1
+        election.resign()
+    changes = [p for p in seen if p in ("/v1/put", "/v1/get", "/v1/delete")]
+    assert changes == ["/v1/put", "/v1/put", "/v1/get", "/v1/delete", "/v1/get",
+                       "/v1/delete"]
+    assert not holder["found"]

@@ -823,8 +823,14 @@ class Election:
         """Block until elected (or raise TimeoutError); returns the leader's entry."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            entry = self.client.put(self.key, self.value, session=self.session.id,
-                                    no_quorum="retry")
+            try:
+                entry = self.client.put(self.key, self.value, session=self.session.id,
+                                        no_quorum="retry")
+            except NoQuorum:
+                # Its answer lost: put again. The client never resends a change itself,
+                # but here a new put is harmless: first write wins, and a put that won
+                # before is bound to this candidate's session, which the answer shows.
+                continue
             if entry.found and entry.bindings.get("pid") == self.session.id:
                 self.term = entry
                 return entry
@@ -851,9 +857,13 @@ class Election:
     def resign(self) -> None:
         """Step down (if leading), so that another candidate is elected at once."""
         self.term = None
-        entry = self.client.get(self.key, no_quorum="retry")
-        if entry.found and entry.bindings.get("pid") == self.session.id:
-            self.client.delete(self.key, entry.token, no_quorum="retry")
+        while True:
+            entry = self.client.get(self.key, no_quorum="retry")
+            if not (entry.found and entry.bindings.get("pid") == self.session.id):
+                return
+            with contextlib.suppress(NoQuorum):  # its answer lost: read again
+                self.client.delete(self.key, entry.token, no_quorum="retry")
+                return
 
 
 class AsyncClient(_Base):
