@@ -250,7 +250,7 @@ _MAYBE_DECIDED = "; the change may or may not have been decided"
 def _no_quorum_message(message: str, changes: bool) -> str:
     message = message.replace(_MAYBE_DECIDED, "")
     if changes:
-        return message + "; the change may or may not have been decided (read it back to find out)"
+        return message + _MAYBE_DECIDED + " (read it back to find out)"
     return message + "; a read changes nothing"
 
 

@@ -251,9 +251,8 @@ class DeleteIf:
     def apply(self, state: KeyState) -> KeyState:
         if ran_before(self.id, self.expires, state):
             return state
-        if state.token < self.token:  # behind: remember that it ran, if it can be
-            return remember(state, (self.id, self.expires, state.token, False)) \
-                if self.id else state
+        if state.token < self.token and self.id:  # behind: remember that it ran
+            return remember(state, (self.id, self.expires, state.token, False))
         if not state.live or state.token != self.token:
             return state
         if self.not_before is None:

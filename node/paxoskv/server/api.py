@@ -410,9 +410,15 @@ async def delete_key(node: Node, key: str, token: int | None, timeout: float, re
     state = await node.change(key, change, remaining, retry)
     deleted = change.ended(state)
     if deleted is None:
-        raise NoQuorum("the delete may have run before and its id is forgotten: "
-                       "the change may or may not have been decided")
+        raise _forgotten("delete")
     return state, deleted
+
+
+def _forgotten(what: str) -> NoQuorum:
+    """The answer of a change whose id the key may have forgotten: whether an earlier
+    run of it took effect, nothing here can tell."""
+    return NoQuorum(f"the {what} may have run before and its id is forgotten: "
+                    "the change may or may not have been decided")
 
 
 async def swap(request: web.Request) -> web.Response:
@@ -451,8 +457,7 @@ async def swap_value(node: Node, key: str, expected: Any, value: Any, token: int
         after = await node.change(key, change, remaining, retry)
         swapped = change.swapped(after)
         if swapped is None:
-            raise NoQuorum("the swap may have run before and its id is forgotten: "
-                           "the change may or may not have been decided")
+            raise _forgotten("swap")
         if swapped:
             # The generation it created: `after` unless a late run answered with a
             # later state; then as read, with the new value (bindings are kept).
