@@ -314,3 +314,21 @@ def test_an_election_outlives_a_lost_answer_to_its_put_or_its_delete() -> None:
     assert changes == ["/v1/put", "/v1/put", "/v1/get", "/v1/delete", "/v1/get",
                        "/v1/delete"]
     assert not holder["found"]
+
+
+def test_a_campaign_still_fails_when_no_endpoint_answers() -> None:
+    """Putting again after a lost answer must not hide an unreachable cluster."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/v1/put":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"session": "s1", "ttl_ms": 60_000, "until": 1,
+                                         "closed": True})
+
+    kv = Client("http://node.invalid:7001", timeout=0.3)
+    kv._http = httpx.Client(transport=httpx.MockTransport(handler))
+    with kv, kv.session(ttl=60) as session, pytest.raises(Unreachable):
+        Election(kv, "k", "v", session).campaign(timeout=5)
+    assert "/v1/put" in seen

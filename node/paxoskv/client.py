@@ -826,10 +826,14 @@ class Election:
             try:
                 entry = self.client.put(self.key, self.value, session=self.session.id,
                                         no_quorum="retry")
-            except NoQuorum:
+            except NoQuorum as exc:
                 # Its answer lost: put again. The client never resends a change itself,
                 # but here a new put is harmless: first write wins, and a put that won
                 # before is bound to this candidate's session, which the answer shows.
+                # No endpoint at all, or no time left: the caller is told, as before.
+                if isinstance(exc, Unreachable) or (
+                        deadline is not None and time.monotonic() >= deadline):
+                    raise
                 continue
             if entry.found and entry.bindings.get("pid") == self.session.id:
                 self.term = entry
